@@ -1,0 +1,45 @@
+# Two commands matter: `make demo` and `make test`.  Both create the local
+# virtualenv (.venv) from pyproject.toml when it is missing or out of date.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Debian packages the tests drive as independent peers.
+APT_PACKAGES := openssl ca-certificates util-linux
+PYTEST_ARGS ?=
+
+.PHONY: venv system-deps demo lint test bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,lint]'
+	touch $@
+
+venv: $(STAMP)
+
+# Installs the Debian packages the tests use, when missing (needs root and apt).
+system-deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+demo: $(STAMP)
+	$(PY) tools/demo.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	@sls=$$(find kubernetes -name '*.sls'); if [ -n "$$sls" ]; then $(BIN)/salt-lint $$sls; fi
+	$(BIN)/yamllint -s pillar.example
+
+test: $(STAMP) system-deps lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .demo .bench .pytest_cache .ruff_cache

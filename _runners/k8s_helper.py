@@ -1,0 +1,165 @@
+"""
+Mint and inspect the TLS certificates of Kubernetes clusters on the salt master.
+
+The certificates are written to ``<pki_root>/<cluster_tag>/``; ``pki_root`` is
+``/var/salt/k8s-helper/pki`` unless the master config sets::
+
+    k8s_helper:
+      pki_root: /some/other/path
+
+Pillar then reads the files from there and hands them to minions (see the
+formula's ``pillar.example``).
+
+The certificate logic lives in ``_utils/k8s_pki.py``; this module only checks
+arguments, reads the master's options and shapes what ``salt-run`` prints.
+"""
+
+import functools
+import logging
+
+try:
+    import k8s_pki
+
+    HAS_PKI = True
+except ImportError as _err:  # cryptography missing, or _utils not synced
+    HAS_PKI = False
+    _IMPORT_ERROR = str(_err)
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "k8s-helper"
+
+
+def __virtual__():
+    if not HAS_PKI:
+        return (
+            False,
+            f"k8s-helper needs the formula's _utils/k8s_pki.py and python3-cryptography "
+            f"({_IMPORT_ERROR}); run saltutil.sync_utils or set utils_dirs",
+        )
+    return __virtualname__
+
+
+class _BadInput(Exception):
+    pass
+
+
+def _pki_root():
+    return (__opts__.get("k8s_helper") or {}).get("pki_root", k8s_pki.DEFAULT_PKI_ROOT)
+
+
+def _reject_unknown(kwargs):
+    unknown = sorted(k for k in kwargs if not k.startswith("__"))
+    if unknown:
+        raise k8s_pki.InputError(f"{unknown[0]}: unknown argument")
+
+
+def _failed(message):
+    """What salt-run prints, and exits non-zero on, for a request it refused."""
+    log.error("k8s-helper: %s", message)
+    return {"result": False, "error": message, "retcode": 2}
+
+
+def _refusals_exit_nonzero(func):
+    """Turn every refusal into a one-line error and a non-zero exit status.
+
+    salt-run exits 0 when a runner raises a TypeError (it takes it for a bad
+    call), so nothing may escape as an exception.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except k8s_pki.PKIError as err:
+            return _failed(str(err))
+        except OSError as err:
+            return _failed(f"{err.strerror or err}: {err.filename or ''}".rstrip(": "))
+        except Exception as err:  # noqa: BLE001 - a bug must not look like success
+            log.exception("k8s-helper: %s failed", func.__name__)
+            return _failed(f"internal error in {func.__name__}: {type(err).__name__}: {err}")
+
+    return wrapper
+
+
+@_refusals_exit_nonzero
+def generate_certs(
+    cluster_tag="default",
+    api_service_address="10.254.0.1",
+    api_server_fqdn="kubernetes.api",
+    force_regen=False,
+    extra_sans=None,
+    cluster_domain="cluster.local",
+    key_type="rsa-2048",
+    ca_days=3650,
+    days=365,
+    **kwargs,
+):
+    """
+    Generate a cluster's CA, apiserver certificate and admin client certificate.
+
+    Writes ``ca.crt``/``ca.key``, ``server.crt``/``server.key`` (kube-apiserver's
+    serving certificate) and ``kubecfg.crt``/``kubecfg.key`` (the admin client,
+    ``O=system:masters``) to ``<pki_root>/<cluster_tag>/``. A complete, valid set
+    is left exactly as it is; missing leaves are issued from the existing CA, and
+    a leaf whose names no longer match the arguments, that is not signed by the
+    CA, or that expires within 90 days is reissued. The CA is only replaced with
+    ``force_regen=True``, which first keeps the previous set under
+    ``<cluster_tag>/backup/<timestamp>/``.
+
+    Returns paths, SHA-256 fingerprints, subjects, SANs and expiry dates of
+    the files, and for each whether it was ``generated`` or ``reused``. Bad
+    input is refused with a message naming the argument, a non-zero exit
+    status, and nothing written.
+
+    cluster_tag : default
+        Which cluster the set belongs to; the name of its folder.
+    api_service_address : 10.254.0.1
+        The apiserver's service (cluster) IP, put in the serving certificate.
+    api_server_fqdn : kubernetes.api
+        The apiserver's DNS name, put in the serving certificate.
+    force_regen : False
+        Make a whole new set (new CA) even when a valid one exists.
+    extra_sans : None
+        More names and addresses for the serving certificate (each master's
+        name and address, a load balancer): a list or a comma-separated string.
+    cluster_domain : cluster.local
+        The cluster's DNS domain (``kubernetes.default.svc.<cluster_domain>``).
+    key_type : rsa-2048
+        One of rsa-2048, rsa-3072, rsa-4096, ecdsa-p256, ecdsa-p384.
+    ca_days : 3650
+        How long the CA is valid, in days.
+    days : 365
+        How long the leaf certificates are valid, in days.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run k8s-helper.generate_certs
+        salt-run k8s-helper.generate_certs cluster_tag=prod api_service_address=10.96.0.1 \\
+            api_server_fqdn=api.prod.example.com extra_sans='[k8s-master-1, 192.0.2.11]'
+        salt-run k8s-helper.generate_certs cluster_tag=prod force_regen=True
+    """
+    _reject_unknown(kwargs)
+    tag = k8s_pki.check_cluster_tag(cluster_tag)
+    force = k8s_pki.check_bool(force_regen, "force_regen")
+    specs = k8s_pki.seed_specs(
+        api_server_fqdn=api_server_fqdn,
+        api_service_address=api_service_address,
+        cluster_domain=cluster_domain,
+        extra_sans=extra_sans,
+    )
+    options = {
+        "key_type": k8s_pki.check_key_type(key_type),
+        "ca_days": k8s_pki.check_days(ca_days, "ca_days"),
+        "leaf_days": k8s_pki.check_days(days, "days"),
+    }
+    plan, backup = k8s_pki.ensure_set(_pki_root(), tag, specs, force_regen=force, **options)
+    ret = {"cluster_tag": tag, **k8s_pki.describe_plan(plan, backup)}
+    log.info(
+        "k8s-helper: cluster %s: %s",
+        tag,
+        ", ".join(f"{name} {info['action']}" for name, info in ret["files"].items()),
+    )
+    return ret

@@ -1,0 +1,18 @@
+import pytest
+import support
+
+
+@pytest.fixture
+def pki_root(tmp_path):
+    return tmp_path / "pki"
+
+
+@pytest.fixture
+def master_conf(tmp_path):
+    """A throwaway master config loading the formula from this checkout (pki under tmp)."""
+    return support.write_master_config(tmp_path)
+
+
+@pytest.fixture
+def runners(master_conf):
+    return support.load_runners(master_conf)
