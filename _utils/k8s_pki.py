@@ -228,23 +228,31 @@ _USAGE_NAMES = {oid: name for name, oid in _USAGE_OIDS.items()}
 
 
 @dataclass(frozen=True)
+class CASpec:
+    """A self-signed CA of the set."""
+
+    common_name: str
+    organizations: tuple = ()
+
+
+@dataclass(frozen=True)
 class LeafSpec:
-    """What a leaf certificate must say.  Two specs are equal when a certificate
-    satisfying one satisfies the other."""
+    """What a leaf certificate must say, and which CA of the set signs it.
+
+    Two equal specs are satisfied by the same certificates: comparing a
+    certificate with its spec (:func:`satisfies`) is how drift is found.
+    """
 
     common_name: str
     organizations: tuple = ()
     usages: tuple = ()  # "server", "client"
     dns_names: tuple = ()
     ip_addresses: tuple = ()
+    issuer: str = "ca"
 
     @property
     def extended_key_usages(self):
-        oids = {
-            "server": ExtendedKeyUsageOID.SERVER_AUTH,
-            "client": ExtendedKeyUsageOID.CLIENT_AUTH,
-        }
-        return [oids[u] for u in self.usages]
+        return [_USAGE_OIDS[u] for u in self.usages]
 
 
 def issue_leaf(spec, key, ca_cert, ca_key, days=DEFAULT_LEAF_DAYS, now=None):
@@ -408,9 +416,6 @@ def days_left(cert, now=None):
 # The seed set: CA, apiserver serving certificate, admin client certificate
 # --------------------------------------------------------------------------
 
-CA = "ca"
-SEED_LEAVES = ("server", "kubecfg")
-
 
 def seed_specs(
     api_server_fqdn="kubernetes.api",
@@ -418,26 +423,20 @@ def seed_specs(
     cluster_domain="cluster.local",
     extra_sans=(),
 ):
-    """The leaves of the kube-up style set, checked and ready to issue."""
+    """The kube-up style set (``ca``, ``server``, ``kubecfg``), checked and ready to issue."""
     fqdn = check_dns_name(api_server_fqdn, "api_server_fqdn")
     address = check_ip(api_service_address, "api_service_address")
     domain = check_dns_name(cluster_domain, "cluster_domain")
     extra_dns, extra_ips = split_sans(extra_sans)
-    dns = [
-        fqdn,
-        "kubernetes",
-        "kubernetes.default",
-        "kubernetes.default.svc",
-        f"kubernetes.default.svc.{domain}",
-        *extra_dns,
-    ]
-    ips = [address, *extra_ips]
+    dns = [fqdn, "kubernetes", "kubernetes.default", "kubernetes.default.svc"]
+    dns += [f"kubernetes.default.svc.{domain}", *extra_dns]
     return {
+        "ca": CASpec(common_name="kubernetes-ca"),
         "server": LeafSpec(
             common_name="kube-apiserver",
             usages=("server",),
             dns_names=tuple(dict.fromkeys(dns)),
-            ip_addresses=tuple(dict.fromkeys(ips)),
+            ip_addresses=tuple(dict.fromkeys([address, *extra_ips])),
         ),
         "kubecfg": LeafSpec(
             common_name="kubecfg",
@@ -449,6 +448,10 @@ def seed_specs(
 
 # --------------------------------------------------------------------------
 # A certificate set on disk
+#
+# A set is a dict of name -> CASpec | LeafSpec, CAs first.  Each name is a pair
+# of files, <name>.crt and <name>.key, under the cluster's folder ("etcd/ca"
+# lives in a sub-folder).
 # --------------------------------------------------------------------------
 
 
@@ -461,8 +464,12 @@ class Item:
     key: object = None
     cert_bytes: bytes | None = None
     key_bytes: bytes | None = None
-    action: str = "reused"  # "reused" or "generated"
+    action: str = "reused"  # "reused", "generated" (new key) or "reissued" (same key)
     reason: str = ""
+
+    @property
+    def present(self):
+        return self.cert_bytes is not None or self.key_bytes is not None
 
 
 @dataclass
@@ -484,24 +491,36 @@ def _read(path):
         return None
 
 
-def read_set(directory, names):
-    """The pairs present in ``directory`` (parsed); raises SetError on anything broken."""
-    items = {}
-    for name in names:
-        cert_bytes = _read(os.path.join(directory, f"{name}.crt"))
-        key_bytes = _read(os.path.join(directory, f"{name}.key"))
-        item = Item(name, cert_bytes=cert_bytes, key_bytes=key_bytes)
-        try:
-            if cert_bytes is not None:
-                item.cert = load_cert(cert_bytes, f"{name}.crt")
-            if key_bytes is not None:
-                item.key = load_key(key_bytes, f"{name}.key")
-        except PKIError as err:
-            raise SetError(f"{directory}: {err}") from None
-        if item.cert is not None and item.key is not None and not key_matches(item.cert, item.key):
-            raise SetError(f"{directory}: {name}.key does not belong to {name}.crt")
-        items[name] = item
-    return items
+def read_pair(directory, name):
+    """The pair ``name`` as found in ``directory`` (parsed); SetError if it is broken."""
+    item = Item(
+        name,
+        cert_bytes=_read(os.path.join(directory, f"{name}.crt")),
+        key_bytes=_read(os.path.join(directory, f"{name}.key")),
+    )
+    try:
+        if item.cert_bytes is not None:
+            item.cert = load_cert(item.cert_bytes, f"{name}.crt")
+        if item.key_bytes is not None:
+            item.key = load_key(item.key_bytes, f"{name}.key")
+    except PKIError as err:
+        raise SetError(f"{directory}: {err}") from None
+    if item.cert is not None and item.key is not None and not key_matches(item.cert, item.key):
+        raise SetError(f"{directory}: {name}.key does not belong to {name}.crt")
+    return item
+
+
+def _leaf_drift(item, spec, ca, renew_before_days, now):
+    """Why the leaf must be issued again, or "" when it is fine as it is."""
+    if item.cert is None or item.key is None:
+        return "missing"
+    if ca.action != "reused" or not signed_by(item.cert, ca.cert):
+        return f"not signed by the current {spec.issuer}"
+    if not satisfies(item.cert, spec):
+        return "names or usages differ from those requested"
+    if days_left(item.cert, now) < renew_before_days:
+        return f"expires within {renew_before_days} days"
+    return ""
 
 
 def plan_set(
@@ -509,75 +528,76 @@ def plan_set(
     specs,
     *,
     force_regen=False,
+    renew=(),
+    keep_keys=False,
     renew_before_days=DEFAULT_RENEW_BEFORE_DAYS,
     now=None,
 ):
     """Decide, without writing anything, which pairs to keep and which to issue.
 
     A complete, valid set is kept as it is.  A leaf is (re)issued when it is
-    missing, when it no longer says what ``specs`` asks (SANs, names, usages),
-    when it is not signed by the CA, or when it expires within
-    ``renew_before_days``.  The CA is only ever made when there is none at all,
-    or with ``force_regen``.
+    missing, when it no longer says what its spec asks (SANs, names, usages),
+    when it is not signed by its CA, when it expires within
+    ``renew_before_days``, or when it is named in ``renew`` (then with its old
+    key if ``keep_keys``).  A CA is only made where it and every leaf it signs
+    are absent, or with ``force_regen``: an existing CA is never replaced
+    otherwise, and a set whose CA cannot be used is an error.
     """
     now = now or datetime.datetime.now(datetime.timezone.utc)
-    found = read_set(directory, [CA, *specs])
+    found = {name: read_pair(directory, name) for name in specs}
     plan = Plan(directory)
-    anything = any(i.cert_bytes is not None or i.key_bytes is not None for i in found.values())
-    if force_regen or not anything:
-        plan.backup = anything
-        for name in [CA, *specs]:
-            plan.items[name] = Item(
-                name, action="generated", reason="force_regen" if anything else "new set"
-            )
+    if force_regen or not any(item.present for item in found.values()):
+        plan.backup = force_regen and any(item.present for item in found.values())
+        reason = "force_regen" if plan.backup else "new set"
+        plan.items = {name: Item(name, action="generated", reason=reason) for name in specs}
         return plan
-
-    ca = found[CA]
-    if ca.cert is None:
-        raise SetError(
-            f"{directory}: ca.crt is missing but other files are there; restore it "
-            "or start over with force_regen=True"
-        )
-    if ca.key is None:
-        raise SetError(
-            f"{directory}: ca.key is missing, so no certificate can be issued from "
-            "this CA; restore it or start over with force_regen=True"
-        )
-    if not is_ca(ca.cert):
-        raise SetError(f"{directory}: ca.crt is not a CA certificate")
-    plan.items[CA] = ca
 
     for name, spec in specs.items():
         item = found[name]
-        if item.cert is None or item.key is None:
-            reason = "missing"
-        elif not signed_by(item.cert, ca.cert):
-            reason = "not signed by the current CA"
-        elif not satisfies(item.cert, spec):
-            reason = "names or usages differ from those requested"
-        elif days_left(item.cert, now) < renew_before_days:
-            reason = f"expires within {renew_before_days} days"
-        else:
+        if isinstance(spec, CASpec):
+            signs = [n for n, s in specs.items() if getattr(s, "issuer", None) == name]
+            if not item.present and not any(found[n].present for n in signs):
+                plan.items[name] = Item(name, action="generated", reason="missing")
+                continue
+            if item.cert is None or item.key is None:
+                missing = f"{name}.crt" if item.cert is None else f"{name}.key"
+                raise SetError(
+                    f"{directory}: {missing} is missing, so {name} cannot issue certificates; "
+                    "restore it, or start a new set with force_regen=True"
+                )
+            if not is_ca(item.cert):
+                raise SetError(f"{directory}: {name}.crt is not a CA certificate")
             plan.items[name] = item
             continue
-        plan.items[name] = Item(name, action="generated", reason=reason)
+        reason = _leaf_drift(item, spec, plan.items[spec.issuer], renew_before_days, now)
+        if not reason and name in renew:
+            reason = "renewal requested"
+        if reason:
+            reuse_key = keep_keys and item.key is not None and reason != "missing"
+            item.action = "reissued" if reuse_key else "generated"
+            if not reuse_key:
+                item.key = item.key_bytes = None
+            item.reason = reason
+        plan.items[name] = item
+    plan.backup = bool(renew) and plan.changed
     return plan
 
 
-def _fill(plan, specs, key_type, ca_days, leaf_days, ca_common_name, now):
-    """Make the keys and certificates the plan asks for."""
-    ca = plan.items[CA]
-    if ca.action == "generated":
-        ca.key = new_key(key_type)
-        ca.cert = build_ca(ca.key, ca_common_name, ca_days, now=now)
+def _fill(plan, specs, key_type, ca_days, leaf_days, now):
+    """Make the keys and certificates the plan asks for (CAs come first in ``specs``)."""
     for name, spec in specs.items():
         item = plan.items[name]
+        if item.action == "reused":
+            continue
         if item.action == "generated":
             item.key = new_key(key_type)
+            item.key_bytes = key_pem(item.key)
+        if isinstance(spec, CASpec):
+            item.cert = build_ca(item.key, spec.common_name, ca_days, spec.organizations, now)
+        else:
+            ca = plan.items[spec.issuer]
             item.cert = issue_leaf(spec, item.key, ca.cert, ca.key, leaf_days, now=now)
-    for item in plan.items.values():
-        if item.action == "generated":
-            item.cert_bytes, item.key_bytes = cert_pem(item.cert), key_pem(item.key)
+        item.cert_bytes = cert_pem(item.cert)
 
 
 def _write(path, data, mode):
@@ -645,6 +665,20 @@ def locked(pki_root, cluster_tag):
         os.close(fd)
 
 
+def _files(directory):
+    """The set's files under ``directory`` (relative paths), leaving out backups."""
+    for dirpath, dirnames, filenames in os.walk(directory):
+        if dirpath == directory and BACKUP_DIR in dirnames:
+            dirnames.remove(BACKUP_DIR)
+        for name in filenames:
+            yield os.path.relpath(os.path.join(dirpath, name), directory)
+
+
+def _link(src, dst):
+    os.makedirs(os.path.dirname(dst), mode=DIR_MODE, exist_ok=True)
+    os.link(src, dst)
+
+
 def _stage(plan, staging, now):
     """Build the complete new cluster folder at ``staging``; returns the backup's path."""
     os.mkdir(staging, DIR_MODE)
@@ -656,20 +690,18 @@ def _stage(plan, staging, now):
     backup = None
     if plan.backup:
         backup = os.path.join(BACKUP_DIR, now.strftime("%Y%m%dT%H%M%S.%fZ"))
-        os.makedirs(os.path.join(staging, backup), mode=DIR_MODE)
-        os.chmod(os.path.join(staging, BACKUP_DIR), DIR_MODE)
-        for entry in os.listdir(target):
-            if entry != BACKUP_DIR and os.path.isfile(os.path.join(target, entry)):
-                os.link(os.path.join(target, entry), os.path.join(staging, backup, entry))
+        for rel in _files(target):
+            _link(os.path.join(target, rel), os.path.join(staging, backup, rel))
     for item in plan.items.values():
         for suffix, data, mode in (
             (".crt", item.cert_bytes, CERT_MODE),
             (".key", item.key_bytes, KEY_MODE),
         ):
             path = os.path.join(staging, item.name + suffix)
-            if item.action == "reused":
-                os.link(os.path.join(target, item.name + suffix), path)
+            if item.action == "reused" or (suffix == ".key" and item.action == "reissued"):
+                _link(os.path.join(target, item.name + suffix), path)
             else:
+                os.makedirs(os.path.dirname(path), mode=DIR_MODE, exist_ok=True)
                 _write(path, data, mode)
     _fsync_dir(staging)
     return backup and os.path.join(target, backup)
@@ -696,8 +728,9 @@ def ensure_set(
     key_type=DEFAULT_KEY_TYPE,
     ca_days=DEFAULT_CA_DAYS,
     leaf_days=DEFAULT_LEAF_DAYS,
-    ca_common_name="kubernetes-ca",
     force_regen=False,
+    renew=(),
+    keep_keys=False,
     renew_before_days=DEFAULT_RENEW_BEFORE_DAYS,
     now=None,
 ):
@@ -706,25 +739,28 @@ def ensure_set(
     Returns ``(plan, backup_path_or_None)``.  Nothing on disk changes unless the
     plan changes something; when it does, the whole folder is replaced in one
     rename, so a reader (or a crash) sees the old set or the new one, never a mix.
+    ``force_regen`` and ``renew`` keep the previous files under ``backup/``.
     """
     now = now or datetime.datetime.now(datetime.timezone.utc)
     directory = os.path.join(pki_root, cluster_tag)
     decide = dict(renew_before_days=renew_before_days, now=now)
-    if not force_regen and os.path.isdir(directory):
+    if not force_regen and not renew and os.path.isdir(directory):
         # Fast path, no lock: a valid set is left alone without writing anything.
         with contextlib.suppress(SetError):  # a writer mid-swap: decide again under the lock
             plan = plan_set(directory, specs, **decide)
             if not plan.changed:
                 return plan, None
     with locked(pki_root, cluster_tag):
-        plan = plan_set(directory, specs, force_regen=force_regen, **decide)
-        if plan.changed:
-            _fill(plan, specs, key_type, ca_days, leaf_days, ca_common_name, now)
-            staging, old = _scratch(pki_root, cluster_tag)
-            backup = _stage(plan, staging, now)
-            _commit(staging, old, directory)
-            return plan, backup
-        return plan, None
+        plan = plan_set(
+            directory, specs, force_regen=force_regen, renew=renew, keep_keys=keep_keys, **decide
+        )
+        if not plan.changed:
+            return plan, None
+        _fill(plan, specs, key_type, ca_days, leaf_days, now)
+        staging, old = _scratch(pki_root, cluster_tag)
+        backup = _stage(plan, staging, now)
+        _commit(staging, old, directory)
+        return plan, backup
 
 
 def describe_plan(plan, backup=None):
@@ -740,7 +776,7 @@ def describe_plan(plan, backup=None):
         }
         files[f"{item.name}.key"] = {
             "path": key_path,
-            "action": item.action,
+            "action": "reused" if item.action == "reissued" else item.action,
             "public_key_sha256": public_key_fingerprint(item.key.public_key()),
         }
         if item.reason:
