@@ -20,6 +20,7 @@ Layers, top to bottom:
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ctypes
 import ctypes.util
@@ -28,11 +29,13 @@ import errno
 import fcntl
 import hashlib
 import ipaddress
+import math
 import os
 import re
 import shutil
 from dataclasses import dataclass, field
 
+import yaml
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -252,7 +255,9 @@ class LeafSpec:
 
     @property
     def extended_key_usages(self):
-        return [_USAGE_OIDS[u] for u in self.usages]
+        # A usage this module does not name (kept from an existing certificate
+        # by a renewal) is its dotted OID.
+        return [_USAGE_OIDS.get(u) or x509.ObjectIdentifier(u) for u in self.usages]
 
 
 def issue_leaf(spec, key, ca_cert, ca_key, days=DEFAULT_LEAF_DAYS, now=None):
@@ -466,6 +471,7 @@ class Item:
     key_bytes: bytes | None = None
     action: str = "reused"  # "reused", "generated" (new key) or "reissued" (same key)
     reason: str = ""
+    key_type: str | None = None  # of the key a "generated" item replaces, when known
 
     @property
     def present(self):
@@ -518,9 +524,7 @@ def _leaf_drift(item, spec, ca, renew_before_days, now):
         return f"not signed by the current {spec.issuer}"
     if not satisfies(item.cert, spec):
         return "names or usages differ from those requested"
-    if days_left(item.cert, now) < renew_before_days:
-        return f"expires within {renew_before_days} days"
-    return ""
+    return renewal_due(item.cert, renew_before_days, now)
 
 
 def plan_set(
@@ -541,9 +545,16 @@ def plan_set(
     ``renew_before_days``, or when it is named in ``renew`` (then with its old
     key if ``keep_keys``).  A CA is only made where it and every leaf it signs
     are absent, or with ``force_regen``: an existing CA is never replaced
-    otherwise, and a set whose CA cannot be used is an error.
+    otherwise, and a set whose CA cannot be used is an error.  ``renew`` may
+    only name leaves of the set.  Whenever an existing pair is replaced, the
+    plan asks for a backup of the folder first.
     """
     now = now or datetime.datetime.now(datetime.timezone.utc)
+    for name in renew:
+        if name not in specs:
+            raise InputError(f"renew: {name!r} is not a certificate of this set")
+        if isinstance(specs[name], CASpec):
+            raise InputError(f"renew: {name!r} is a CA; renewal never replaces a CA")
     found = {name: read_pair(directory, name) for name in specs}
     plan = Plan(directory)
     if force_regen or not any(item.present for item in found.values()):
@@ -569,17 +580,25 @@ def plan_set(
                 raise SetError(f"{directory}: {name}.crt is not a CA certificate")
             plan.items[name] = item
             continue
-        reason = _leaf_drift(item, spec, plan.items[spec.issuer], renew_before_days, now)
+        ca = plan.items[spec.issuer]
+        reason = _leaf_drift(item, spec, ca, renew_before_days, now)
         if not reason and name in renew:
             reason = "renewal requested"
+        if reason and ca.action == "reused" and days_left(ca.cert, now) <= 0:
+            raise SetError(
+                f"{directory}: {spec.issuer}.crt expired on {_iso(ca.cert.not_valid_after_utc)}, "
+                f"so {name} ({reason}) cannot be issued from it; make a new set with "
+                "force_regen=True"
+            )
         if reason:
             reuse_key = keep_keys and item.key is not None and reason != "missing"
             item.action = "reissued" if reuse_key else "generated"
+            plan.backup = plan.backup or item.present
             if not reuse_key:
+                item.key_type = key_type_of(item.key) if item.key is not None else None
                 item.key = item.key_bytes = None
             item.reason = reason
         plan.items[name] = item
-    plan.backup = bool(renew) and plan.changed
     return plan
 
 
@@ -590,7 +609,7 @@ def _fill(plan, specs, key_type, ca_days, leaf_days, now):
         if item.action == "reused":
             continue
         if item.action == "generated":
-            item.key = new_key(key_type)
+            item.key = new_key(key_type or item.key_type or DEFAULT_KEY_TYPE)
             item.key_bytes = key_pem(item.key)
         if isinstance(spec, CASpec):
             item.cert = build_ca(item.key, spec.common_name, ca_days, spec.organizations, now)
@@ -739,7 +758,9 @@ def ensure_set(
     Returns ``(plan, backup_path_or_None)``.  Nothing on disk changes unless the
     plan changes something; when it does, the whole folder is replaced in one
     rename, so a reader (or a crash) sees the old set or the new one, never a mix.
-    ``force_regen`` and ``renew`` keep the previous files under ``backup/``.
+    Whenever an existing pair is replaced (``force_regen``, ``renew`` or drift),
+    the previous files are kept under ``backup/<timestamp>/``.  With
+    ``key_type=None`` each new key is of the same type as the key it replaces.
     """
     now = now or datetime.datetime.now(datetime.timezone.utc)
     directory = os.path.join(pki_root, cluster_tag)
@@ -786,4 +807,302 @@ def describe_plan(plan, backup=None):
         "changed": plan.changed,
         "backup": backup,
         "files": files,
+    }
+
+
+# --------------------------------------------------------------------------
+# Lifecycle: when a certificate is due, expiry reports, renewal
+# --------------------------------------------------------------------------
+
+
+def renewal_window_days(cert, renew_before_days=DEFAULT_RENEW_BEFORE_DAYS):
+    """How many days before its end a certificate is due for renewal.
+
+    ``renew_before_days``, except for certificates that live less than three
+    times as long: those are due once the last third of their lifetime has
+    begun.  Otherwise a certificate issued for, say, 30 days would be due the
+    moment it is made, and every run would issue it again.
+    """
+    lifetime = (cert.not_valid_after_utc - cert.not_valid_before_utc).total_seconds() / 86400
+    return min(renew_before_days, lifetime / 3)
+
+
+def renewal_due(cert, renew_before_days=DEFAULT_RENEW_BEFORE_DAYS, now=None):
+    """Why the certificate must be renewed now ("expired", "expires in ..."), or ""."""
+    left = days_left(cert, now)
+    if left <= 0:
+        return "expired"
+    window = renewal_window_days(cert, renew_before_days)
+    if left < window:
+        return f"expires in {_days_text(left)} (renewal window: {_days_text(window)})"
+    return ""
+
+
+def _days_text(days):
+    whole = math.floor(days)
+    if whole >= 1:
+        return f"{whole} day{'s' if whole != 1 else ''}"
+    return f"{max(1, math.ceil(days * 24))} hour(s)"
+
+
+def key_type_of(key):
+    """The ``KEY_TYPES`` name of a private key, or None for a kind this module does not make."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        name = f"rsa-{key.key_size}"
+    elif isinstance(key, ec.EllipticCurvePrivateKey):
+        name = {"secp256r1": "ecdsa-p256", "secp384r1": "ecdsa-p384"}.get(key.curve.name, "")
+    else:
+        name = ""
+    return name if name in KEY_TYPES else None
+
+
+def spec_from_cert(cert, issuer="ca"):
+    """The LeafSpec an existing leaf satisfies: what a renewal must say again."""
+    dns, ips = cert_sans(cert)
+    cns = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    orgs = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
+    return LeafSpec(
+        common_name=cns[0] if cns else "",
+        organizations=tuple(orgs),
+        usages=cert_usages(cert),
+        dns_names=tuple(dns),
+        ip_addresses=tuple(ips),
+        issuer=issuer,
+    )
+
+
+def leaf_names(specs):
+    return [name for name, spec in specs.items() if isinstance(spec, LeafSpec)]
+
+
+def check_renew_names(value, specs, name="certs"):
+    """The leaves ``value`` names (a list or comma-separated string); all leaves when empty.
+
+    ``server`` and ``server.crt`` both name the pair ``server``.  A CA or a name
+    the set does not have is refused.
+    """
+    leaves = leaf_names(specs)
+    if value is None or value == "" or value == []:
+        return tuple(leaves)
+    if isinstance(value, str):
+        value = [v for v in value.split(",") if v.strip()]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise InputError(f"{name}: {value!r} is not a list of certificate names")
+    chosen = []
+    for entry in value:
+        text = str(entry).strip()
+        base = text[: -len(".crt")] if text.endswith(".crt") else text
+        if base in specs and isinstance(specs[base], CASpec):
+            raise InputError(
+                f"{name}: {text!r} is a CA; renew never touches a CA (a new CA means a new set: "
+                "generate_certs force_regen=True)"
+            )
+        if base not in leaves:
+            raise InputError(
+                f"{name}: {text!r} is not a certificate of this set; choose from "
+                f"{', '.join(leaves)}"
+            )
+        if base not in chosen:
+            chosen.append(base)
+    return tuple(chosen)
+
+
+def renew_set(
+    pki_root,
+    cluster_tag,
+    specs,
+    certs=None,
+    *,
+    keep_keys=False,
+    key_type=None,
+    leaf_days=DEFAULT_LEAF_DAYS,
+    now=None,
+):
+    """Issue the named leaves (all leaves by default) again from the set's own CA.
+
+    Each renewed leaf says exactly what the one it replaces says (subject, SANs,
+    usages): a renewal changes dates, serial and (unless ``keep_keys``) the key,
+    nothing else.  ``specs`` gives the set's members (which are CAs, which CA
+    signs each leaf); their names are taken from the certificates on disk.
+    Leaves not named are kept, unless they are already unusable (expired or not
+    signed by their CA) - those are reissued too, and the return says why.  The
+    previous files are kept under ``backup/``.  A CA is never touched; a missing
+    leaf is an error (renewal has nothing to copy its names from).
+    """
+    directory = os.path.join(pki_root, cluster_tag)
+    names = check_renew_names(certs, specs)
+    if not os.path.isdir(directory):
+        raise SetError(
+            f"{directory}: no certificate set for cluster {cluster_tag!r}; run generate_certs first"
+        )
+    derived = {}
+    for name, spec in specs.items():
+        if isinstance(spec, CASpec):
+            derived[name] = spec
+            continue
+        item = read_pair(directory, name)
+        if item.cert is None:
+            raise SetError(
+                f"{directory}: {name}.crt is missing, so there is nothing to renew; "
+                "generate_certs issues it (with the cluster's names)"
+            )
+        derived[name] = spec_from_cert(item.cert, spec.issuer)
+    return ensure_set(
+        pki_root,
+        cluster_tag,
+        derived,
+        key_type=key_type,
+        leaf_days=leaf_days,
+        renew=names,
+        keep_keys=keep_keys,
+        renew_before_days=0,
+        now=now,
+    )
+
+
+# Files an expiry report reads: PEM certificates (one or a bundle) and
+# kubeconfigs with embedded certificates.  Keys and anything else are skipped.
+PEM_SUFFIXES = (".crt", ".cert", ".pem")
+KUBECONFIG_SUFFIXES = (".conf", ".kubeconfig")
+STATUSES = ("ok", "renew-soon", "expired", "unreadable")
+
+
+def _kubeconfig_certs(data, what):
+    try:
+        config = yaml.safe_load(data)
+    except yaml.YAMLError:
+        raise PKIError(f"{what}: not a YAML kubeconfig") from None
+    if not isinstance(config, dict):
+        raise PKIError(f"{what}: not a kubeconfig")
+    found = []
+    for section, entry, field_name in (
+        ("clusters", "cluster", "certificate-authority-data"),
+        ("users", "user", "client-certificate-data"),
+    ):
+        for named in config.get(section) or []:
+            body = (named or {}).get(entry) or {}
+            if not body.get(field_name):
+                continue
+            label = f"{entry} {named.get('name', '?')}"
+            try:
+                pem = base64.b64decode(body[field_name], validate=True)
+            except ValueError:
+                raise PKIError(f"{what}: {label}: {field_name} is not base64") from None
+            for index, cert in enumerate(load_certs(pem, f"{what} ({label})")):
+                found.append((label if index == 0 else f"{label} #{index + 1}", cert))
+    return found
+
+
+def certificates_in_file(path, what=None):
+    """Every certificate a file holds, as ``(label, cert)``; raises PKIError if unreadable.
+
+    A PEM file gives one certificate (label "") or a bundle ("#1", "#2", ...);
+    a kubeconfig gives the certificates embedded in it ("cluster <name>",
+    "user <name>").
+    """
+    what = what or path
+    with open(path, "rb") as handle:
+        data = handle.read()
+    if path.endswith(KUBECONFIG_SUFFIXES):
+        return _kubeconfig_certs(data, what)
+    certs = load_certs(data, what)
+    if len(certs) == 1:
+        return [("", certs[0])]
+    return [(f"#{index + 1}", cert) for index, cert in enumerate(certs)]
+
+
+def expiry_status(cert, renew_before_days=DEFAULT_RENEW_BEFORE_DAYS, now=None):
+    """ "ok", "renew-soon" or "expired" (the same window generate_certs renews in)."""
+    due = renewal_due(cert, renew_before_days, now)
+    if due == "expired":
+        return "expired"
+    return "renew-soon" if due else "ok"
+
+
+def expiry_report(directory, specs=None, renew_before_days=DEFAULT_RENEW_BEFORE_DAYS, now=None):
+    """Every certificate under a cluster's folder (backups left out), with its expiry status.
+
+    Returns a plain dict: ``certificates`` (one entry per certificate: name,
+    file, kind, subject, issuer, serial, sha256, not_before, not_after,
+    days_left, status; ``member`` when the file is a pair of ``specs``), and
+    ``summary`` (a count per status).  A file that cannot be read is an entry
+    with status ``unreadable`` and the reason.
+    """
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    if not os.path.isdir(directory):
+        raise SetError(f"{directory}: no certificate set here")
+    members = {f"{name}.crt": name for name in specs or ()}
+    entries = []
+    for rel in sorted(_files(directory)):
+        if os.path.basename(rel).startswith(".") or not rel.endswith(
+            PEM_SUFFIXES + KUBECONFIG_SUFFIXES
+        ):
+            continue
+        path = os.path.join(directory, rel)
+        base = {"name": rel, "file": rel, "path": path}
+        if rel in members:
+            base["member"] = members[rel]
+        try:
+            found = certificates_in_file(path, rel)
+        except (PKIError, OSError) as err:
+            reason = str(err) if isinstance(err, PKIError) else f"{rel}: {err.strerror}"
+            entries.append({**base, "status": "unreadable", "error": reason})
+            continue
+        if not found:
+            entries.append({**base, "status": "unreadable", "error": f"{rel}: no certificate"})
+        for label, cert in found:
+            info = describe_cert(cert)
+            entries.append(
+                {
+                    **base,
+                    "name": f"{rel} {label}" if label else rel,
+                    "kind": "ca" if is_ca(cert) else "leaf",
+                    "subject": info["subject"],
+                    "issuer": info["issuer"],
+                    "serial": info["serial"],
+                    "sha256": info["sha256"],
+                    "not_before": info["not_before"],
+                    "not_after": info["not_after"],
+                    "days_left": math.floor(days_left(cert, now)),
+                    "status": expiry_status(cert, renew_before_days, now),
+                }
+            )
+    if not entries:
+        raise SetError(f"{directory}: no certificate found")
+    summary = {status: 0 for status in STATUSES}
+    for entry in entries:
+        summary[entry["status"]] += 1
+    return {
+        "directory": directory,
+        "checked_at": _iso(now),
+        "renew_before_days": renew_before_days,
+        "certificates": entries,
+        "summary": summary,
+    }
+
+
+def expiry_alert(report):
+    """What an expiry event carries, or None when every certificate is fine.
+
+    ``renew`` lists the set's leaves (pair names, ready for ``renew certs=``)
+    that are due or expired; ``cas`` the CA files that are, which renewal
+    cannot help; ``certificates`` every entry that is not ``ok``.
+    """
+    bad = [entry for entry in report["certificates"] if entry["status"] != "ok"]
+    if not bad:
+        return None
+    renew = [e["member"] for e in bad if e.get("kind") == "leaf" and "member" in e]
+    return {
+        "directory": report["directory"],
+        "renew_before_days": report["renew_before_days"],
+        "renew": list(dict.fromkeys(renew)),
+        "cas": [e["name"] for e in bad if e.get("kind") == "ca"],
+        "certificates": [
+            {
+                key: entry[key]
+                for key in ("name", "status", "days_left", "not_after", "subject", "error")
+                if key in entry
+            }
+            for entry in bad
+        ],
     }
