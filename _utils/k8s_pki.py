@@ -709,6 +709,12 @@ def _stage(plan, staging, now):
     backup = None
     if plan.backup:
         backup = os.path.join(BACKUP_DIR, now.strftime("%Y%m%dT%H%M%S.%fZ"))
+        taken = os.path.join(staging, backup)
+        for n in range(1, 1000):  # two writes at the same instant (a caller's fixed now=)
+            if not os.path.exists(taken):
+                break
+            taken = os.path.join(staging, f"{backup}-{n}")
+        backup = os.path.relpath(taken, staging)
         for rel in _files(target):
             _link(os.path.join(target, rel), os.path.join(staging, backup, rel))
     for item in plan.items.values():
@@ -818,13 +824,15 @@ def describe_plan(plan, backup=None):
 def renewal_window_days(cert, renew_before_days=DEFAULT_RENEW_BEFORE_DAYS):
     """How many days before its end a certificate is due for renewal.
 
-    ``renew_before_days``, except for certificates that live less than three
-    times as long: those are due once the last third of their lifetime has
-    begun.  Otherwise a certificate issued for, say, 30 days would be due the
-    moment it is made, and every run would issue it again.
+    ``renew_before_days``, except for a certificate that does not live longer
+    than that: it is due once the last third of its lifetime has begun
+    (cert-manager's rule).  Otherwise a certificate issued for, say, 30 days
+    would be due the moment it is made, and every run would issue it again.
     """
     lifetime = (cert.not_valid_after_utc - cert.not_valid_before_utc).total_seconds() / 86400
-    return min(renew_before_days, lifetime / 3)
+    # Whole days: a certificate issued for 90 days lives 90 days and the few
+    # minutes it is back-dated, and is still not "longer" than a 90-day window.
+    return renew_before_days if renew_before_days < math.floor(lifetime) else lifetime / 3
 
 
 def renewal_due(cert, renew_before_days=DEFAULT_RENEW_BEFORE_DAYS, now=None):
