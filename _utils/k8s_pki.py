@@ -1071,7 +1071,7 @@ def expiry_report(directory, specs=None, renew_before_days=DEFAULT_RENEW_BEFORE_
                     "sha256": info["sha256"],
                     "not_before": info["not_before"],
                     "not_after": info["not_after"],
-                    "days_left": math.floor(days_left(cert, now)),
+                    "days_left": int(days_left(cert, now)),  # whole days, toward zero
                     "status": expiry_status(cert, renew_before_days, now),
                 }
             )
