@@ -14,7 +14,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 VENV_BIN = pathlib.Path(sys.executable).parent
 sys.path.insert(0, str(REPO / "_utils"))
 
-import k8s_pki  # noqa: E402  (the library under test, from _utils/)
+import k8s_pki  # noqa: E402, F401  (the library under test, from _utils/; tests use support.k8s_pki)
 
 SEED_FILES = ("ca.crt", "ca.key", "server.crt", "server.key", "kubecfg.crt", "kubecfg.key")
 
