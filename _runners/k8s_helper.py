@@ -71,14 +71,19 @@ def _refusals_exit_nonzero(func):
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
-            return func(*args, **kwargs)
+            ret = func(*args, **kwargs)
         except k8s_pki.PKIError as err:
-            return _failed(str(err))
+            ret = _failed(str(err))
         except OSError as err:
-            return _failed(f"{err.strerror or err}: {err.filename or ''}".rstrip(": "))
+            ret = _failed(f"{err.strerror or err}: {err.filename or ''}".rstrip(": "))
         except Exception as err:  # noqa: BLE001 - a bug must not look like success
             log.exception("k8s-helper: %s failed", func.__name__)
-            return _failed(f"internal error in {func.__name__}: {type(err).__name__}: {err}")
+            ret = _failed(f"internal error in {func.__name__}: {type(err).__name__}: {err}")
+        # salt-run takes its exit status from the returned retcode; an
+        # orchestration step (salt.runner) takes success from __context__.
+        data = ret.get("data", ret) if isinstance(ret, dict) else {}
+        __context__["retcode"] = data.get("retcode", 0) if isinstance(data, dict) else 0
+        return ret
 
     return wrapper
 
@@ -245,7 +250,15 @@ def check_expiration(cluster_tag="default", threshold_days=90, fire_event=False,
 
 
 @_refusals_exit_nonzero
-def renew(cluster_tag="default", certs=None, keep_keys=False, key_type=None, days=365, **kwargs):
+def renew(
+    cluster_tag="default",
+    certs=None,
+    keep_keys=False,
+    key_type=None,
+    days=365,
+    threshold_days=None,
+    **kwargs,
+):
     """
     Reissue leaf certificates of a cluster from its own CA; the CA is never touched.
 
@@ -273,6 +286,10 @@ def renew(cluster_tag="default", certs=None, keep_keys=False, key_type=None, day
         ecdsa-p384). Default: the type of the key being replaced.
     days : 365
         How long the renewed certificates are valid, in days.
+    threshold_days : None
+        Renew only those of ``certs`` that are due: fewer than this many days
+        left (``check_expiration``'s ``renew-soon`` or ``expired``). A second
+        run then changes nothing; this is what the expiry reactor uses.
 
     CLI Example:
 
@@ -281,12 +298,18 @@ def renew(cluster_tag="default", certs=None, keep_keys=False, key_type=None, day
         salt-run k8s-helper.renew
         salt-run k8s-helper.renew cluster_tag=prod certs=server
         salt-run k8s-helper.renew cluster_tag=prod certs='[server, kubecfg]' keep_keys=True
+        salt-run k8s-helper.renew cluster_tag=prod threshold_days=90
     """
     _reject_unknown(kwargs)
     tag = k8s_pki.check_cluster_tag(cluster_tag)
     keep = k8s_pki.check_bool(keep_keys, "keep_keys")
     new_key_type = None if key_type in (None, "") else k8s_pki.check_key_type(key_type)
     leaf_days = k8s_pki.check_days(days, "days")
+    due_within = (
+        None
+        if threshold_days in (None, "")
+        else k8s_pki.check_days(threshold_days, "threshold_days")
+    )
     plan, backup = k8s_pki.renew_set(
         _pki_root(),
         tag,
@@ -295,6 +318,7 @@ def renew(cluster_tag="default", certs=None, keep_keys=False, key_type=None, day
         keep_keys=keep,
         key_type=new_key_type,
         leaf_days=leaf_days,
+        due_within=due_within,
     )
     renewed = [item.name for item in plan.items.values() if item.action != "reused"]
     ret = {"cluster_tag": tag, "renewed": renewed, **k8s_pki.describe_plan(plan, backup)}

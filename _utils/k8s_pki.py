@@ -952,6 +952,7 @@ def renew_set(
     keep_keys=False,
     key_type=None,
     leaf_days=DEFAULT_LEAF_DAYS,
+    due_within=None,
     now=None,
 ):
     """Issue the named leaves (all leaves by default) again from the set's own CA.
@@ -964,7 +965,11 @@ def renew_set(
     signed by their CA) - those are reissued too, and the return says why.  The
     previous files are kept under ``backup/``.  A CA is never touched; a missing
     leaf is an error (renewal has nothing to copy its names from).
+
+    With ``due_within`` (days), only those of the named leaves that are due
+    (:func:`renewal_due`) are renewed: running it twice renews once.
     """
+    now = now or datetime.datetime.now(datetime.timezone.utc)
     directory = os.path.join(pki_root, cluster_tag)
     names = check_renew_names(certs, specs)
     if not os.path.isdir(directory):
@@ -983,6 +988,8 @@ def renew_set(
                 "generate_certs issues it (with the cluster's names)"
             )
         derived[name] = spec_from_cert(item.cert, spec.issuer)
+        if due_within is not None and name in names and not renewal_due(item.cert, due_within, now):
+            names = tuple(n for n in names if n != name)
     return ensure_set(
         pki_root,
         cluster_tag,

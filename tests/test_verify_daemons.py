@@ -17,6 +17,7 @@ import datetime
 import json
 import os
 import shutil
+import time
 
 import pytest
 from support import REPO, k8s_pki
@@ -34,6 +35,7 @@ FILES = {  # map.jinja id -> path under a minion's root
     "trust-anchor": "usr/local/share/ca-certificates/kubernetes-ca.crt",
 }
 LINK = "etc/ssl/certs/kubernetes.pem"
+SCHEDULE_SECONDS = 4
 BUNDLE = "etc/ssl/certs/ca-certificates.crt"
 
 PILLAR_TOP = """\
@@ -114,6 +116,17 @@ def cluster(salt_factories, tmp_path_factory):
             # How long the master waits for a silent minion's job lookup once
             # the call's own timeout passed (Salt's default: 10 s).
             "gather_job_timeout": 3,
+            # The expiry recipe of docs/lifecycle.md, with a short interval:
+            # the master's scheduler checks the set and fires the event, the
+            # reactor starts the renewal orchestration.
+            "schedule": {
+                "k8s-helper-expiry-default": {
+                    "function": "k8s-helper.check_expiration",
+                    "kwargs": {"cluster_tag": "default", "fire_event": True},
+                    "seconds": SCHEDULE_SECONDS,
+                }
+            },
+            "reactor": [{"k8s-helper/expiry/*": ["salt://kubernetes/reactor/expiry.sls"]}],
         },
     )
     with contextlib.ExitStack() as stack:
@@ -306,6 +319,72 @@ def test_reapplying_the_state_repairs_what_verify_found(cluster):
     ret, data = verify(cluster, "tgt=k8s-*")
     assert ret.returncode == 0, data["summary_line"]
     assert all(info["status"] == "ok" for info in data["hosts"].values())
+
+
+def test_expiry_schedule_event_reactor_renew_and_hand_out(cluster, event_listener):
+    """The whole recipe: scheduler -> check_expiration -> event -> reactor -> orchestration."""
+    pki = cluster["pki"]
+    master_id = cluster["master"].id
+    ca_before = (pki / "ca.crt").read_bytes()
+    # Put the master's server certificate in its renewal window: the same
+    # names and key, issued 300 days ago (65 days left).
+    current = k8s_pki.load_cert((pki / "server.crt").read_bytes())
+    aged = k8s_pki.issue_leaf(
+        k8s_pki.spec_from_cert(current),
+        k8s_pki.load_key((pki / "server.key").read_bytes()),
+        k8s_pki.load_cert(ca_before),
+        k8s_pki.load_key((pki / "ca.key").read_bytes()),
+        days=365,
+        now=datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=300),
+    )
+    planted = k8s_pki.cert_pem(aged)
+    start = time.time()
+    (pki / "server.crt").write_bytes(planted)
+
+    # The scheduler (every SCHEDULE_SECONDS) notices and fires the event.
+    events = event_listener.wait_for_events(
+        [(master_id, "k8s-helper/expiry/default")], timeout=60, after_time=start
+    )
+    assert events.found_all_events, "no expiry event from the master's schedule"
+    event = next(iter(events.matches))
+    assert event.data["renew"] == ["server"]
+    assert event.data["cas"] == []
+    assert [c["status"] for c in event.data["certificates"]] == ["renew-soon"]
+
+    # The reactor's orchestration renews it and the minions get it.
+    deadline = time.time() + 180
+    while True:
+        renewed = (pki / "server.crt").read_bytes() != planted
+        ret, data = verify(cluster, "tgt=k8s-*")
+        if renewed and ret.returncode == 0:
+            break
+        assert time.time() < deadline, data.get("summary_line")
+        time.sleep(2)
+    fresh = k8s_pki.load_cert((pki / "server.crt").read_bytes())
+    assert k8s_pki.days_left(fresh) > 364
+    assert k8s_pki.spec_from_cert(fresh) == k8s_pki.spec_from_cert(current)
+    assert k8s_pki.signed_by(fresh, k8s_pki.load_cert(ca_before))
+    assert (pki / "ca.crt").read_bytes() == ca_before
+    backups = sorted((pki / "backup").iterdir())
+    assert any((b / "server.crt").read_bytes() == planted for b in backups)
+    for minion in ("k8s-master-1", "k8s-master-2"):
+        on_disk = path(cluster, minion, FILES["server.cert"]).read_bytes()
+        assert k8s_pki.fingerprint(k8s_pki.load_cert(on_disk)) == k8s_pki.fingerprint(fresh)
+    # Nothing is due any more: the scheduled checks stay quiet, nothing renews twice.
+    time.sleep(SCHEDULE_SECONDS + 1)
+    assert (pki / "server.crt").read_bytes() == k8s_pki.cert_pem(fresh)
+
+
+def test_orchestration_stops_when_renew_is_refused(cluster):
+    ret = cluster["run"].run(
+        "state.orchestrate",
+        "kubernetes.orch.renew",
+        'pillar={"k8s_renew": {"cluster_tag": "nosuch"}}',
+    )
+    assert ret.returncode != 0
+    text = json.dumps(ret.data) if ret.data else ret.stdout
+    assert "no certificate set for cluster 'nosuch'" in text
+    assert "One or more requisite failed" in text
 
 
 def test_a_minion_that_does_not_answer_is_not_fine(cluster):
