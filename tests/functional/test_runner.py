@@ -173,3 +173,24 @@ def test_bad_input_through_salt_run(cli_conf, args, param):
     assert json.loads(proc.stdout)["error"].startswith(f"{param}: ")
     assert "Traceback" not in proc.stdout + proc.stderr
     assert snapshot(tag_dir) == before
+
+
+def test_install_by_syncing_from_file_roots(tmp_path):
+    """The README's install path: formula in file_roots, then saltutil.sync_runners/utils."""
+    from support import REPO, write_master_config
+
+    conf = write_master_config(tmp_path, file_roots={"base": [str(REPO)]})
+    opts = yaml.safe_load((conf / "master").read_text())
+    del opts["runner_dirs"], opts["utils_dirs"]
+    (conf / "master").write_text(yaml.safe_dump(opts))
+    with event_sink(conf):
+        before = salt_run(conf, "k8s-helper.generate_certs")
+        assert "k8s-helper.generate_certs" in before.stdout + before.stderr  # not available yet
+        assert not (tmp_path / "pki").exists()
+        for fun in ("saltutil.sync_utils", "saltutil.sync_runners"):
+            synced = salt_run(conf, fun)
+            assert synced.returncode == 0, synced.stderr
+        after = salt_run(conf, "k8s-helper.generate_certs")
+    assert after.returncode == 0, after.stdout + after.stderr
+    assert json.loads(after.stdout)["changed"] is True
+    assert (tmp_path / "pki/default/ca.crt").is_file()
