@@ -229,7 +229,6 @@ def main():
         conf = support.write_master_config(work)
         runners = support.load_runners(conf)
         generate = runners["k8s-helper.generate_certs"]
-        pki = work / "pki"
         floor_root = work / "floor"
         print(f"machine: {os.cpu_count()} cores, {sys.platform}, Python {sys.version.split()[0]}")
 
@@ -266,6 +265,10 @@ def main():
                 )
                 assert proc.returncode == 0, proc.stderr
 
+            def cli_generate_rsa(i):
+                proc = support.salt_run(conf, "k8s-helper.generate_certs", f"cluster_tag=rsa-{i}")
+                assert proc.returncode == 0, proc.stderr
+
             def cli_rerun(i):
                 proc = support.salt_run(
                     conf, "k8s-helper.generate_certs", "cluster_tag=cli-0", "key_type=ecdsa-p256"
@@ -275,8 +278,14 @@ def main():
             def cli_test_arg(i):
                 assert support.salt_run(conf, "test.arg", "x").returncode == 0
 
-            med = interleaved(n_cli, generate=cli_generate, rerun=cli_rerun, test_arg=cli_test_arg)
-            for name in ("generate", "rerun"):
+            med = interleaved(
+                n_cli,
+                generate=cli_generate,
+                generate_rsa=cli_generate_rsa,
+                rerun=cli_rerun,
+                test_arg=cli_test_arg,
+            )
+            for name in ("generate", "generate_rsa", "rerun"):
                 print(
                     f"  salt-run k8s-helper.generate_certs ({name}) {ms(med[name])}  "
                     f"salt-run test.arg {ms(med['test_arg'])}  "
