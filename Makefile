@@ -32,7 +32,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	@sls=$$(find kubernetes -name '*.sls'); if [ -n "$$sls" ]; then $(BIN)/salt-lint $$sls; fi
+	@sls=$$(find kubernetes -name '*.sls' 2>/dev/null); if [ -n "$$sls" ]; then $(BIN)/salt-lint $$sls; fi
 	$(BIN)/yamllint -s pillar.example
 
 test: $(STAMP) system-deps lint
