@@ -29,6 +29,7 @@ import ctypes.util
 import datetime
 import errno
 import fcntl
+import functools
 import hashlib
 import ipaddress
 import math
@@ -323,16 +324,15 @@ def load_certs(data, what="certificate"):
     return certs
 
 
-def load_key(data, what="key", validate=True):
-    """Load an unencrypted PEM private key.
-
-    ``validate=False`` skips OpenSSL's full RSA consistency check (primality of
-    p and q, ~30 ms for RSA-2048); pair it with :func:`key_works` to prove the
-    key usable with its certificate in about a millisecond.
-    """
+def load_key(data, what="key", check=True, validate=None):
+    """Parse a private key.  ``check=False`` skips OpenSSL's RSA consistency check
+    (tens of ms per key): enough to compare public keys, not to sign with.
+    ``validate`` is the same switch under the name the certs states use."""
+    if validate is not None:
+        check = validate
     try:
         return serialization.load_pem_private_key(
-            data, password=None, unsafe_skip_rsa_key_validation=not validate
+            data, password=None, unsafe_skip_rsa_key_validation=not check
         )
     except (ValueError, TypeError) as err:
         # The library's message never quotes the key; keep it out anyway.
@@ -499,6 +499,7 @@ class Item:
     key_bytes: bytes | None = None
     action: str = "reused"  # "reused", "generated" (new key) or "reissued" (same key)
     reason: str = ""
+    key_checked: bool = False  # False: parsed without the RSA consistency check
     key_type: str | None = None  # of the key a "generated" item replaces, when known
 
     @property
@@ -536,7 +537,7 @@ def read_pair(directory, name):
         if item.cert_bytes is not None:
             item.cert = load_cert(item.cert_bytes, f"{name}.crt")
         if item.key_bytes is not None:
-            item.key = load_key(item.key_bytes, f"{name}.key")
+            item.key = load_key(item.key_bytes, f"{name}.key", check=False)
     except PKIError as err:
         raise SetError(f"{directory}: {err}") from None
     if item.cert is not None and item.key is not None and not key_matches(item.cert, item.key):
@@ -638,23 +639,48 @@ def _fill(plan, specs, key_type, ca_days, leaf_days, now):
             continue
         if item.action == "generated":
             item.key = new_key(key_type or item.key_type or DEFAULT_KEY_TYPE)
+            item.key_checked = True
             item.key_bytes = key_pem(item.key)
         if isinstance(spec, CASpec):
             item.cert = build_ca(item.key, spec.common_name, ca_days, spec.organizations, now)
         else:
             ca = plan.items[spec.issuer]
+            if not ca.key_checked:  # read from disk with the quick parse: check before signing
+                ca.key, ca.key_checked = load_key(ca.key_bytes, f"{ca.name}.key"), True
             item.cert = issue_leaf(spec, item.key, ca.cert, ca.key, leaf_days, now=now)
         item.cert_bytes = cert_pem(item.cert)
 
 
 def _write(path, data, mode):
+    """Create ``path`` (it must not exist) with exactly ``mode``, whatever the umask."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as handle:
+        os.fchmod(fd, mode)
+        handle.write(data)
+
+
+@functools.lru_cache(maxsize=1)
+def _libc():
+    return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+def _flush(directory, files=()):
+    """Make what was written under ``directory`` durable before it is renamed into place.
+
+    One ``syncfs`` of the file system where Linux has it (much cheaper than a
+    ``fsync`` per file); otherwise ``fsync`` on each file and the folder.
+    """
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        os.write(fd, data)
+        syncfs = getattr(_libc(), "syncfs", None)
+        if syncfs is not None and syncfs(fd) == 0:
+            return
+        for path in files:
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.chmod(path, mode)  # umask must not loosen or tighten the mode
 
 
 def _fsync_dir(path):
@@ -666,15 +692,11 @@ def _fsync_dir(path):
 
 
 _RENAME_EXCHANGE = 2
-_libc = None
 
 
 def _exchange(a, b):
     """Swap two directories in one step (Linux renameat2); False where unsupported."""
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    renameat2 = getattr(_libc, "renameat2", None)
+    renameat2 = getattr(_libc(), "renameat2", None)
     if renameat2 is None:
         return False
     at_fdcwd = -100
@@ -721,8 +743,15 @@ def _files(directory):
             yield os.path.relpath(os.path.join(dirpath, name), directory)
 
 
+def _parent(path):
+    """Create the sub-folders a set file lives in (``etcd/ca.crt``), mode 0700."""
+    parent = os.path.dirname(path)
+    if not os.path.isdir(parent):
+        os.makedirs(parent, mode=DIR_MODE)
+
+
 def _link(src, dst):
-    os.makedirs(os.path.dirname(dst), mode=DIR_MODE, exist_ok=True)
+    _parent(dst)
     os.link(src, dst)
 
 
@@ -734,7 +763,7 @@ def _stage(plan, staging, now):
     backups = os.path.join(target, BACKUP_DIR)
     if os.path.isdir(backups):  # earlier backups travel along (hard links: no copying)
         shutil.copytree(backups, os.path.join(staging, BACKUP_DIR), copy_function=os.link)
-    backup = None
+    backup, written = None, []
     if plan.backup:
         backup = os.path.join(BACKUP_DIR, now.strftime("%Y%m%dT%H%M%S.%fZ"))
         taken = os.path.join(staging, backup)
@@ -754,9 +783,10 @@ def _stage(plan, staging, now):
             if item.action == "reused" or (suffix == ".key" and item.action == "reissued"):
                 _link(os.path.join(target, item.name + suffix), path)
             else:
-                os.makedirs(os.path.dirname(path), mode=DIR_MODE, exist_ok=True)
+                _parent(path)
                 _write(path, data, mode)
-    _fsync_dir(staging)
+                written.append(path)
+    _flush(staging, written)
     return backup and os.path.join(target, backup)
 
 
