@@ -7,6 +7,12 @@ Minion-side checks for the Kubernetes certificates this formula lays down.
     certificate, every leaf is signed by ``ca.crt``, nothing is expired. The
     formula's file states ``require`` it, so a bad pillar changes nothing on disk.
 
+``k8s_certs.pem_managed``
+    ``file.managed`` for one PEM text from pillar, written as
+    ``k8s_pki.normalize_pem`` makes it (lines stripped): read from pillar at
+    apply time, so no PEM text lands in the rendered SLS, and never shown in
+    changes.
+
 ``k8s_certs.trusted``
     Makes sure the system trust bundle holds the CA certificate(s) of an anchor
     file, running the OS's refresh command (``update-ca-certificates``,
@@ -74,6 +80,12 @@ def validated(name="kubernetes:certs"):
         ret["comment"] = f"Refusing to lay down the certificates: {err}"
         return ret
     lines = [f"{name}: {len(certs)} items valid"]
+    reflowed = sorted(k for k, v in certs.items() if k8s_pki.normalize_pem(v) != v)
+    if reflowed:
+        lines.append(
+            f"  note: {', '.join(reflowed)} carry indented or blank lines in pillar; "
+            "they are written without them"
+        )
     for item, info in report.items():
         if item == k8s_pki.DIST_CA:
             lines += [f"  {item}: {_short(ca)}" for ca in info]
@@ -84,6 +96,59 @@ def validated(name="kubernetes:certs"):
     ret["result"] = True
     ret["comment"] = "\n".join(lines)
     return ret
+
+
+def pem_managed(
+    name,
+    source,
+    user="root",
+    group="root",
+    mode="0644",
+    makedirs=True,
+    dir_mode="0755",
+):
+    """
+    Write the PEM text at pillar path ``source`` to ``name`` (``file.managed``).
+
+    name
+        The file to write.
+    source
+        Pillar path of the PEM text, e.g. ``kubernetes:certs:server.key``.
+    user, group, mode : root, root, 0644
+        Owner and mode of the file (keys: ``'0600'``).
+    makedirs, dir_mode : True, 0755
+        Create missing parent folders, with this mode.
+
+    The text is written with every line stripped and blank lines dropped
+    (``k8s_pki.normalize_pem``), so a pillar template that indents lines
+    still yields a file OpenSSL and Go accept. Changes never show the text.
+
+    .. code-block:: yaml
+
+        kubernetes-certs-server-key-pem-managed:
+          k8s_certs.pem_managed:
+            - name: /srv/kubernetes/server.key
+            - source: kubernetes:certs:server.key
+            - mode: '0600'
+    """
+    text = __salt__["pillar.get"](source, None, unmask=True)
+    if not isinstance(text, str):
+        return {
+            "name": name,
+            "result": False,
+            "changes": {},
+            "comment": f"{source}: no PEM text in pillar",
+        }
+    return __states__["file.managed"](
+        name=name,
+        contents=k8s_pki.normalize_pem(text),
+        user=user,
+        group=group,
+        mode=mode,
+        makedirs=makedirs,
+        dir_mode=dir_mode,
+        show_changes=False,
+    )
 
 
 def _read(path):

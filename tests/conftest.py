@@ -1,5 +1,17 @@
 import pytest
+import sandbox
 import support
+
+# Host paths the certificate states would write if they escaped the sandbox.
+HOST_PATHS = (
+    "/srv",
+    "/etc/ssl/certs",
+    "/usr/local/share/ca-certificates",
+    "/var/lib/kubelet",
+    "/var/salt",
+    "/etc/ca-certificates.conf",
+    "/etc/pki",
+)
 
 
 @pytest.fixture
@@ -16,3 +28,33 @@ def master_conf(tmp_path):
 @pytest.fixture
 def runners(master_conf):
     return support.load_runners(master_conf)
+
+
+@pytest.fixture(scope="session")
+def host_before():
+    """The host's certificate-related paths as they were when the session started."""
+    return sandbox.host_tree(*HOST_PATHS)
+
+
+@pytest.fixture(scope="module")
+def host_untouched(host_before):
+    """Fails the module (teardown error) if its tests changed the host's paths."""
+    yield host_before
+    after = sandbox.host_tree(*HOST_PATHS)
+    changed = sorted(set(after) ^ set(host_before)) or sorted(
+        p for p in after if after[p] != host_before[p]
+    )
+    assert not changed, f"the host changed: {changed[:10]}"
+
+
+@pytest.fixture(scope="module")
+def new_sandbox(tmp_path_factory, host_untouched):
+    """Make fresh sandboxes (see tests/sandbox.py); skips where they cannot run."""
+    reason = sandbox.available()
+    if reason:
+        pytest.skip(f"sandbox unavailable: {reason}")
+
+    def make(name="box"):
+        return sandbox.Sandbox(tmp_path_factory.mktemp(name))
+
+    return make
