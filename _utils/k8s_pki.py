@@ -1192,10 +1192,25 @@ DIST_PAIRS = (("kubecfg.crt", "kubecfg.key", True), ("server.cert", "server.key"
 DIST_KEYS = (DIST_CA, *(name for pair in DIST_PAIRS for name in pair[:2]))
 
 
+def normalize_pem(text):
+    """PEM text the way every parser takes it: each line stripped, no blank lines,
+    one final newline.
+
+    Pillar templates easily indent every line after the first (the well-known
+    ``{{ ... | indent(8) }}`` under a block scalar indented by 6 leaves two
+    spaces before each line). The ``cryptography`` parser shrugs that off, but
+    OpenSSL's and Go's (kube-apiserver, kubectl) refuse the certificate, so the
+    states write this form, and the checks look at this form. Generated files
+    pass through unchanged.
+    """
+    lines = (line.strip() for line in text.splitlines())
+    return "\n".join(line for line in lines if line) + "\n"
+
+
 def _pem_text(value, where):
     if not isinstance(value, str):
         raise PKIError(f"{where}: expected PEM text, got {type(value).__name__}")
-    return value.encode("utf-8", "replace")
+    return normalize_pem(value).encode("utf-8", "replace")
 
 
 def check_distribution(certs, where="kubernetes:certs", now=None):
@@ -1206,7 +1221,8 @@ def check_distribution(certs, where="kubernetes:certs", now=None):
     must match its certificate, every leaf must be directly signed by a
     certificate of ``ca.crt``, and nothing may be expired or not yet valid.
     ``kubecfg.crt``/``kubecfg.key`` are required, ``server.cert``/``server.key``
-    come both or not at all.
+    come both or not at all. The texts are checked as :func:`normalize_pem`
+    makes them, which is how the states write them.
 
     Returns ``{item: description}`` (subjects, fingerprints, dates: no key
     material). Raises :class:`PKIError` listing every problem, each starting with
