@@ -345,6 +345,7 @@ _PROBE = """\
       'files': {}} %}
 {%- for ident, file in mapdata.files | dictsort %}
 {%-   set info = {'path': file.path, 'pillar': file.pillar,
+                  'masters_only': file.get('masters_only'),
                   'exists': salt['file.file_exists'](file.path)} %}
 {%-   if info.exists %}
 {%-     do info.update({'sha256': salt['file.get_hash'](file.path, 'sha256')}) %}
@@ -433,7 +434,7 @@ def _public_keys(client, observed, reference, timeout):
             pillar_key = info.get("pillar")
             if (
                 pillar_key in k8s_pki.KEY_PAIRS
-                and pillar_key in given
+                and (pillar_key in given or info.get("masters_only") is False)
                 and info.get("exists")
                 and info.get("sha256") != reference[pillar_key]["file_sha256"]
             ):
