@@ -1006,7 +1006,7 @@ def renew_set(
         raise SetError(
             f"{directory}: no certificate set for cluster {cluster_tag!r}; run generate_certs first"
         )
-    derived = {}
+    derived, due = {}, {}
     for name, spec in specs.items():
         if isinstance(spec, CASpec):
             derived[name] = spec
@@ -1018,9 +1018,11 @@ def renew_set(
                 "generate_certs issues it (with the cluster's names)"
             )
         derived[name] = spec_from_cert(item.cert, spec.issuer)
-        if due_within is not None and name in names and not renewal_due(item.cert, due_within, now):
-            names = tuple(n for n in names if n != name)
-    return ensure_set(
+        if due_within is not None and name in names:
+            due[name] = renewal_due(item.cert, due_within, now)
+            if not due[name]:
+                names = tuple(n for n in names if n != name)
+    plan, backup = ensure_set(
         pki_root,
         cluster_tag,
         derived,
@@ -1031,6 +1033,10 @@ def renew_set(
         renew_before_days=0,
         now=now,
     )
+    for name, reason in due.items():  # say why it was due, not just "requested"
+        if reason and plan.items[name].reason == "renewal requested":
+            plan.items[name].reason = reason
+    return plan, backup
 
 
 # Files an expiry report reads: PEM certificates (one or a bundle) and
