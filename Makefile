@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian packages the tests drive as independent peers.
-APT_PACKAGES := openssl ca-certificates util-linux
+APT_PACKAGES := openssl ca-certificates util-linux etcd-server etcd-client
 PYTEST_ARGS ?=
 
 .PHONY: venv system-deps demo lint test bench clean
