@@ -39,7 +39,7 @@ test: $(STAMP) system-deps lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+	$(PY) bench/run.py
 
 clean:
 	rm -rf $(VENV) .demo .bench .pytest_cache .ruff_cache

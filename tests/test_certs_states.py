@@ -67,12 +67,14 @@ KEYS = (f"{SRV}/kubecfg.key", f"{SRV}/server.key")
 class Minion:
     """A masterless minion (salt-call --local) whose every call runs inside ``box``."""
 
-    def __init__(self, box, base, minion_id="k8s-master-1", **extra):
+    def __init__(self, box, base, minion_id="k8s-master-1", sync=True, **extra):
         self.box = box
         self.base = pathlib.Path(base)
         self.pillar_root = self.base / "pillar"
         support.write_pillar(self.pillar_root, {})
         self.conf = support.write_minion_config(self.base, self.pillar_root, minion_id, **extra)
+        if not sync:  # rendering only: no custom module needed
+            return
         # The formula's _states/_utils, synced the way a deployment does it.  It
         # writes only under the minion's root_dir, so it runs outside the sandbox.
         proc = subprocess.run(
@@ -470,6 +472,25 @@ def test_broken_pillar_on_a_fresh_minion_creates_nothing(new_sandbox, work, sets
     assert SRV not in box.tree(SRV)
 
 
+def test_new_ca_replaces_the_old_one_everywhere(new_sandbox, work, sets):
+    """Replacing the certificates (a new CA): the files, and in the bundle the new
+    CA in and the old one out, with one refresh."""
+    box = new_sandbox("rotate")
+    minion = Minion(box, work / "rotate-minion")
+    minion.pillar({"kubernetes": {"certs": support.pillar_certs(sets["a"])}})
+    assert minion.call("state.apply", PRESENT)[0].returncode == 0
+    minion.pillar({"kubernetes": {"certs": support.pillar_certs(sets["b"])}})
+    proc, states = minion.call("state.apply", PRESENT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert by_id(states)["kubernetes-certs-trust-store-trusted"]["changes"]["refresh"]
+    tree = box.tree(*WATCHED)
+    for path, name in FROM_SET.items():
+        assert bytes.fromhex(tree[path]["data"]) == (sets["b"] / name).read_bytes(), path
+    bundle = bytes.fromhex(tree[BUNDLE]["data"])
+    assert k8s_pki.bundle_has(bundle, k8s_pki.load_cert((sets["b"] / "ca.crt").read_bytes()))
+    assert not k8s_pki.bundle_has(bundle, k8s_pki.load_cert((sets["a"] / "ca.crt").read_bytes()))
+
+
 # --------------------------------------------------------------------------
 # Paths come from map.jinja, overridable with kubernetes:lookup
 # --------------------------------------------------------------------------
@@ -509,7 +530,7 @@ def _render_map(minion, **grains):
 
 
 def test_map_lists_every_laid_down_path(work):
-    minion = Minion(None, work / "map-minion")
+    minion = Minion(None, work / "map-minion", sync=False)
     minion.pillar({"kubernetes": {"lookup": LOOKUP}})
     mapdata = _render_map(minion)
     paths = {k: v["path"] for k, v in mapdata["files"].items()}
@@ -532,7 +553,7 @@ def test_map_lists_every_laid_down_path(work):
 
 def test_redhat_family_uses_ca_trust(work, sets):
     """Rendered only: no RedHat userland (update-ca-trust) exists on this Debian machine."""
-    minion = Minion(None, work / "rh-minion", grains={"os_family": "RedHat"})
+    minion = Minion(None, work / "rh-minion", sync=False, grains={"os_family": "RedHat"})
     minion.pillar({"kubernetes": {"certs": support.pillar_certs(sets["a"])}})
     proc = subprocess.run(
         support.salt_call_argv(minion.conf, "state.show_sls", PRESENT),
@@ -560,3 +581,13 @@ def test_redhat_family_uses_ca_trust(work, sets):
     assert arg("kubernetes-certs-server-key-pem-managed", "name") == f"{SRV}/server.key"
     # no PEM text in the rendered states: contents come from pillar at apply time
     assert support.leaked(proc.stdout, set_keys(sets["a"])) is None
+
+
+def test_the_host_is_untouched(host_untouched, flow, applied):
+    """After everything above (the module fixture checks again at teardown)."""
+    import conftest
+    import sandbox
+
+    now = sandbox.host_tree(*conftest.HOST_PATHS)
+    assert now == host_untouched
+    assert SRV not in now and ANCHOR not in now and LINK not in now

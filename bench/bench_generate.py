@@ -9,7 +9,7 @@ Measured side by side in one run, medians over many runs:
   c) re-running on an existing valid set, in-process;
   d) for reference, the same set made with the openssl CLI.
 
-Usage: .venv/bin/python bench/generate.py [--quick]
+Usage: .venv/bin/python bench/bench_generate.py [--quick]
 """
 
 import argparse
