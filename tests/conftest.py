@@ -30,6 +30,12 @@ HOST_PATHS = (
 )
 
 
+@pytest.fixture(scope="session")
+def salt_factories_config(tmp_path_factory):
+    """pytest-salt-factories under a short root: its unix sockets must fit AF_UNIX paths."""
+    return {"root_dir": str(tmp_path_factory.mktemp("sf"))}
+
+
 @pytest.fixture
 def pki_root(tmp_path):
     return tmp_path / "pki"
@@ -74,3 +80,24 @@ def new_sandbox(tmp_path_factory, host_untouched):
         return sandbox.Sandbox(tmp_path_factory.mktemp(name))
 
     return make
+
+
+def pytest_unconfigure(config):
+    """Send Salt's deferred log records to a file instead of a closed stderr.
+
+    Importing Salt in the pytest process installs a handler that keeps records
+    (the daemons' "received a SIGTERM" lines, forwarded at teardown) and writes
+    them to the stderr it saw at start when Python exits; by then pytest has
+    closed that stream, and each record turns into a "--- Logging error ---"
+    traceback printed after pytest's summary.  Keep them in the basetemp.
+    """
+    try:
+        from salt._logging import impl
+    except ImportError:
+        return
+    handler = impl.get_temp_handler()
+    factory = getattr(config, "_tmp_path_factory", None)
+    if handler is None or factory is None:
+        return
+    path = factory.getbasetemp() / "salt-deferred.log"
+    handler.setStream(open(path, "a"))  # noqa: SIM115  (closed by the handler at exit)
