@@ -16,7 +16,7 @@ import os
 
 import pytest
 import runtimes
-from node_support import REMOVED, by_id, generate_sets, new_node, node_pillar
+from node_support import REMOVED, RUNNING, by_id, generate_sets, new_node, node_pillar
 
 pytestmark = pytest.mark.sandbox
 
@@ -203,6 +203,14 @@ def test_docker_again_changes_nothing(docker_node, dockerd):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert all(not s["changes"] for s in states.values())
     assert states[CONTAINERS]["comment"].startswith("No containers to remove")
+
+
+def test_seed_procedure_kubernetes_running_brings_the_kubelet_back(docker_node, dockerd):
+    """The seed's replacement order on one host: kubelet.removed, then kubernetes.running."""
+    proc, states = docker_node.call("state.apply", RUNNING)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert docker_node.sysv.actions("kubelet") == ["start", "stop", "start"]
+    assert by_id(states)["kubernetes-kubelet-service-running"]["changes"] == {"kubelet": True}
 
 
 def test_docker_images_and_volumes_go_when_pillar_asks(docker_node, dockerd, sets):
