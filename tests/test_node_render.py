@@ -279,6 +279,11 @@ BAD = {
         RUNNING,
         "kubernetes:role is master, but kubernetes:certs has no server.cert/server.key",
     ),
+    "service-account-not-a-mapping": (
+        {"service_account": "text"},
+        RUNNING,
+        'kubernetes:service_account must be a mapping with "sa.key" and "sa.pub"',
+    ),
     "half-a-service-account-pair": (
         {"service_account": "key-only"},
         RUNNING,
@@ -294,6 +299,8 @@ def _bad_pillar(case, sets):
     for key, value in override.items():
         if key == "certs":
             kubernetes["certs"] = node_pillar(sets["a"], "node")["kubernetes"]["certs"]
+        elif key == "service_account" and value == "text":
+            kubernetes["service_account"] = sa_pair()["sa.key"]
         elif key == "service_account":
             kubernetes["service_account"] = {"sa.key": sa_pair()["sa.key"]}
         elif key == "lookup":
