@@ -100,4 +100,5 @@ def pytest_unconfigure(config):
     if handler is None or factory is None:
         return
     path = factory.getbasetemp() / "salt-deferred.log"
-    handler.setStream(open(path, "a"))  # noqa: SIM115  (closed by the handler at exit)
+    # Not setStream(): it would first flush the queue to the old stream.
+    handler.stream = open(path, "a")  # noqa: SIM115  (written and closed at exit)
