@@ -11,12 +11,12 @@
     annotation: when they are replaced, the manifest changes and the kubelet
     recreates the pod with the new files. #}
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ '/map.jinja' import mapdata as kubernetes with context %}
-{%- if kubernetes.node.errors %}
-{{-  raise(kubernetes.node.errors | join('; ')) }}
+{%- from tplroot ~ '/map.jinja' import mapdata as kubernetes, node with context %}
+{%- if node.errors %}
+{{-  raise(node.errors | join('; ')) }}
 {%- endif %}
 {%- set files = kubernetes.files %}
-{%- set sa = kubernetes.node.service_account %}
+{%- set sa = node.service_account %}
 {%- set manifests = kubernetes.manifests %}
 {%- set components = {
       'apiserver': 'kube-apiserver',
@@ -26,7 +26,7 @@
 
 include:
   - {{ tplroot }}.certs.present
-{%- if kubernetes.node.master %}
+{%- if node.master %}
 {%-   set ca = files['ca.crt'].path %}
 {%-   set kubecfg_crt = files['kubecfg.crt'].path %}
 {%-   set kubecfg_key = files['kubecfg.key'].path %}
@@ -78,9 +78,9 @@ kubernetes-controlplane-{{ id | replace('.', '-') }}-file-absent:
 {#- Kubeconfigs: kubectl's through the cluster's address, the controller
     manager's and the scheduler's through their own apiserver. #}
 {%-   for id, path, server in [
-        ('admin', kubernetes.admin.kubeconfig, kubernetes.node.api_url),
-        ('controller-manager', kubernetes.controller_manager.kubeconfig, kubernetes.node.local_api_url),
-        ('scheduler', kubernetes.scheduler.kubeconfig, kubernetes.node.local_api_url),
+        ('admin', kubernetes.admin.kubeconfig, node.api_url),
+        ('controller-manager', kubernetes.controller_manager.kubeconfig, node.local_api_url),
+        ('scheduler', kubernetes.scheduler.kubeconfig, node.local_api_url),
       ] %}
 
 kubernetes-controlplane-{{ id }}-kubeconfig-file-managed:
@@ -89,7 +89,7 @@ kubernetes-controlplane-{{ id }}-kubeconfig-file-managed:
     - source: salt://{{ tplroot }}/files/kubeconfig.yaml.jinja
     - template: jinja
     - context:
-        cluster: {{ kubernetes.node.cluster_name | json }}
+        cluster: {{ node.cluster_name | json }}
         server: {{ server | json }}
         server_name: {{ kubernetes.api_server.fqdn | json }}
         ca: {{ ca | json }}
@@ -129,7 +129,7 @@ kubernetes-controlplane-{{ id }}-kubeconfig-file-managed:
           'authorization-kubeconfig': kubernetes.controller_manager.kubeconfig,
           'bind-address': '127.0.0.1',
           'client-ca-file': ca,
-          'cluster-name': kubernetes.node.cluster_name,
+          'cluster-name': node.cluster_name,
           'kubeconfig': kubernetes.controller_manager.kubeconfig,
           'leader-elect': 'true',
           'root-ca-file': ca,
@@ -185,7 +185,7 @@ kubernetes-controlplane-{{ name }}-manifest-file-managed:
     - template: jinja
     - context:
         name: {{ name | json }}
-        image: {{ kubernetes.node.images[component] | json }}
+        image: {{ node.images[component] | json }}
         flags: {{ kept | json }}
         port: {{ pods[component].port | json }}
         probe: {{ pods[component].probe | json }}

@@ -12,9 +12,9 @@
 
     The role is pillar kubernetes:role (master or node, default node). #}
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ '/map.jinja' import mapdata as kubernetes with context %}
-{%- if kubernetes.node.errors %}
-{{-  raise(kubernetes.node.errors | join('; ')) }}
+{%- from tplroot ~ '/map.jinja' import mapdata as kubernetes, node with context %}
+{%- if node.errors %}
+{{-  raise(node.errors | join('; ')) }}
 {%- endif %}
 
 include:
@@ -28,8 +28,8 @@ kubernetes-running-kube-proxy-kubeconfig-file-managed:
     - source: salt://{{ tplroot }}/files/kubeconfig.yaml.jinja
     - template: jinja
     - context:
-        cluster: {{ kubernetes.node.cluster_name | json }}
-        server: {{ kubernetes.node.api_url | json }}
+        cluster: {{ node.cluster_name | json }}
+        server: {{ node.api_url | json }}
         server_name: {{ kubernetes.api_server.fqdn | json }}
         ca: {{ kubernetes.files['ca.crt'].path | json }}
         user: kube-proxy

@@ -12,11 +12,11 @@
     say otherwise.  A host without the runtime's command-line tool has no
     containers to remove: the state says so and succeeds. #}
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ '/map.jinja' import mapdata as kubernetes with context %}
-{%- if kubernetes.node.runtime_errors %}
-{{-  raise(kubernetes.node.runtime_errors | join('; ')) }}
+{%- from tplroot ~ '/map.jinja' import mapdata as kubernetes, node with context %}
+{%- if node.runtime_errors %}
+{{-  raise(node.runtime_errors | join('; ')) }}
 {%- endif %}
-{%- set runtime = kubernetes.node.container_runtime %}
+{%- set runtime = node.container_runtime %}
 {%- set cli = kubernetes.runtime[runtime] %}
 
 kubernetes-kubelet-removed-service-dead:

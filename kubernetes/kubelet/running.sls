@@ -8,12 +8,12 @@
     service itself, enabled, running and restarted whenever one of the files it
     reads changes. #}
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ '/map.jinja' import mapdata as kubernetes with context %}
-{%- if kubernetes.node.errors %}
-{{-  raise(kubernetes.node.errors | join('; ')) }}
+{%- from tplroot ~ '/map.jinja' import mapdata as kubernetes, node with context %}
+{%- if node.errors %}
+{{-  raise(node.errors | join('; ')) }}
 {%- endif %}
 {%- set kubelet = kubernetes.kubelet %}
-{%- set runtime = kubernetes.runtime[kubernetes.node.container_runtime] %}
+{%- set runtime = kubernetes.runtime[node.container_runtime] %}
 {#- The files of kubernetes.certs.present the kubelet reads. #}
 {%- set cert_states = [] %}
 {%- for id in ['ca.crt', 'kubecfg.crt', 'kubecfg.key', 'kubelet-ca.crt'] %}
@@ -29,8 +29,8 @@ kubernetes-kubelet-kubeconfig-file-managed:
     - source: salt://{{ tplroot }}/files/kubeconfig.yaml.jinja
     - template: jinja
     - context:
-        cluster: {{ kubernetes.node.cluster_name | json }}
-        server: {{ kubernetes.node.api_url | json }}
+        cluster: {{ node.cluster_name | json }}
+        server: {{ node.api_url | json }}
         server_name: {{ kubernetes.api_server.fqdn | json }}
         ca: {{ kubernetes.files['ca.crt'].path | json }}
         user: kubelet
@@ -52,7 +52,7 @@ kubernetes-kubelet-config-file-managed:
     - context:
         ca: {{ kubelet.ca | json }}
         runtime_endpoint: {{ runtime.cri_endpoint | json }}
-        static_pod_path: {{ (kubernetes.manifests.dir if kubernetes.node.master else '') | json }}
+        static_pod_path: {{ (kubernetes.manifests.dir if node.master else '') | json }}
         cluster_dns: {{ kubernetes.cluster_dns | json }}
         cluster_domain: {{ kubernetes.cluster_domain | json }}
         cgroup_driver: {{ kubelet.cgroup_driver | json }}
