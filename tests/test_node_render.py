@@ -1,8 +1,9 @@
 """kubernetes.running / kubernetes.kubelet.removed as Salt renders them (state.show_sls).
 
-Salt renders the formula from this checkout for a master and a node (through
-its Caller in this process, each pillar given as an override; see
-node_support.Renderer); nothing is applied (no sandbox needed).  Bad settings
+Salt renders the formula from this checkout for a master and a node: the real
+salt-call for the two roles, and for the many variations Salt's Caller in this
+process, each pillar given as an override (node_support.Renderer); nothing is
+applied (no sandbox needed).  Bad settings
 must fail the render with a message naming the setting; the real salt-call
 exits non-zero on them.
 """
@@ -50,14 +51,23 @@ def render(renderer, pillar, sls=RUNNING):
     return states
 
 
-@pytest.fixture(scope="module")
-def master_states(renderer, sets):
-    return render(renderer, node_pillar(sets["a"], "master"))
+def real_show_sls(minion, pillar):
+    """Both roles are also rendered by the real salt-call (the other renders go in-process)."""
+    minion.pillar(pillar)
+    proc, states = show_sls(minion, RUNNING)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert isinstance(states, dict), states
+    return states
 
 
 @pytest.fixture(scope="module")
-def node_states(renderer, sets):
-    return render(renderer, node_pillar(sets["a"], "node"))
+def master_states(minion, sets):
+    return real_show_sls(minion, node_pillar(sets["a"], "master"))
+
+
+@pytest.fixture(scope="module")
+def node_states(minion, sets):
+    return real_show_sls(minion, node_pillar(sets["a"], "node"))
 
 
 def flags(states, component):
