@@ -920,5 +920,7 @@ def bundle_has(bundle, cert):
     Compares the DER encoding of every certificate block; text between blocks
     (comments, as in RedHat's bundle) is ignored.
     """
+    if cert_pem(cert).strip() in bundle:  # the usual case, as cryptography writes PEM
+        return True
     wanted = base64.b64encode(cert.public_bytes(serialization.Encoding.DER))
     return any(b"".join(body.split()) == wanted for body in _PEM_CERT_RE.findall(bundle))

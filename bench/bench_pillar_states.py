@@ -7,7 +7,11 @@ minion ids, every variant interleaved in the same run:
 * ``floor``      pillar without certificates (Salt's own cost);
 * ``seed``       the user's document: five ``salt.cmd.run("cat ...")`` lines;
 * ``file.read``  the same template with ``salt["file.read"](...)``;
-* ``ext_pillar`` the documented way: the formula's ``k8s_certs`` ext_pillar.
+* ``ext_pillar`` the documented way: the formula's ``k8s_certs`` ext_pillar
+  (synced to the master's extension_modules, bytecode cached as a master does);
+* ``ext (no .pyc)`` the same without cached bytecode;
+* ``empty ext``  an ext_pillar module that returns ``{}``: what Salt charges for
+  loading any ext_pillar module.
 
 The certificate part of a variant is its compile time minus the floor's, per
 minion id (paired samples), then the median.  Processes spawned are counted
@@ -26,6 +30,7 @@ Needs root for part 2 (the sandbox); part 1 runs anywhere.
 
 import copy
 import json
+import os
 import pathlib
 import resource
 import shutil
@@ -106,6 +111,9 @@ def _synced_extmods(conf):
     synced = runners["saltutil.sync_all"]()
     assert "pillar.k8s_certs" in synced["pillar"], synced
     root = pathlib.Path(runners.opts["extension_modules"])
+    (root / "pillar" / "k8s_null.py").write_text(
+        "def ext_pillar(minion_id, pillar, **kwargs):\n    return {}\n"
+    )
     # The same modules without bytecode, for the "no .pyc" variant.
     shutil.copytree(root, WORK / "extmods-nopyc", ignore=shutil.ignore_patterns("__pycache__"))
     return root, WORK / "extmods-nopyc"
@@ -149,6 +157,12 @@ def bench_pillar():
             "ext_pillar": ext,
             "extension_modules": str(extmods_nopyc),
         },
+        # Salt's own price for any ext_pillar: a module returning {}.
+        "empty ext": {
+            "pillar_roots": {"base": [str(floor_root)]},
+            "ext_pillar": [{"k8s_null": {}}],
+            "extension_modules": str(extmods),
+        },
     }
     opts = {}
     for name, extra in variants.items():
@@ -180,7 +194,7 @@ def bench_pillar():
                 times[name].append((minion_id, round_, wall, _cpu() - cpu0))
                 spawned[name] += _spawned - before
                 assert "_errors" not in pillar, (name, pillar.get("_errors"))
-                if name != "floor":
+                if name not in ("floor", "empty ext"):
                     certs = pillar["kubernetes"]["certs"]
                     assert {k: k8s_pki.normalize_pem(v) for k, v in certs.items()} == expected
             compiles += 1
@@ -276,9 +290,11 @@ def main():
         return
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
+    load_before = os.getloadavg()[0]
     pillar = bench_pillar()
     states = bench_states()
-    result = {"pillar": pillar, "states": states}
+    load = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    result = {"pillar": pillar, "states": states, "loadavg_1min_before_after": load}
     (WORK / "result.json").write_text(json.dumps(result, indent=2))
     v = pillar["variants"]
     print(f"Pillar compile, {MINIONS} minion ids x {ROUNDS} rounds, medians per compile:")
@@ -303,6 +319,7 @@ def main():
         print("state.apply, nothing to change vs. a one-state SLS:")
         print(f"  in process: {states['in_process_ms']} -> {states['in_process_ratio']}x")
         print(f"  salt-call:  {states['salt_call_s']} s -> {states['salt_call_ratio']}x")
+    print(f"load average (1 min) before / after: {load[0]} / {load[1]} on {os.cpu_count()} CPUs")
     print(f"(full figures: {WORK / 'result.json'})")
 
 

@@ -184,6 +184,20 @@ def test_no_key_material_in_what_salt_printed(run, master):
             assert support.leaked(ret.stdout + ret.stderr, keys) is None, step
 
 
+@pytest.mark.parametrize("minion_id", [MASTER_ID, NODE_ID])
+def test_no_key_material_in_the_minions_logs_and_caches(run, master, minions, minion_id):
+    """The minion's root_dir: its log file, sls/highstate caches, job cache (its own
+    Salt authentication keys under pki/ excepted)."""
+    keys = [(master.pki_dir / n).read_text() for n in ("kubecfg.key", "server.key", "ca.key")]
+    root = pathlib.Path(minions[minion_id].config["root_dir"])
+    files = [p for p in root.rglob("*") if p.is_file() and root / "pki" not in p.parents]
+    assert root / "logs" / "minion.log" in files
+    assert root / "cache" / "highstate.cache.p" in files
+    for path in files:
+        text = path.read_bytes().decode("latin-1")
+        assert support.leaked(text, keys) is None, path
+
+
 def test_kubectl_with_the_nodes_files_reaches_a_server_with_the_masters_files(
     run, minions, tmp_path
 ):

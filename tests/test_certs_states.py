@@ -67,12 +67,14 @@ KEYS = (f"{SRV}/kubecfg.key", f"{SRV}/server.key")
 class Minion:
     """A masterless minion (salt-call --local) whose every call runs inside ``box``."""
 
-    def __init__(self, box, base, minion_id="k8s-master-1", **extra):
+    def __init__(self, box, base, minion_id="k8s-master-1", sync=True, **extra):
         self.box = box
         self.base = pathlib.Path(base)
         self.pillar_root = self.base / "pillar"
         support.write_pillar(self.pillar_root, {})
         self.conf = support.write_minion_config(self.base, self.pillar_root, minion_id, **extra)
+        if not sync:  # rendering only: no custom module needed
+            return
         # The formula's _states/_utils, synced the way a deployment does it.  It
         # writes only under the minion's root_dir, so it runs outside the sandbox.
         proc = subprocess.run(
@@ -509,7 +511,7 @@ def _render_map(minion, **grains):
 
 
 def test_map_lists_every_laid_down_path(work):
-    minion = Minion(None, work / "map-minion")
+    minion = Minion(None, work / "map-minion", sync=False)
     minion.pillar({"kubernetes": {"lookup": LOOKUP}})
     mapdata = _render_map(minion)
     paths = {k: v["path"] for k, v in mapdata["files"].items()}
@@ -532,7 +534,7 @@ def test_map_lists_every_laid_down_path(work):
 
 def test_redhat_family_uses_ca_trust(work, sets):
     """Rendered only: no RedHat userland (update-ca-trust) exists on this Debian machine."""
-    minion = Minion(None, work / "rh-minion", grains={"os_family": "RedHat"})
+    minion = Minion(None, work / "rh-minion", sync=False, grains={"os_family": "RedHat"})
     minion.pillar({"kubernetes": {"certs": support.pillar_certs(sets["a"])}})
     proc = subprocess.run(
         support.salt_call_argv(minion.conf, "state.show_sls", PRESENT),
