@@ -37,7 +37,7 @@ def sets(work):
 @pytest.fixture(scope="module")
 def minion(work):
     """One masterless minion; each test writes its pillar first."""
-    return Minion(None, work / "minion", **FAST)
+    return Minion(None, work / "minion", sync=False, **FAST)
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +205,7 @@ def test_dedicated_service_account_pair_replaces_server_key(renderer, sets):
 
 
 def test_redhat_family_writes_sysconfig(sets, work):
-    minion = Minion(None, work / "rh-minion", grains={"os_family": "RedHat"}, **FAST)
+    minion = Minion(None, work / "rh-minion", sync=False, grains={"os_family": "RedHat"}, **FAST)
     states = render(Renderer(minion), node_pillar(sets["a"], "node"))
     assert states["kubernetes-kubelet-env-file-managed"]["name"] == "/etc/sysconfig/kubelet"
     dropin = states["kubernetes-kubelet-systemd-dropin-file-managed"]["context"]
