@@ -20,6 +20,22 @@ HOST_PATHS = (
     "/var/salt",
     "/etc/ca-certificates.conf",
     "/etc/pki",
+    # ... and the node life-cycle states (kubernetes.running, kubelet.removed),
+    # the test's init script and container runtimes.
+    "/etc/kubernetes",
+    "/etc/default/kubelet",
+    "/etc/init.d/kubelet",
+    "/etc/rc2.d",
+    "/etc/systemd/system/kubelet.service.d",
+    "/var/lib/kube-proxy",
+    "/var/lib/kube-controller-manager",
+    "/var/lib/kube-scheduler",
+    "/var/log/kubelet.actions",
+    "/etc/docker",
+    "/run/docker",
+    "/run/containerd",
+    "/var/lib/docker",
+    "/var/lib/containerd",
 )
 
 

@@ -1,0 +1,109 @@
+# -*- coding: utf-8 -*-
+# vim: ft=sls
+{#- The kubelet of a master or a node, running with the certificates
+    kubernetes.certs.present lays down: its kubeconfig (pointing at the
+    apiserver, with the CA and the kubecfg pair from the certificates folder),
+    its KubeletConfiguration (client CA, container runtime, and on masters the
+    static pod folder), the service's environment and systemd drop-in, and the
+    service itself, enabled, running and restarted whenever one of the files it
+    reads changes. #}
+{%- set tplroot = tpldir.split('/')[0] %}
+{%- from tplroot ~ '/map.jinja' import mapdata as kubernetes, node with context %}
+{%- if node.errors %}
+{{-  raise(node.errors | join('; ')) }}
+{%- endif %}
+{%- set kubelet = kubernetes.kubelet %}
+{%- set runtime = kubernetes.runtime[node.container_runtime] %}
+{#- The files of kubernetes.certs.present the kubelet reads. #}
+{%- set cert_states = [] %}
+{%- for id in ['ca.crt', 'kubecfg.crt', 'kubecfg.key', 'kubelet-ca.crt'] %}
+{%-   do cert_states.append('kubernetes-certs-' ~ id | replace('.', '-') ~ '-pem-managed') %}
+{%- endfor %}
+
+include:
+  - {{ tplroot }}.certs.present
+
+kubernetes-kubelet-kubeconfig-file-managed:
+  file.managed:
+    - name: {{ kubelet.kubeconfig | json }}
+    - source: salt://{{ tplroot }}/files/kubeconfig.yaml.jinja
+    - template: jinja
+    - context:
+        cluster: {{ node.cluster_name | json }}
+        server: {{ node.api_url | json }}
+        server_name: {{ kubernetes.api_server.fqdn | json }}
+        ca: {{ kubernetes.files['ca.crt'].path | json }}
+        user: kubelet
+        cert: {{ kubernetes.files['kubecfg.crt'].path | json }}
+        key: {{ kubernetes.files['kubecfg.key'].path | json }}
+    - user: {{ kubernetes.user | json }}
+    - group: {{ kubernetes.group | json }}
+    - mode: '{{ kubernetes.kubeconfig_mode }}'
+    - makedirs: True
+    - dir_mode: '{{ kubernetes.certs.dir_mode }}'
+    - require:
+      - k8s_certs: kubernetes-certs-pillar-validated
+
+kubernetes-kubelet-config-file-managed:
+  file.managed:
+    - name: {{ kubelet.config | json }}
+    - source: salt://{{ tplroot }}/files/kubelet-config.yaml.jinja
+    - template: jinja
+    - context:
+        ca: {{ kubelet.ca | json }}
+        runtime_endpoint: {{ runtime.cri_endpoint | json }}
+        static_pod_path: {{ (kubernetes.manifests.dir if node.master else '') | json }}
+        cluster_dns: {{ kubernetes.cluster_dns | json }}
+        cluster_domain: {{ kubernetes.cluster_domain | json }}
+        cgroup_driver: {{ kubelet.cgroup_driver | json }}
+        extra: {{ kubelet.config_extra | json }}
+    - user: {{ kubernetes.user | json }}
+    - group: {{ kubernetes.group | json }}
+    - mode: '0644'
+    - makedirs: True
+    - dir_mode: '{{ kubernetes.certs.dir_mode }}'
+    - require:
+      - k8s_certs: kubernetes-certs-pillar-validated
+
+kubernetes-kubelet-env-file-managed:
+  file.managed:
+    - name: {{ kubelet.env_file | json }}
+    - source: salt://{{ tplroot }}/files/kubelet.env.jinja
+    - template: jinja
+    - context:
+        kubeconfig: {{ kubelet.kubeconfig | json }}
+        config: {{ kubelet.config | json }}
+    - user: {{ kubernetes.user | json }}
+    - group: {{ kubernetes.group | json }}
+    - mode: '0644'
+    - makedirs: True
+    - require:
+      - k8s_certs: kubernetes-certs-pillar-validated
+
+kubernetes-kubelet-systemd-dropin-file-managed:
+  file.managed:
+    - name: {{ kubelet.systemd_dropin | json }}
+    - source: salt://{{ tplroot }}/files/kubelet-systemd.conf.jinja
+    - template: jinja
+    - context:
+        env_file: {{ kubelet.env_file | json }}
+        binary: {{ kubelet.binary | json }}
+    - user: {{ kubernetes.user | json }}
+    - group: {{ kubernetes.group | json }}
+    - mode: '0644'
+    - makedirs: True
+    - require:
+      - k8s_certs: kubernetes-certs-pillar-validated
+
+kubernetes-kubelet-service-running:
+  service.running:
+    - name: {{ kubelet.service | json }}
+    - enable: True
+    - watch:
+{%- for id in cert_states %}
+      - k8s_certs: {{ id }}
+{%- endfor %}
+      - file: kubernetes-kubelet-kubeconfig-file-managed
+      - file: kubernetes-kubelet-config-file-managed
+      - file: kubernetes-kubelet-env-file-managed
+      - file: kubernetes-kubelet-systemd-dropin-file-managed

@@ -1,0 +1,44 @@
+# -*- coding: utf-8 -*-
+# vim: ft=sls
+{#- kubernetes.running: bring a master or a node up with the certificates
+    pillar hands it.
+
+      - kubernetes.certs.present    the certificates and keys;
+      - kubernetes.kubelet.running  the kubelet's files and service (restarted
+                                    when any of them changes);
+      - kube-proxy's kubeconfig;
+      - kubernetes.controlplane     on masters the static pods of the control
+                                    plane and their kubeconfigs (on nodes: none).
+
+    The role is pillar kubernetes:role (master or node, default node). #}
+{%- set tplroot = tpldir.split('/')[0] %}
+{%- from tplroot ~ '/map.jinja' import mapdata as kubernetes, node with context %}
+{%- if node.errors %}
+{{-  raise(node.errors | join('; ')) }}
+{%- endif %}
+
+include:
+  - {{ tplroot }}.certs.present
+  - {{ tplroot }}.kubelet.running
+  - {{ tplroot }}.controlplane
+
+kubernetes-running-kube-proxy-kubeconfig-file-managed:
+  file.managed:
+    - name: {{ kubernetes.kube_proxy.kubeconfig | json }}
+    - source: salt://{{ tplroot }}/files/kubeconfig.yaml.jinja
+    - template: jinja
+    - context:
+        cluster: {{ node.cluster_name | json }}
+        server: {{ node.api_url | json }}
+        server_name: {{ kubernetes.api_server.fqdn | json }}
+        ca: {{ kubernetes.files['ca.crt'].path | json }}
+        user: kube-proxy
+        cert: {{ kubernetes.files['kubecfg.crt'].path | json }}
+        key: {{ kubernetes.files['kubecfg.key'].path | json }}
+    - user: {{ kubernetes.user | json }}
+    - group: {{ kubernetes.group | json }}
+    - mode: '{{ kubernetes.kubeconfig_mode }}'
+    - makedirs: True
+    - dir_mode: '{{ kubernetes.certs.dir_mode }}'
+    - require:
+      - k8s_certs: kubernetes-certs-pillar-validated
