@@ -29,6 +29,7 @@ import errno
 import fcntl
 import hashlib
 import ipaddress
+import json
 import os
 import re
 import shutil
@@ -449,7 +450,6 @@ def days_left(cert, now=None):
 # --------------------------------------------------------------------------
 
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 def public_pem(key):
@@ -465,37 +465,50 @@ def load_public_key(data, what="public key"):
         raise PKIError(f"{what}: not a PEM public key ({type(err).__name__})") from None
 
 
+_KUBECONFIG = """\
+apiVersion: v1
+kind: Config
+clusters:
+- name: {cluster}
+  cluster:
+    certificate-authority-data: {ca}
+    server: {server}
+contexts:
+- name: {context}
+  context:
+    cluster: {cluster}
+    user: {user}
+current-context: {context}
+preferences: {{}}
+users:
+- name: {user}
+  user:
+    client-certificate-data: {cert}
+    client-key-data: {key}
+"""
+
+
 def render_kubeconfig(spec, ca_pem, cert_bytes, key_bytes):
-    """A kubeconfig (YAML) for ``spec``'s user, embedding its certificate, key and CA."""
-    user = spec.common_name
-    context = f"{user}@{spec.cluster_name}"
+    """A kubeconfig (YAML) for ``spec``'s user, embedding its certificate, key and CA.
+
+    Written from a template (every text value as a JSON string, which YAML
+    reads as the same string): a hundred kubeconfigs through the YAML emitter
+    would cost more than making their keys.
+    """
 
     def b64(data):
         return base64.b64encode(data).decode("ascii")
 
-    doc = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": spec.cluster_name,
-                "cluster": {"certificate-authority-data": b64(ca_pem), "server": spec.server},
-            }
-        ],
-        "contexts": [{"name": context, "context": {"cluster": spec.cluster_name, "user": user}}],
-        "current-context": context,
-        "preferences": {},
-        "users": [
-            {
-                "name": user,
-                "user": {
-                    "client-certificate-data": b64(cert_bytes),
-                    "client-key-data": b64(key_bytes),
-                },
-            }
-        ],
-    }
-    return yaml.dump(doc, Dumper=_YAML_DUMPER, sort_keys=False, width=1 << 20).encode()
+    user = spec.common_name
+    return _KUBECONFIG.format(
+        cluster=json.dumps(spec.cluster_name),
+        server=json.dumps(spec.server),
+        context=json.dumps(f"{user}@{spec.cluster_name}"),
+        user=json.dumps(user),
+        ca=b64(ca_pem),
+        cert=b64(cert_bytes),
+        key=b64(key_bytes),
+    ).encode()
 
 
 @dataclass
@@ -1182,14 +1195,40 @@ def _outputs(item, spec):
     return [row for row in rows if row[1] is not None]
 
 
-def _write(path, data, mode):
+def _write(path, data, mode, sync=True):
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         os.write(fd, data)
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.chmod(path, mode)  # umask must not loosen or tighten the mode
+
+
+def _sync_tree(path):
+    """Flush a freshly written folder and everything in it to disk.
+
+    One ``syncfs()`` for the folder's filesystem where Linux has it (a set of a
+    hundred hosts is hundreds of files: one fsync each costs more than making
+    them), else an fsync per file and folder.
+    """
+    syncfs = getattr(_load_libc(), "syncfs", None)
+    if syncfs is not None:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            if syncfs(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    for dirpath, _, filenames in os.walk(path):
+        for name in filenames:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(dirpath)
 
 
 def _fsync_dir(path):
@@ -1204,12 +1243,16 @@ _RENAME_EXCHANGE = 2
 _libc = None
 
 
-def _exchange(a, b):
-    """Swap two directories in one step (Linux renameat2); False where unsupported."""
+def _load_libc():
     global _libc
     if _libc is None:
         _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    renameat2 = getattr(_libc, "renameat2", None)
+    return _libc
+
+
+def _exchange(a, b):
+    """Swap two directories in one step (Linux renameat2); False where unsupported."""
+    renameat2 = getattr(_load_libc(), "renameat2", None)
     if renameat2 is None:
         return False
     at_fdcwd = -100
@@ -1290,12 +1333,12 @@ def _stage(plan, staging, now):
                 _link(os.path.join(target, rel), path)
             else:
                 _makedirs(os.path.dirname(path))
-                _write(path, data, mode)
+                _write(path, data, mode, sync=False)  # _sync_tree below flushes them all
     if os.path.isdir(target):  # files the set does not name (yet) are the user's: keep them
         for rel in _files(target):
             if rel not in planned:
                 _link(os.path.join(target, rel), os.path.join(staging, rel))
-    _fsync_dir(staging)
+    _sync_tree(staging)
     return backup and os.path.join(target, backup)
 
 
