@@ -38,14 +38,14 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	@sls=$$(find kubernetes -name '*.sls'); if [ -n "$$sls" ]; then $(BIN)/salt-lint $$sls; fi
+	@sls=$$(find kubernetes -name '*.sls' 2>/dev/null); if [ -n "$$sls" ]; then $(BIN)/salt-lint $$sls; fi
 	$(BIN)/yamllint -s pillar.example
 
 test: $(STAMP) system-deps lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(PY) bench/run.py
+	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) .demo .bench .pytest_cache .ruff_cache

@@ -27,6 +27,7 @@ import ctypes.util
 import datetime
 import errno
 import fcntl
+import functools
 import hashlib
 import ipaddress
 import json
@@ -349,9 +350,13 @@ def load_certs(data, what="certificate"):
     return certs
 
 
-def load_key(data, what="key"):
+def load_key(data, what="key", check=True):
+    """Parse a private key.  ``check=False`` skips OpenSSL's RSA consistency check
+    (tens of ms per key): enough to compare public keys, not to sign with."""
     try:
-        return serialization.load_pem_private_key(data, password=None)
+        return serialization.load_pem_private_key(
+            data, password=None, unsafe_skip_rsa_key_validation=not check
+        )
     except (ValueError, TypeError) as err:
         # The library's message never quotes the key; keep it out anyway.
         raise PKIError(
@@ -860,6 +865,7 @@ class Item:
     key_bytes: bytes | None = None
     action: str = "reused"  # "reused", "generated" (new key) or "reissued" (same key)
     reason: str = ""
+    key_checked: bool = False  # False: parsed without the RSA consistency check
     pub_bytes: bytes | None = None  # a KeyPairSpec's <name>.pub
     file_bytes: bytes | None = None  # a KubeconfigSpec's whole file
     kubeconfig: Kubeconfig | None = None
@@ -909,7 +915,7 @@ def read_pair(directory, name):
         if item.cert_bytes is not None:
             item.cert = load_cert(item.cert_bytes, f"{name}.crt")
         if item.key_bytes is not None:
-            item.key = load_key(item.key_bytes, f"{name}.key")
+            item.key = load_key(item.key_bytes, f"{name}.key", check=False)
     except PKIError as err:
         raise SetError(f"{directory}: {err}") from None
     if item.cert is not None and item.key is not None and not key_matches(item.cert, item.key):
@@ -927,7 +933,7 @@ def read_keypair(directory, name):
     public = None
     try:
         if item.key_bytes is not None:
-            item.key = load_key(item.key_bytes, f"{name}.key")
+            item.key = load_key(item.key_bytes, f"{name}.key", check=False)
         if item.pub_bytes is not None:
             public = load_public_key(item.pub_bytes, f"{name}.pub")
     except PKIError as err:
@@ -950,7 +956,7 @@ def read_kubeconfig(directory, name):
         item.kubeconfig = parse_kubeconfig(item.file_bytes, name)
         item.cert_bytes, item.key_bytes = item.kubeconfig.cert_bytes, item.kubeconfig.key_bytes
         item.cert = load_cert(item.cert_bytes, f"{name}: client-certificate-data")
-        item.key = load_key(item.key_bytes, f"{name}: client-key-data")
+        item.key = load_key(item.key_bytes, f"{name}: client-key-data", check=False)
     except PKIError as err:
         raise SetError(f"{directory}: {err}") from None
     if not key_matches(item.cert, item.key):
@@ -1006,6 +1012,11 @@ def _record_created(directory, cas):
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)
     _write(tmp, ("\n".join(lines) + "\n").encode("ascii"), CERT_MODE)
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     os.replace(tmp, path)
     _fsync_dir(os.path.dirname(path))
 
@@ -1158,7 +1169,7 @@ def _fill(plan, specs, key_type, ca_days, leaf_days, now):
         if item.action == "reused":
             continue
         if item.action == "generated":
-            item.key = new_key(key_type)
+            item.key, item.key_checked = new_key(key_type), True
             item.key_bytes = key_pem(item.key)
         if isinstance(spec, KeyPairSpec):
             item.pub_bytes = public_pem(item.key)
@@ -1167,6 +1178,8 @@ def _fill(plan, specs, key_type, ca_days, leaf_days, now):
             item.cert = build_ca(item.key, spec.common_name, ca_days, spec.organizations, now)
         else:
             ca = plan.items[spec.issuer]
+            if not ca.key_checked:  # read from disk with the quick parse: check before signing
+                ca.key, ca.key_checked = load_key(ca.key_bytes, f"{ca.name}.key"), True
             leaf = spec.leaf if isinstance(spec, KubeconfigSpec) else spec
             item.cert = issue_leaf(leaf, item.key, ca.cert, ca.key, leaf_days, now=now)
         item.cert_bytes = cert_pem(item.cert)
@@ -1195,40 +1208,36 @@ def _outputs(item, spec):
     return [row for row in rows if row[1] is not None]
 
 
-def _write(path, data, mode, sync=True):
+def _write(path, data, mode):
+    """Create ``path`` (it must not exist) with exactly ``mode``, whatever the umask."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as handle:
+        os.fchmod(fd, mode)
+        handle.write(data)
+
+
+@functools.lru_cache(maxsize=1)
+def _libc():
+    return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+def _flush(directory, files=()):
+    """Make what was written under ``directory`` durable before it is renamed into place.
+
+    One ``syncfs`` of the file system where Linux has it (much cheaper than a
+    ``fsync`` per file); otherwise ``fsync`` on each file and the folder.
+    """
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        os.write(fd, data)
-        if sync:
-            os.fsync(fd)
+        syncfs = getattr(_libc(), "syncfs", None)
+        if syncfs is not None and syncfs(fd) == 0:
+            return
+        for path in files:
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+        os.fsync(fd)
     finally:
         os.close(fd)
-    os.chmod(path, mode)  # umask must not loosen or tighten the mode
-
-
-def _sync_tree(path):
-    """Flush a freshly written folder and everything in it to disk.
-
-    One ``syncfs()`` for the folder's filesystem where Linux has it (a set of a
-    hundred hosts is hundreds of files: one fsync each costs more than making
-    them), else an fsync per file and folder.
-    """
-    syncfs = getattr(_load_libc(), "syncfs", None)
-    if syncfs is not None:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            if syncfs(fd) == 0:
-                return
-        finally:
-            os.close(fd)
-    for dirpath, _, filenames in os.walk(path):
-        for name in filenames:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(dirpath)
 
 
 def _fsync_dir(path):
@@ -1240,19 +1249,11 @@ def _fsync_dir(path):
 
 
 _RENAME_EXCHANGE = 2
-_libc = None
-
-
-def _load_libc():
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    return _libc
 
 
 def _exchange(a, b):
     """Swap two directories in one step (Linux renameat2); False where unsupported."""
-    renameat2 = getattr(_load_libc(), "renameat2", None)
+    renameat2 = getattr(_libc(), "renameat2", None)
     if renameat2 is None:
         return False
     at_fdcwd = -100
@@ -1285,6 +1286,8 @@ def locked(pki_root, cluster_tag):
             os.rename(old, target)  # a writer died between the fallback's two renames
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):  # a record of made CAs half written
+            os.unlink(_created_path(target) + ".tmp")
         yield
     finally:
         os.close(fd)
@@ -1299,15 +1302,20 @@ def _files(directory):
             yield os.path.relpath(os.path.join(dirpath, name), directory)
 
 
-def _makedirs(path):
-    """Like os.makedirs, but every folder it creates (not only the last) gets DIR_MODE."""
-    if not os.path.isdir(path):
-        _makedirs(os.path.dirname(path))
-        os.mkdir(path, DIR_MODE)
+def _parent(path):
+    """Create the sub-folders a set file lives in (``hosts/m1/etcd/peer.crt``), each 0700.
+
+    (os.makedirs gives only the last folder the mode; the ones above it would
+    get the umask's.)
+    """
+    parent = os.path.dirname(path)
+    if not os.path.isdir(parent):
+        _parent(parent)
+        os.mkdir(parent, DIR_MODE)
 
 
 def _link(src, dst):
-    _makedirs(os.path.dirname(dst))
+    _parent(dst)
     os.link(src, dst)
 
 
@@ -1319,7 +1327,7 @@ def _stage(plan, staging, now):
     backups = os.path.join(target, BACKUP_DIR)
     if os.path.isdir(backups):  # earlier backups travel along (hard links: no copying)
         shutil.copytree(backups, os.path.join(staging, BACKUP_DIR), copy_function=os.link)
-    backup = None
+    backup, written = None, []
     if plan.backup:
         backup = os.path.join(BACKUP_DIR, now.strftime("%Y%m%dT%H%M%S.%fZ"))
         for rel in _files(target):
@@ -1332,13 +1340,14 @@ def _stage(plan, staging, now):
             if kept:
                 _link(os.path.join(target, rel), path)
             else:
-                _makedirs(os.path.dirname(path))
-                _write(path, data, mode, sync=False)  # _sync_tree below flushes them all
+                _parent(path)
+                _write(path, data, mode)
+                written.append(path)
     if os.path.isdir(target):  # files the set does not name (yet) are the user's: keep them
         for rel in _files(target):
             if rel not in planned:
                 _link(os.path.join(target, rel), os.path.join(staging, rel))
-    _sync_tree(staging)
+    _flush(staging, written)
     return backup and os.path.join(target, backup)
 
 

@@ -1,5 +1,14 @@
+import logging
+
 import pytest
+import salt._logging.impl
 import support
+
+# Salt installs a handler that queues every log record until logging is set up
+# and writes them to stderr at exit, after pytest's summary (and onto a closed
+# stream).  Tests have no use for it: records go to pytest's handlers instead.
+salt._logging.impl.shutdown_temp_handler()
+logging.root.setLevel(logging.INFO)
 
 
 @pytest.fixture
