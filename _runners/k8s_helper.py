@@ -16,6 +16,7 @@ arguments, reads the master's options and shapes what ``salt-run`` prints.
 
 import functools
 import logging
+import os
 
 try:
     import k8s_pki
@@ -111,8 +112,9 @@ def generate_certs(
     ``O=system:masters``) to ``<pki_root>/<cluster_tag>/``. A complete, valid set
     is left exactly as it is; missing leaves are issued from the existing CA, and
     a leaf whose names no longer match the arguments, that is not signed by the
-    CA, or that expires within 90 days is reissued. The CA is only replaced with
-    ``force_regen=True``, which first keeps the previous set under
+    CA, or that expires within 90 days is reissued (with a new key); the return
+    says why (``reason``). The CA is only replaced with ``force_regen=True``.
+    Whenever existing files are replaced, the previous set is first kept under
     ``<cluster_tag>/backup/<timestamp>/``.
 
     Returns paths, SHA-256 fingerprints, subjects, SANs and expiry dates of
@@ -257,3 +259,138 @@ def _kubeadm_specs(common, masters, nodes, control_plane_endpoint, pillar_minion
     return k8s_pki.kubeadm_specs(
         masters, nodes, control_plane_endpoint=control_plane_endpoint, **common
     )
+
+
+# --------------------------------------------------------------------------
+# Lifecycle: expiry report, renewal (issue 5)
+# --------------------------------------------------------------------------
+
+# The formula's outputter (_output/k8s_table.py) prints reports as tables;
+# --out=json (or yaml...) prints the same data plainly.
+_TABLE = "k8s_table"
+EXPIRY_EVENT_TAG = "k8s-helper/expiry/{cluster_tag}"
+
+
+def _fire_master_event(data, tag):
+    import salt.utils.event  # noqa: PLC0415 - only when asked to fire
+
+    with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=False) as event:
+        return bool(event.fire_event(data, tag))
+
+
+@_refusals_exit_nonzero
+def check_expiration(cluster_tag="default", threshold_days=90, fire_event=False, **kwargs):
+    """
+    Report when each certificate of a cluster's set expires.
+
+    Reads every certificate under ``<pki_root>/<cluster_tag>/`` (backups left
+    out; a ``ca.crt`` holding several CAs gives one line per CA) and gives for
+    each its subject, issuer, not-after date, whole days left and a status:
+    ``ok``, ``renew-soon`` (fewer than ``threshold_days`` left - the window in
+    which ``generate_certs`` reissues a leaf) or ``expired``; a file that does
+    not parse is ``unreadable``. Prints a table, or plain data with
+    ``--out=json``. The exit status is 1 when anything is expired or
+    unreadable, else 0, so cron jobs and monitoring can use it.
+
+    cluster_tag : default
+        Which cluster's set to read.
+    threshold_days : 90
+        How many days before its end a certificate is reported ``renew-soon``.
+        For a certificate that does not live longer than that, the last third
+        of its lifetime.
+    fire_event : False
+        Also fire ``k8s-helper/expiry/<cluster_tag>`` on the master's event bus
+        when anything is ``renew-soon``, ``expired`` or ``unreadable``; its data
+        names the leaves to renew (``renew``) and the CAs that need attention
+        (``cas``). Meant for a master schedule and a reactor (see
+        ``docs/lifecycle.md``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run k8s-helper.check_expiration
+        salt-run k8s-helper.check_expiration cluster_tag=prod threshold_days=30 --out=json
+        salt-run k8s-helper.check_expiration cluster_tag=prod fire_event=True
+    """
+    _reject_unknown(kwargs)
+    tag = k8s_pki.check_cluster_tag(cluster_tag)
+    threshold = k8s_pki.check_days(threshold_days, "threshold_days")
+    fire = k8s_pki.check_bool(fire_event, "fire_event")
+    report = k8s_pki.expiry_report(
+        os.path.join(_pki_root(), tag), k8s_pki.seed_specs(), renew_before_days=threshold
+    )
+    summary = report["summary"]
+    data = {"cluster_tag": tag, **report}
+    if fire:
+        alert = k8s_pki.expiry_alert(report)
+        event_tag = EXPIRY_EVENT_TAG.format(cluster_tag=tag)
+        sent = alert is not None and _fire_master_event({"cluster_tag": tag, **alert}, event_tag)
+        data["event"] = {"tag": event_tag, "fired": sent}
+        if alert is not None and not sent:
+            log.warning("k8s-helper: could not fire %s (is the master running?)", event_tag)
+    data["retcode"] = 1 if summary["expired"] or summary["unreadable"] else 0
+    log.info(
+        "k8s-helper: cluster %s: %s",
+        tag,
+        ", ".join(f"{count} {status}" for status, count in summary.items()),
+    )
+    return {"outputter": _TABLE, "data": data}
+
+
+@_refusals_exit_nonzero
+def renew(cluster_tag="default", certs=None, keep_keys=False, key_type=None, days=365, **kwargs):
+    """
+    Reissue leaf certificates of a cluster from its own CA; the CA is never touched.
+
+    Each renewed certificate says exactly what the one it replaces says
+    (subject, SANs, usages) with new dates and serial, and a new key unless
+    ``keep_keys=True``. The previous files are first kept under
+    ``<pki_root>/<cluster_tag>/backup/<timestamp>/``. Leaves not named are kept,
+    except any that are already unusable (expired, or not signed by the CA):
+    those are reissued too, and the return says why. Naming a CA, or a
+    certificate the set does not have, is refused with nothing changed; so is
+    a set with a missing leaf (``generate_certs`` issues it) or an expired CA.
+
+    After a renewal, refresh pillar and apply ``kubernetes.certs.present`` so
+    the hosts get the new files.
+
+    cluster_tag : default
+        Which cluster's set to renew.
+    certs : None
+        The leaves to renew, as a list or a comma-separated string
+        (``server``, ``kubecfg``; ``server.crt`` works too). Default: every leaf.
+    keep_keys : False
+        Reissue with the existing keys instead of making new ones.
+    key_type : None
+        The type of new keys (rsa-2048, rsa-3072, rsa-4096, ecdsa-p256,
+        ecdsa-p384). Default: the type of the key being replaced.
+    days : 365
+        How long the renewed certificates are valid, in days.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run k8s-helper.renew
+        salt-run k8s-helper.renew cluster_tag=prod certs=server
+        salt-run k8s-helper.renew cluster_tag=prod certs='[server, kubecfg]' keep_keys=True
+    """
+    _reject_unknown(kwargs)
+    tag = k8s_pki.check_cluster_tag(cluster_tag)
+    keep = k8s_pki.check_bool(keep_keys, "keep_keys")
+    new_key_type = None if key_type in (None, "") else k8s_pki.check_key_type(key_type)
+    leaf_days = k8s_pki.check_days(days, "days")
+    plan, backup = k8s_pki.renew_set(
+        _pki_root(),
+        tag,
+        k8s_pki.seed_specs(),
+        certs,
+        keep_keys=keep,
+        key_type=new_key_type,
+        leaf_days=leaf_days,
+    )
+    renewed = [item.name for item in plan.items.values() if item.action != "reused"]
+    ret = {"cluster_tag": tag, "renewed": renewed, **k8s_pki.describe_plan(plan, backup)}
+    log.info("k8s-helper: cluster %s renewed: %s (backup %s)", tag, ", ".join(renewed), backup)
+    return ret

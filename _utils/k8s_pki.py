@@ -14,6 +14,8 @@ Layers, top to bottom:
   on one shared builder;
 * inspection (:func:`load_cert`, :func:`describe_cert`, :func:`key_matches`,
   :func:`signed_by`);
+* what pillar hands a minion (:func:`check_distribution`) and whether a PEM
+  bundle holds a certificate (:func:`bundle_has`), for the minion-side states;
 * a certificate *set* on disk: :func:`plan_set` decides what to keep and what to
   (re)issue, :func:`ensure_set` writes it atomically under a lock.
 """
@@ -31,6 +33,7 @@ import functools
 import hashlib
 import ipaddress
 import json
+import math
 import os
 import re
 import shutil
@@ -40,7 +43,7 @@ import yaml
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 DEFAULT_PKI_ROOT = "/var/salt/k8s-helper/pki"
@@ -256,7 +259,9 @@ class LeafSpec:
 
     @property
     def extended_key_usages(self):
-        return [_USAGE_OIDS[u] for u in self.usages]
+        # A usage this module does not name (kept from an existing certificate
+        # by a renewal) is its dotted OID.
+        return [_USAGE_OIDS.get(u) or x509.ObjectIdentifier(u) for u in self.usages]
 
 
 @dataclass(frozen=True)
@@ -350,12 +355,16 @@ def load_certs(data, what="certificate"):
     return certs
 
 
-def load_key(data, what="key", check=True):
-    """Parse a private key.  ``check=False`` skips OpenSSL's RSA consistency check
-    (tens of ms per key): enough to compare public keys, not to sign with."""
+def load_key(data, what="key", validate=True):
+    """Load an unencrypted PEM private key.
+
+    ``validate=False`` skips OpenSSL's full RSA consistency check (primality of
+    p and q, ~30 ms for RSA-2048); pair it with :func:`key_works` to prove the
+    key usable with its certificate in about a millisecond.
+    """
     try:
         return serialization.load_pem_private_key(
-            data, password=None, unsafe_skip_rsa_key_validation=not check
+            data, password=None, unsafe_skip_rsa_key_validation=not validate
         )
     except (ValueError, TypeError) as err:
         # The library's message never quotes the key; keep it out anyway.
@@ -377,6 +386,24 @@ def public_key_fingerprint(public_key):
 
 def key_matches(cert, key):
     return public_key_fingerprint(cert.public_key()) == public_key_fingerprint(key.public_key())
+
+
+def key_works(cert, key):
+    """Does ``key`` sign what ``cert``'s public key verifies?  (Proof of possession.)"""
+    data = b"k8s-pki key check"
+    public = cert.public_key()
+    try:
+        if isinstance(key, rsa.RSAPrivateKey):
+            signature = key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+            public.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
+        elif isinstance(key, ec.EllipticCurvePrivateKey):
+            signature = key.sign(data, ec.ECDSA(hashes.SHA256()))
+            public.verify(signature, data, ec.ECDSA(hashes.SHA256()))
+        else:
+            public.verify(key.sign(data), data)
+    except (InvalidSignature, TypeError, ValueError):
+        return False
+    return True
 
 
 def signed_by(cert, ca_cert):
@@ -821,29 +848,6 @@ def kubeadm_host_files(host, master):
     return files
 
 
-def list_certificates(directory):
-    """Every certificate a set's folder holds, those inside kubeconfigs included.
-
-    Yields ``(where, cert)``: ``where`` is the file's path relative to the
-    folder, with ``#client-certificate`` or ``#certificate-authority`` for a
-    certificate embedded in a kubeconfig (``*.conf``).  Backups are left out.
-    Files that do not parse raise :class:`SetError` naming them.
-    """
-    for rel in sorted(_files(directory)):
-        path = os.path.join(directory, rel)
-        try:
-            if rel.endswith(".crt"):
-                for cert in load_certs(_read(path), rel):
-                    yield rel, cert
-            elif rel.endswith(".conf"):
-                conf = parse_kubeconfig(_read(path), rel)
-                yield f"{rel}#client-certificate", load_cert(conf.cert_bytes, rel)
-                for cert in load_certs(conf.ca_bytes, rel):
-                    yield f"{rel}#certificate-authority", cert
-        except PKIError as err:
-            raise SetError(f"{directory}: {err}") from None
-
-
 # --------------------------------------------------------------------------
 # A certificate set on disk
 #
@@ -866,6 +870,7 @@ class Item:
     action: str = "reused"  # "reused", "generated" (new key) or "reissued" (same key)
     reason: str = ""
     key_checked: bool = False  # False: parsed without the RSA consistency check
+    key_type: str | None = None  # of the key a "generated" item replaces, when known
     pub_bytes: bytes | None = None  # a KeyPairSpec's <name>.pub
     file_bytes: bytes | None = None  # a KubeconfigSpec's whole file
     kubeconfig: Kubeconfig | None = None
@@ -915,7 +920,7 @@ def read_pair(directory, name):
         if item.cert_bytes is not None:
             item.cert = load_cert(item.cert_bytes, f"{name}.crt")
         if item.key_bytes is not None:
-            item.key = load_key(item.key_bytes, f"{name}.key", check=False)
+            item.key = load_key(item.key_bytes, f"{name}.key", validate=False)
     except PKIError as err:
         raise SetError(f"{directory}: {err}") from None
     if item.cert is not None and item.key is not None and not key_matches(item.cert, item.key):
@@ -933,7 +938,7 @@ def read_keypair(directory, name):
     public = None
     try:
         if item.key_bytes is not None:
-            item.key = load_key(item.key_bytes, f"{name}.key", check=False)
+            item.key = load_key(item.key_bytes, f"{name}.key", validate=False)
         if item.pub_bytes is not None:
             public = load_public_key(item.pub_bytes, f"{name}.pub")
     except PKIError as err:
@@ -956,7 +961,7 @@ def read_kubeconfig(directory, name):
         item.kubeconfig = parse_kubeconfig(item.file_bytes, name)
         item.cert_bytes, item.key_bytes = item.kubeconfig.cert_bytes, item.kubeconfig.key_bytes
         item.cert = load_cert(item.cert_bytes, f"{name}: client-certificate-data")
-        item.key = load_key(item.key_bytes, f"{name}: client-key-data", check=False)
+        item.key = load_key(item.key_bytes, f"{name}: client-key-data", validate=False)
     except PKIError as err:
         raise SetError(f"{directory}: {err}") from None
     if not key_matches(item.cert, item.key):
@@ -1029,9 +1034,7 @@ def _leaf_drift(item, spec, ca, renew_before_days, now):
         return f"not signed by the current {spec.issuer}"
     if not satisfies(item.cert, spec):
         return "names or usages differ from those requested"
-    if days_left(item.cert, now) < renew_before_days:
-        return f"expires within {renew_before_days} days"
-    return ""
+    return renewal_due(item.cert, renew_before_days, now)
 
 
 def _kubeconfig_drift(item, spec, ca):
@@ -1097,9 +1100,16 @@ def plan_set(
     ``renew_before_days``, or when it is named in ``renew`` (then with its old
     key if ``keep_keys``).  A CA is only made where it and every leaf it signs
     are absent, or with ``force_regen``: an existing CA is never replaced
-    otherwise, and a set whose CA cannot be used is an error.
+    otherwise, and a set whose CA cannot be used is an error.  ``renew`` may
+    only name leaves of the set.  Whenever an existing pair is replaced, the
+    plan asks for a backup of the folder first.
     """
     now = now or datetime.datetime.now(datetime.timezone.utc)
+    for name in renew:
+        if name not in specs:
+            raise InputError(f"renew: {name!r} is not a certificate of this set")
+        if isinstance(specs[name], CASpec):
+            raise InputError(f"renew: {name!r} is a CA; renewal never replaces a CA")
     found = {name: read_item(directory, name, spec) for name, spec in specs.items()}
     plan = Plan(directory, specs=specs)
     created = created_cas(directory)
@@ -1151,14 +1161,21 @@ def plan_set(
             reason = _kubeconfig_drift(item, spec, ca)
         if not reason and name in renew:
             reason = "renewal requested"
+        if reason and ca.action == "reused" and days_left(ca.cert, now) <= 0:
+            raise SetError(
+                f"{directory}: {spec.issuer}.crt expired on {_iso(ca.cert.not_valid_after_utc)}, "
+                f"so {name} ({reason}) cannot be issued from it; make a new set with "
+                "force_regen=True"
+            )
         if reason:
             reuse_key = keep_keys and item.key is not None and reason != "missing"
             item.action = "reissued" if reuse_key else "generated"
+            plan.backup = plan.backup or item.present
             if not reuse_key:
+                item.key_type = key_type_of(item.key) if item.key is not None else None
                 item.key = item.key_bytes = None
             item.reason = reason
         plan.items[name] = item
-    plan.backup = bool(renew) and plan.changed
     return plan
 
 
@@ -1169,7 +1186,8 @@ def _fill(plan, specs, key_type, ca_days, leaf_days, now):
         if item.action == "reused":
             continue
         if item.action == "generated":
-            item.key, item.key_checked = new_key(key_type), True
+            item.key = new_key(key_type or item.key_type or DEFAULT_KEY_TYPE)
+            item.key_checked = True
             item.key_bytes = key_pem(item.key)
         if isinstance(spec, KeyPairSpec):
             item.pub_bytes = public_pem(item.key)
@@ -1330,6 +1348,12 @@ def _stage(plan, staging, now):
     backup, written = None, []
     if plan.backup:
         backup = os.path.join(BACKUP_DIR, now.strftime("%Y%m%dT%H%M%S.%fZ"))
+        taken = os.path.join(staging, backup)
+        for n in range(1, 1000):  # two writes at the same instant (a caller's fixed now=)
+            if not os.path.exists(taken):
+                break
+            taken = os.path.join(staging, f"{backup}-{n}")
+        backup = os.path.relpath(taken, staging)
         for rel in _files(target):
             _link(os.path.join(target, rel), os.path.join(staging, backup, rel))
     planned = set()
@@ -1383,7 +1407,9 @@ def ensure_set(
     Returns ``(plan, backup_path_or_None)``.  Nothing on disk changes unless the
     plan changes something; when it does, the whole folder is replaced in one
     rename, so a reader (or a crash) sees the old set or the new one, never a mix.
-    ``force_regen`` and ``renew`` keep the previous files under ``backup/``.
+    Whenever an existing pair is replaced (``force_regen``, ``renew`` or drift),
+    the previous files are kept under ``backup/<timestamp>/``.  With
+    ``key_type=None`` each new key is of the same type as the key it replaces.
     """
     now = now or datetime.datetime.now(datetime.timezone.utc)
     directory = os.path.join(pki_root, cluster_tag)
@@ -1478,3 +1504,429 @@ def _describe_other(directory, item, spec):
     if item.reason:
         entries[first]["reason"] = item.reason
     return entries
+
+
+# --------------------------------------------------------------------------
+# Lifecycle: when a certificate is due, expiry reports, renewal
+# --------------------------------------------------------------------------
+
+
+def renewal_window_days(cert, renew_before_days=DEFAULT_RENEW_BEFORE_DAYS):
+    """How many days before its end a certificate is due for renewal.
+
+    ``renew_before_days``, except for a certificate that does not live longer
+    than that: it is due once the last third of its lifetime has begun
+    (cert-manager's rule).  Otherwise a certificate issued for, say, 30 days
+    would be due the moment it is made, and every run would issue it again.
+    """
+    lifetime = (cert.not_valid_after_utc - cert.not_valid_before_utc).total_seconds() / 86400
+    # Whole days: a certificate issued for 90 days lives 90 days and the few
+    # minutes it is back-dated, and is still not "longer" than a 90-day window.
+    return renew_before_days if renew_before_days < math.floor(lifetime) else lifetime / 3
+
+
+def renewal_due(cert, renew_before_days=DEFAULT_RENEW_BEFORE_DAYS, now=None):
+    """Why the certificate must be renewed now ("expired", "expires in ..."), or ""."""
+    left = days_left(cert, now)
+    if left <= 0:
+        return "expired"
+    window = renewal_window_days(cert, renew_before_days)
+    if left < window:
+        return f"expires in {_days_text(left)} (renewal window: {_days_text(window)})"
+    return ""
+
+
+def _days_text(days):
+    whole = math.floor(days)
+    if whole >= 1:
+        return f"{whole} day{'s' if whole != 1 else ''}"
+    return f"{max(1, math.ceil(days * 24))} hour(s)"
+
+
+def key_type_of(key):
+    """The ``KEY_TYPES`` name of a private key, or None for a kind this module does not make."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        name = f"rsa-{key.key_size}"
+    elif isinstance(key, ec.EllipticCurvePrivateKey):
+        name = {"secp256r1": "ecdsa-p256", "secp384r1": "ecdsa-p384"}.get(key.curve.name, "")
+    else:
+        name = ""
+    return name if name in KEY_TYPES else None
+
+
+def spec_from_cert(cert, issuer="ca"):
+    """The LeafSpec an existing leaf satisfies: what a renewal must say again."""
+    dns, ips = cert_sans(cert)
+    cns = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    orgs = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
+    return LeafSpec(
+        common_name=cns[0] if cns else "",
+        organizations=tuple(orgs),
+        usages=cert_usages(cert),
+        dns_names=tuple(dns),
+        ip_addresses=tuple(ips),
+        issuer=issuer,
+    )
+
+
+def leaf_names(specs):
+    return [name for name, spec in specs.items() if isinstance(spec, LeafSpec)]
+
+
+def check_renew_names(value, specs, name="certs"):
+    """The leaves ``value`` names (a list or comma-separated string); all leaves when empty.
+
+    ``server`` and ``server.crt`` both name the pair ``server``.  A CA or a name
+    the set does not have is refused.
+    """
+    leaves = leaf_names(specs)
+    if value is None or value == "" or value == []:
+        return tuple(leaves)
+    if isinstance(value, str):
+        value = [v for v in value.split(",") if v.strip()]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise InputError(f"{name}: {value!r} is not a list of certificate names")
+    chosen = []
+    for entry in value:
+        text = str(entry).strip()
+        base = text[: -len(".crt")] if text.endswith(".crt") else text
+        if base in specs and isinstance(specs[base], CASpec):
+            raise InputError(
+                f"{name}: {text!r} is a CA; renew never touches a CA (a new CA means a new set: "
+                "generate_certs force_regen=True)"
+            )
+        if base not in leaves:
+            raise InputError(
+                f"{name}: {text!r} is not a certificate of this set; choose from "
+                f"{', '.join(leaves)}"
+            )
+        if base not in chosen:
+            chosen.append(base)
+    return tuple(chosen)
+
+
+def renew_set(
+    pki_root,
+    cluster_tag,
+    specs,
+    certs=None,
+    *,
+    keep_keys=False,
+    key_type=None,
+    leaf_days=DEFAULT_LEAF_DAYS,
+    now=None,
+):
+    """Issue the named leaves (all leaves by default) again from the set's own CA.
+
+    Each renewed leaf says exactly what the one it replaces says (subject, SANs,
+    usages): a renewal changes dates, serial and (unless ``keep_keys``) the key,
+    nothing else.  ``specs`` gives the set's members (which are CAs, which CA
+    signs each leaf); their names are taken from the certificates on disk.
+    Leaves not named are kept, unless they are already unusable (expired or not
+    signed by their CA) - those are reissued too, and the return says why.  The
+    previous files are kept under ``backup/``.  A CA is never touched; a missing
+    leaf is an error (renewal has nothing to copy its names from).
+    """
+    directory = os.path.join(pki_root, cluster_tag)
+    names = check_renew_names(certs, specs)
+    if not os.path.isdir(directory):
+        raise SetError(
+            f"{directory}: no certificate set for cluster {cluster_tag!r}; run generate_certs first"
+        )
+    derived = {}
+    for name, spec in specs.items():
+        if isinstance(spec, CASpec):
+            derived[name] = spec
+            continue
+        item = read_pair(directory, name)
+        if item.cert is None:
+            raise SetError(
+                f"{directory}: {name}.crt is missing, so there is nothing to renew; "
+                "generate_certs issues it (with the cluster's names)"
+            )
+        derived[name] = spec_from_cert(item.cert, spec.issuer)
+    return ensure_set(
+        pki_root,
+        cluster_tag,
+        derived,
+        key_type=key_type,
+        leaf_days=leaf_days,
+        renew=names,
+        keep_keys=keep_keys,
+        renew_before_days=0,
+        now=now,
+    )
+
+
+# Files an expiry report reads: PEM certificates (one or a bundle) and
+# kubeconfigs with embedded certificates.  Keys and anything else are skipped.
+PEM_SUFFIXES = (".crt", ".cert", ".pem")
+KUBECONFIG_SUFFIXES = (".conf", ".kubeconfig")
+STATUSES = ("ok", "renew-soon", "expired", "unreadable")
+
+
+def _kubeconfig_certs(data, what):
+    try:
+        config = yaml.safe_load(data)
+    except yaml.YAMLError:
+        raise PKIError(f"{what}: not a YAML kubeconfig") from None
+    if not isinstance(config, dict):
+        raise PKIError(f"{what}: not a kubeconfig")
+    found = []
+    for section, entry, field_name in (
+        ("clusters", "cluster", "certificate-authority-data"),
+        ("users", "user", "client-certificate-data"),
+    ):
+        for named in config.get(section) or []:
+            body = (named or {}).get(entry) or {}
+            if not body.get(field_name):
+                continue
+            label = f"{entry} {named.get('name', '?')}"
+            try:
+                pem = base64.b64decode(body[field_name], validate=True)
+            except ValueError:
+                raise PKIError(f"{what}: {label}: {field_name} is not base64") from None
+            for index, cert in enumerate(load_certs(pem, f"{what} ({label})")):
+                found.append((label if index == 0 else f"{label} #{index + 1}", cert))
+    return found
+
+
+def certificates_in_file(path, what=None):
+    """Every certificate a file holds, as ``(label, cert)``; raises PKIError if unreadable.
+
+    A PEM file gives one certificate (label "") or a bundle ("#1", "#2", ...);
+    a kubeconfig gives the certificates embedded in it ("cluster <name>",
+    "user <name>").
+    """
+    what = what or path
+    with open(path, "rb") as handle:
+        data = handle.read()
+    if path.endswith(KUBECONFIG_SUFFIXES):
+        return _kubeconfig_certs(data, what)
+    certs = load_certs(data, what)
+    if len(certs) == 1:
+        return [("", certs[0])]
+    return [(f"#{index + 1}", cert) for index, cert in enumerate(certs)]
+
+
+def expiry_status(cert, renew_before_days=DEFAULT_RENEW_BEFORE_DAYS, now=None):
+    """ "ok", "renew-soon" or "expired" (the same window generate_certs renews in)."""
+    due = renewal_due(cert, renew_before_days, now)
+    if due == "expired":
+        return "expired"
+    return "renew-soon" if due else "ok"
+
+
+def expiry_report(directory, specs=None, renew_before_days=DEFAULT_RENEW_BEFORE_DAYS, now=None):
+    """Every certificate under a cluster's folder (backups left out), with its expiry status.
+
+    Returns a plain dict: ``certificates`` (one entry per certificate: name,
+    file, kind, subject, issuer, serial, sha256, not_before, not_after,
+    days_left, status; ``member`` when the file is a pair of ``specs``), and
+    ``summary`` (a count per status).  A file that cannot be read is an entry
+    with status ``unreadable`` and the reason.
+    """
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    if not os.path.isdir(directory):
+        raise SetError(f"{directory}: no certificate set here")
+    members = {f"{name}.crt": name for name in specs or ()}
+    entries = []
+    for rel in sorted(_files(directory)):
+        if os.path.basename(rel).startswith(".") or not rel.endswith(
+            PEM_SUFFIXES + KUBECONFIG_SUFFIXES
+        ):
+            continue
+        path = os.path.join(directory, rel)
+        base = {"name": rel, "file": rel, "path": path}
+        if rel in members:
+            base["member"] = members[rel]
+        try:
+            found = certificates_in_file(path, rel)
+        except (PKIError, OSError) as err:
+            reason = str(err) if isinstance(err, PKIError) else f"{rel}: {err.strerror}"
+            entries.append({**base, "status": "unreadable", "error": reason})
+            continue
+        if not found:
+            entries.append({**base, "status": "unreadable", "error": f"{rel}: no certificate"})
+        for label, cert in found:
+            info = describe_cert(cert)
+            entries.append(
+                {
+                    **base,
+                    "name": f"{rel} {label}" if label else rel,
+                    "kind": "ca" if is_ca(cert) else "leaf",
+                    "subject": info["subject"],
+                    "issuer": info["issuer"],
+                    "serial": info["serial"],
+                    "sha256": info["sha256"],
+                    "not_before": info["not_before"],
+                    "not_after": info["not_after"],
+                    "days_left": int(days_left(cert, now)),  # whole days, toward zero
+                    "status": expiry_status(cert, renew_before_days, now),
+                }
+            )
+    if not entries:
+        raise SetError(f"{directory}: no certificate found")
+    summary = {status: 0 for status in STATUSES}
+    for entry in entries:
+        summary[entry["status"]] += 1
+    return {
+        "directory": directory,
+        "checked_at": _iso(now),
+        "renew_before_days": renew_before_days,
+        "certificates": entries,
+        "summary": summary,
+    }
+
+
+def expiry_alert(report):
+    """What an expiry event carries, or None when every certificate is fine.
+
+    ``renew`` lists the set's leaves (pair names, ready for ``renew certs=``)
+    that are due or expired; ``cas`` the CA files that are, which renewal
+    cannot help; ``certificates`` every entry that is not ``ok``.
+    """
+    bad = [entry for entry in report["certificates"] if entry["status"] != "ok"]
+    if not bad:
+        return None
+    renew = [e["member"] for e in bad if e.get("kind") == "leaf" and "member" in e]
+    return {
+        "directory": report["directory"],
+        "renew_before_days": report["renew_before_days"],
+        "renew": list(dict.fromkeys(renew)),
+        "cas": [e["name"] for e in bad if e.get("kind") == "ca"],
+        "certificates": [
+            {
+                key: entry[key]
+                for key in ("name", "status", "days_left", "not_after", "subject", "error")
+                if key in entry
+            }
+            for entry in bad
+        ],
+    }
+
+
+# --------------------------------------------------------------------------
+# What pillar hands a minion (checked by the minion before anything is written)
+# --------------------------------------------------------------------------
+
+#: The CA certificate(s) every minion gets.
+DIST_CA = "ca.crt"
+#: (certificate, key, required) pairs; the server pair goes to masters only.
+DIST_PAIRS = (("kubecfg.crt", "kubecfg.key", True), ("server.cert", "server.key", False))
+DIST_KEYS = (DIST_CA, *(name for pair in DIST_PAIRS for name in pair[:2]))
+
+
+def _pem_text(value, where):
+    if not isinstance(value, str):
+        raise PKIError(f"{where}: expected PEM text, got {type(value).__name__}")
+    return value.encode("utf-8", "replace")
+
+
+def check_distribution(certs, where="kubernetes:certs", now=None):
+    """Check the certificates pillar hands one minion, before anything is written.
+
+    ``certs`` maps the pillar keys of :data:`DIST_KEYS` to PEM text. Every
+    certificate must parse, ``ca.crt`` must hold only CA certificates, every key
+    must match its certificate, every leaf must be directly signed by a
+    certificate of ``ca.crt``, and nothing may be expired or not yet valid.
+    ``kubecfg.crt``/``kubecfg.key`` are required, ``server.cert``/``server.key``
+    come both or not at all.
+
+    Returns ``{item: description}`` (subjects, fingerprints, dates: no key
+    material). Raises :class:`PKIError` listing every problem, each starting with
+    ``<where>:<item>``.
+    """
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    if not isinstance(certs, dict):
+        if certs is None:
+            raise PKIError(f"{where}: missing from pillar")
+        raise PKIError(f"{where}: expected a mapping of file names to PEM text")
+    problems = []
+    unknown = sorted(str(k) for k in certs if k not in DIST_KEYS)
+    if unknown:
+        problems.append(
+            f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(DIST_KEYS)})"
+        )
+
+    def dated(cert, name):
+        if days_left(cert, now) <= 0:
+            problems.append(f"{where}:{name}: expired on {_iso(cert.not_valid_after_utc)}")
+            return False
+        if cert.not_valid_before_utc > now:
+            problems.append(f"{where}:{name}: not valid before {_iso(cert.not_valid_before_utc)}")
+            return False
+        return True
+
+    report = {}
+    cas = []
+    try:
+        if DIST_CA not in certs:
+            raise PKIError(f"{where}:{DIST_CA}: missing")
+        cas = load_certs(_pem_text(certs[DIST_CA], f"{where}:{DIST_CA}"), f"{where}:{DIST_CA}")
+        for index, ca in enumerate(cas):
+            label = DIST_CA if len(cas) == 1 else f"{DIST_CA}[{index}]"
+            if not is_ca(ca):
+                problems.append(f"{where}:{label}: not a CA certificate")
+            dated(ca, label)
+        report[DIST_CA] = [describe_cert(ca) for ca in cas]
+    except PKIError as err:
+        problems.append(str(err))
+
+    for cert_name, key_name, required in DIST_PAIRS:
+        present = [n for n in (cert_name, key_name) if n in certs]
+        if not present:
+            if required:
+                problems.append(f"{where}:{cert_name}, {key_name}: missing")
+            continue
+        if len(present) == 1:
+            other = key_name if present == [cert_name] else cert_name
+            problems.append(f"{where}:{other}: missing while {present[0]} is given")
+            continue
+        try:
+            cert_data = _pem_text(certs[cert_name], f"{where}:{cert_name}")
+            found = load_certs(cert_data, f"{where}:{cert_name}")
+            if len(found) != 1:
+                raise PKIError(
+                    f"{where}:{cert_name}: holds {len(found)} certificates, expected one"
+                )
+            cert = found[0]
+            key = load_key(
+                _pem_text(certs[key_name], f"{where}:{key_name}"),
+                f"{where}:{key_name}",
+                validate=False,
+            )
+        except PKIError as err:
+            problems.append(str(err))
+            continue
+        if not key_matches(cert, key):
+            problems.append(f"{where}:{key_name}: does not belong to {cert_name}")
+        elif not key_works(cert, key):
+            problems.append(f"{where}:{key_name}: damaged (its signatures do not verify)")
+        if cas and not any(signed_by(cert, ca) for ca in cas):
+            problems.append(
+                f"{where}:{cert_name}: not signed by {DIST_CA} ({cert.issuer.rfc4514_string()})"
+            )
+        if is_ca(cert):
+            problems.append(f"{where}:{cert_name}: is a CA certificate, expected a leaf")
+        dated(cert, cert_name)
+        report[cert_name] = describe_cert(cert)
+        report[key_name] = {"public_key_sha256": public_key_fingerprint(key.public_key())}
+    if problems:
+        raise PKIError("; ".join(problems))
+    return report
+
+
+_PEM_CERT_RE = re.compile(
+    rb"-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]+?)-----END CERTIFICATE-----"
+)
+
+
+def bundle_has(bundle, cert):
+    """Does the PEM bundle (bytes, e.g. /etc/ssl/certs/ca-certificates.crt) hold ``cert``?
+
+    Compares the DER encoding of every certificate block; text between blocks
+    (comments, as in RedHat's bundle) is ignored.
+    """
+    wanted = base64.b64encode(cert.public_bytes(serialization.Encoding.DER))
+    return any(b"".join(body.split()) == wanted for body in _PEM_CERT_RE.findall(bundle))

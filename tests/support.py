@@ -32,6 +32,7 @@ def write_master_config(base, **extra):
         "root_dir": str(root),
         "runner_dirs": [str(REPO / "_runners")],
         "utils_dirs": [str(REPO / "_utils")],
+        "outputter_dirs": [str(REPO / "_output")],
         "k8s_helper": {"pki_root": str(base / "pki")},
         **extra,
     }
@@ -89,8 +90,12 @@ def event_sink(conf_dir):
 
 
 def salt_run(conf_dir, fun, *args, out="json"):
-    """Run the real salt-run; returns the CompletedProcess (stdout/stderr as text)."""
-    cmd = [str(VENV_BIN / "salt-run"), "-c", str(conf_dir), f"--out={out}", fun, *args]
+    """Run the real salt-run; returns the CompletedProcess (stdout/stderr as text).
+
+    ``out=None`` leaves the outputter to salt-run (what an operator sees).
+    """
+    outs = [f"--out={out}"] if out else []
+    cmd = [str(VENV_BIN / "salt-run"), "-c", str(conf_dir), *outs, fun, *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
 
 

@@ -200,20 +200,21 @@ def test_service_account_pair(made):
     assert "PRIVATE KEY" not in (directory / "sa.pub").read_text()
 
 
-def test_list_certificates_includes_kubeconfigs(made):
+def test_expiry_report_includes_kubeconfigs(made):
+    """check_expiration's report covers every certificate, those inside kubeconfigs too."""
     directory, _, _ = made
-    where = dict(k8s_pki.list_certificates(str(directory)))
-    assert "admin.conf#client-certificate" in where
-    assert "hosts/n2/kubelet.conf#client-certificate" in where
-    assert "hosts/n2/kubelet.conf#certificate-authority" in where
+    report = k8s_pki.expiry_report(str(directory))
+    where = {entry["name"]: entry for entry in report["certificates"]}
+    assert report["summary"]["ok"] == len(where) and not report["summary"]["unreadable"]
+    assert where["admin.conf user kubernetes-admin"]["subject"] == (
+        "CN=kubernetes-admin,O=kubeadm:cluster-admins"
+    )
+    assert where["hosts/n2/kubelet.conf user system:node:n2"]["issuer"] == "CN=kubernetes-ca"
+    assert where["hosts/n2/kubelet.conf cluster kubernetes"]["kind"] == "ca"
     assert "hosts/m1/etcd/peer.crt" in where
-    # every certificate file and kubeconfig is there, nothing else
     crts = [w for w in where if w.endswith(".crt")]
     assert len(crts) == 3 + 4 + 3 * 3
-    assert len([w for w in where if w.endswith("#client-certificate")]) == 4 + 5
-    assert where["super-admin.conf#client-certificate"].subject.rfc4514_string() == (
-        "CN=kubernetes-super-admin,O=system:masters"
-    )
+    assert len([w for w in where if " user " in w]) == 4 + 5
 
 
 def test_host_files_node_gets_no_foreign_key(made):

@@ -282,3 +282,28 @@ def test_killed_writer_leaves_a_complete_set(tmp_path):
         assert not plan.changed, {n: i.reason for n, i in plan.items.items() if i.reason}
         seen.add((root / "c1/ca.crt").read_bytes())
     assert len(seen) > 1, "no kill landed after a commit: the trial proved nothing"
+
+
+def test_check_expiration_on_a_kubeadm_set(master_conf, pki_root):
+    """The real salt-run check_expiration lists the certificates embedded in kubeconfigs."""
+    with support.event_sink(master_conf):
+        proc = support.salt_run(
+            master_conf,
+            "k8s-helper.generate_certs",
+            "profile=kubeadm",
+            f"masters={MASTERS_CLI}",
+            f"nodes={NODES_CLI}",
+            "key_type=ecdsa-p256",
+            "days=60",
+        )
+        assert proc.returncode == 0, proc.stderr
+        proc = support.salt_run(master_conf, "k8s-helper.check_expiration")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads(proc.stdout)
+    data = data.get("data", data)
+    entries = {e["name"]: e for e in data["certificates"]}
+    for host in ("m1", "m2", "n1", "n2"):
+        entry = entries[f"hosts/{host}/kubelet.conf user system:node:{host}"]
+        assert entry["status"] == "ok" and entry["days_left"] in (59, 60)
+    assert entries["super-admin.conf user kubernetes-super-admin"]["days_left"] in (59, 60)
+    assert entries["ca.crt"]["days_left"] > 3600

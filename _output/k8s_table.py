@@ -1,0 +1,97 @@
+"""
+Print the k8s-helper runner's reports as plain tables.
+
+``salt-run k8s-helper.check_expiration`` and ``k8s-helper.verify`` return
+``{"outputter": "k8s_table", "data": <report>}``: salt-run prints the report
+with this outputter, unless ``--out`` asks for another one (``--out=json`` prints
+the report itself).  The master finds this module through ``outputter_dirs`` or
+after ``salt-run saltutil.sync_output``; without it Salt falls back to its
+``nested`` outputter, which prints the same data less compactly.
+"""
+
+__virtualname__ = "k8s_table"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def _table(header, rows):
+    widths = [len(h) for h in header]
+    for row in rows:
+        widths = [max(w, len(str(cell))) for w, cell in zip(widths, row, strict=True)]
+    lines = []
+    for row in [header, *rows]:
+        cells = [
+            str(cell).rjust(width) if isinstance(cell, int) else str(cell).ljust(width)
+            for cell, width in zip(row, widths, strict=True)
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return lines
+
+
+def _date(iso):
+    # 2031-01-02T03:04:05Z -> 2031-01-02 03:04 UTC
+    return f"{iso[:10]} {iso[11:16]} UTC" if iso else "-"
+
+
+def _expiry(data):
+    threshold = data.get("renew_before_days")
+    lines = [
+        f"Certificates of cluster {data.get('cluster_tag')!r} in {data.get('directory')}",
+        f"(checked {_date(data.get('checked_at'))}; renew-soon: fewer than {threshold} days left)",
+        "",
+    ]
+    rows = []
+    for cert in data["certificates"]:
+        if cert["status"] == "unreadable":
+            rows.append([cert["name"], "unreadable", "-", "-", cert.get("error", ""), ""])
+            continue
+        rows.append(
+            [
+                cert["name"],
+                cert["status"],
+                cert["days_left"],
+                _date(cert["not_after"]),
+                cert["subject"],
+                cert["issuer"],
+            ]
+        )
+    header = ["CERTIFICATE", "STATUS", "DAYS LEFT", "NOT AFTER", "SUBJECT", "ISSUER"]
+    lines += _table(header, rows)
+    summary = data.get("summary", {})
+    counts = ", ".join(f"{count} {status}" for status, count in summary.items())
+    lines += ["", f"{len(data['certificates'])} certificates: {counts}"]
+    event = data.get("event")
+    if event:
+        lines.append(f"event {event['tag']}: {'fired' if event['fired'] else 'not fired'}")
+    return "\n".join(lines)
+
+
+def _verify(data):
+    lines = [
+        f"Certificates of cluster {data.get('cluster_tag')!r} on the minions "
+        f"matching {data.get('tgt')!r}, compared with {data.get('directory')}",
+        "",
+    ]
+    rows = []
+    for host, info in sorted(data["hosts"].items()):
+        if info.get("error"):
+            rows.append([host, "-", info.get("status", "error"), info["error"]])
+            continue
+        for check in info.get("checks", []):
+            rows.append([host, check["path"], check["status"], check.get("detail", "")])
+    lines += _table(["MINION", "PATH", "STATUS", "DETAIL"], rows)
+    lines += ["", data.get("summary_line", "")]
+    return "\n".join(lines).rstrip()
+
+
+def output(data, **kwargs):  # pylint: disable=unused-argument
+    """Render a report; anything else goes to Salt's nested outputter."""
+    if isinstance(data, dict) and isinstance(data.get("certificates"), list):
+        return _expiry(data)
+    if isinstance(data, dict) and isinstance(data.get("hosts"), dict):
+        return _verify(data)
+    import salt.output  # noqa: PLC0415
+
+    return salt.output.out_format(data, "nested", __opts__)

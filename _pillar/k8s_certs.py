@@ -1,0 +1,113 @@
+"""
+Hand a cluster's certificates, as ``salt-run k8s-helper.generate_certs`` wrote
+them, to the cluster's minions: ``kubernetes:k8s_env`` and ``kubernetes:certs``.
+
+Masters get ``ca.crt``, ``kubecfg.crt``, ``kubecfg.key``, ``server.cert`` and
+``server.key``; nodes get the same without the apiserver's pair. Other minions
+get nothing from here. Configure it in the master config (one entry per
+cluster)::
+
+    ext_pillar:
+      - k8s_certs:
+          cluster_tag: default          # <pki_root>/<cluster_tag>/ holds the files
+          masters: ['k8s-master-*']     # minion-id globs: the full set
+          nodes: ['k8s-node-*']         # minion-id globs: no server.cert/server.key
+          # pki_root: /var/salt/k8s-helper/pki   (default: k8s_helper:pki_root)
+
+Targets are minion-id globs on purpose: a minion's id is bound to its accepted
+key, whereas a minion can set its own grains, so grain targeting would let any
+minion claim the apiserver's private key.
+
+The files are read directly (no process per file, no template, no YAML), which
+makes this the cheapest way to get them into pillar; see docs/certs-states.md.
+A missing file or a bad option fails the minion's pillar with a message that
+names it, so states refuse to run instead of laying down half a set.
+"""
+
+import fnmatch
+import logging
+import os
+
+try:
+    import k8s_pki
+
+    HAS_PKI = True
+except ImportError as _err:  # _utils not synced
+    HAS_PKI = False
+    _IMPORT_ERROR = str(_err)
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "k8s_certs"
+
+#: pillar key -> file name in the cluster's folder
+MASTER_FILES = {
+    "ca.crt": "ca.crt",
+    "kubecfg.crt": "kubecfg.crt",
+    "kubecfg.key": "kubecfg.key",
+    "server.cert": "server.crt",
+    "server.key": "server.key",
+}
+NODE_FILES = {k: v for k, v in MASTER_FILES.items() if not k.startswith("server.")}
+
+
+def __virtual__():
+    if not HAS_PKI:
+        return (
+            False,
+            f"k8s_certs ext_pillar needs the formula's _utils/k8s_pki.py ({_IMPORT_ERROR}); "
+            "run salt-run saltutil.sync_all or set utils_dirs",
+        )
+    return __virtualname__
+
+
+def _globs(value, name):
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise k8s_pki.InputError(f"k8s_certs: {name}: expected a minion-id glob or a list of them")
+    return value
+
+
+def _matches(minion_id, globs):
+    return any(fnmatch.fnmatch(minion_id, glob) for glob in globs)
+
+
+def ext_pillar(minion_id, pillar, cluster_tag="default", masters=None, nodes=None, **kwargs):
+    """The cluster's certificates for ``minion_id``: all for masters, no server pair for nodes."""
+    pki_root = kwargs.pop("pki_root", None)
+    unknown = sorted(k for k in kwargs if not k.startswith("__"))
+    if unknown:
+        raise k8s_pki.InputError(
+            f"k8s_certs: unknown option(s) {', '.join(unknown)} "
+            "(known: cluster_tag, masters, nodes, pki_root)"
+        )
+    tag = k8s_pki.check_cluster_tag(cluster_tag)
+    master_globs = _globs(masters, "masters")
+    node_globs = _globs(nodes, "nodes")
+    if not master_globs and not node_globs:
+        raise k8s_pki.InputError("k8s_certs: give masters and/or nodes (minion-id globs)")
+    if _matches(minion_id, master_globs):
+        files = MASTER_FILES
+    elif _matches(minion_id, node_globs):
+        files = NODE_FILES
+    else:
+        return {}
+    if pki_root is None:
+        pki_root = (__opts__.get("k8s_helper") or {}).get("pki_root", k8s_pki.DEFAULT_PKI_ROOT)
+    directory = os.path.join(pki_root, tag)
+    certs = {}
+    for key, filename in files.items():
+        path = os.path.join(directory, filename)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                certs[key] = handle.read()
+        except OSError as err:
+            raise k8s_pki.PKIError(
+                f"k8s_certs: cannot read {path} for {minion_id} ({err.strerror}); "
+                f"run salt-run k8s-helper.generate_certs cluster_tag={tag}"
+            ) from None
+    log.debug("k8s_certs: %s gets %s of cluster %s", minion_id, ", ".join(certs), tag)
+    return {"kubernetes": {"k8s_env": tag, "certs": certs}}

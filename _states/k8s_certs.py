@@ -1,0 +1,164 @@
+"""
+Minion-side checks for the Kubernetes certificates this formula lays down.
+
+``k8s_certs.validated``
+    Checks the certificates pillar hands this minion (``kubernetes:certs``)
+    before any file is written: every PEM parses, every key matches its
+    certificate, every leaf is signed by ``ca.crt``, nothing is expired. The
+    formula's file states ``require`` it, so a bad pillar changes nothing on disk.
+
+``k8s_certs.trusted``
+    Makes sure the system trust bundle holds the CA certificate(s) of an anchor
+    file, running the OS's refresh command (``update-ca-certificates``,
+    ``update-ca-trust extract``) only when it does not, and checking the bundle
+    again afterwards.
+
+The PKI logic lives in the formula's ``_utils/k8s_pki.py``; run
+``saltutil.sync_all`` (or ``sync_states`` + ``sync_utils``) so minions have both.
+Returns, changes and comments name items, paths and fingerprints, never PEM text.
+"""
+
+import logging
+import shlex
+
+try:
+    import k8s_pki
+
+    HAS_PKI = True
+except ImportError as _err:  # cryptography missing, or _utils not synced
+    HAS_PKI = False
+    _IMPORT_ERROR = str(_err)
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "k8s_certs"
+
+
+def __virtual__():
+    if not HAS_PKI:
+        return (
+            False,
+            f"k8s_certs needs the formula's _utils/k8s_pki.py and python3-cryptography "
+            f"({_IMPORT_ERROR}); run saltutil.sync_all",
+        )
+    return __virtualname__
+
+
+def _short(info):
+    return f"{info['subject']} sha256 {info['sha256']} until {info['not_after']}"
+
+
+def validated(name="kubernetes:certs"):
+    """
+    Check the certificates pillar hands this minion; changes nothing.
+
+    name : kubernetes:certs
+        The pillar path of the mapping (``ca.crt``, ``kubecfg.crt``,
+        ``kubecfg.key`` and, on masters, ``server.cert``/``server.key``).
+
+    Fails, naming each bad item, when a PEM does not parse, a key does not match
+    its certificate, a leaf is not signed by ``ca.crt``, or a certificate is
+    expired or not yet valid.
+
+    .. code-block:: yaml
+
+        kubernetes-certs-pillar-validated:
+          k8s_certs.validated:
+            - name: kubernetes:certs
+    """
+    ret = {"name": name, "result": False, "changes": {}, "comment": ""}
+    certs = __salt__["pillar.get"](name, None, unmask=True)
+    try:
+        report = k8s_pki.check_distribution(certs, where=name)
+    except k8s_pki.PKIError as err:
+        ret["comment"] = f"Refusing to lay down the certificates: {err}"
+        return ret
+    lines = [f"{name}: {len(certs)} items valid"]
+    for item, info in report.items():
+        if item == k8s_pki.DIST_CA:
+            lines += [f"  {item}: {_short(ca)}" for ca in info]
+        elif "sha256" in info:
+            lines.append(f"  {item}: {_short(info)}")
+        else:
+            lines.append(f"  {item}: matches, public key sha256 {info['public_key_sha256']}")
+    ret["result"] = True
+    ret["comment"] = "\n".join(lines)
+    return ret
+
+
+def _read(path):
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def trusted(name, bundle, refresh):
+    """
+    Make sure the system trust bundle holds the CA certificate(s) in ``name``.
+
+    name
+        The anchor file in the trust store's source folder, e.g.
+        ``/usr/local/share/ca-certificates/kubernetes-ca.crt``.
+    bundle
+        The bundle the refresh command builds, e.g.
+        ``/etc/ssl/certs/ca-certificates.crt``.
+    refresh
+        The command that rebuilds the bundle, e.g. ``update-ca-certificates``.
+
+    Nothing runs when the bundle already holds every certificate of the
+    anchor. Otherwise the command runs once and the bundle is checked again.
+
+    .. code-block:: yaml
+
+        kubernetes-certs-trust-store-trusted:
+          k8s_certs.trusted:
+            - name: /usr/local/share/ca-certificates/kubernetes-ca.crt
+            - bundle: /etc/ssl/certs/ca-certificates.crt
+            - refresh: update-ca-certificates
+    """
+    ret = {"name": name, "result": False, "changes": {}, "comment": ""}
+    anchor = _read(name)
+    if anchor is None:
+        if __opts__.get("test"):
+            ret["result"] = None
+            ret["comment"] = f"{name} does not exist yet; {refresh} would run once it does"
+            return ret
+        ret["comment"] = f"{name} does not exist"
+        return ret
+    try:
+        cas = k8s_pki.load_certs(anchor, name)
+    except k8s_pki.PKIError as err:
+        ret["comment"] = str(err)
+        return ret
+    fingerprints = [k8s_pki.fingerprint(ca) for ca in cas]
+
+    def missing():
+        data = _read(bundle) or b""
+        return [k8s_pki.fingerprint(ca) for ca in cas if not k8s_pki.bundle_has(data, ca)]
+
+    absent = missing()
+    if not absent:
+        ret["result"] = True
+        ret["comment"] = f"{bundle} holds the CA of {name} (sha256 {', '.join(fingerprints)})"
+        return ret
+    if __opts__.get("test"):
+        ret["result"] = None
+        ret["changes"] = {"refresh": refresh, "bundle": bundle, "adds": absent}
+        ret["comment"] = f"{refresh} would run: {bundle} lacks sha256 {', '.join(absent)}"
+        return ret
+    result = __salt__["cmd.run_all"](shlex.split(refresh), python_shell=False)
+    log.debug("k8s_certs.trusted: %s exited %s", refresh, result["retcode"])
+    if result["retcode"] != 0:
+        output = (result.get("stderr") or result.get("stdout") or "").strip()
+        ret["comment"] = f"{refresh} failed with exit status {result['retcode']}: {output}"
+        return ret
+    still = missing()
+    if still:
+        ret["comment"] = f"{refresh} ran, yet {bundle} still lacks sha256 {', '.join(still)}"
+        return ret
+    ret["result"] = True
+    ret["changes"] = {"refresh": refresh, "bundle": bundle, "added": absent}
+    ret["comment"] = f"Ran {refresh}; {bundle} now holds the CA of {name}"
+    return ret
