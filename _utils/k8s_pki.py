@@ -1058,8 +1058,6 @@ def _check_provided(directory, name, spec, item, ca, renew, renew_before_days, n
         problem = _kubeconfig_drift(item, spec, ca)
     if not problem and name in renew:
         problem = "renewal requested"
-    if problem == "expires within 0 days":
-        problem = "expired"
     if problem:
         what = name if isinstance(spec, KubeconfigSpec) else f"{name}.crt"
         raise SetError(

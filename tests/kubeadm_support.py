@@ -114,7 +114,17 @@ class ApiServerStandIn:
         context.load_cert_chain(str(cert), str(key))
         context.load_verify_locations(str(client_ca))
         context.verify_mode = ssl.CERT_REQUIRED
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        refused = self.refused = []  # why handshakes failed, as the server saw it
+
+        class Server(http.server.ThreadingHTTPServer):
+            def get_request(self):
+                try:
+                    return super().get_request()
+                except ssl.SSLError as err:
+                    refused.append(str(err))
+                    raise
+
+        self.httpd = Server(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
         self.port = self.httpd.server_address[1]
