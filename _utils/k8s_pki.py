@@ -848,6 +848,128 @@ def kubeadm_host_files(host, master):
     return files
 
 
+KUBEADM_HOST_FILES = tuple(
+    ["pki/ca.crt", "kubelet.conf"]
+    + [f"pki/{rel}" for rel in _KUBEADM_MASTER_SHARED + _KUBEADM_MASTER_OWN if rel != "ca.crt"]
+    + list(_KUBEADM_CONFS)
+)
+_KUBEADM_NODE_FILES = ("pki/ca.crt", "kubelet.conf")
+_KUBEADM_CAS = {"ca": "pki/ca.crt", "front-proxy-ca": "pki/front-proxy-ca.crt"}
+_KUBEADM_CAS["etcd/ca"] = "pki/etcd/ca.crt"
+
+
+def kubeadm_file_mode(rel):
+    """The mode of a laid-down kubeadm file: keys and kubeconfigs 0600, the rest 0644."""
+    return KEY_MODE if rel.endswith((".key", ".conf")) else CERT_MODE
+
+
+def _kubeadm_issuer(rel):
+    """Which CA file (relative to /etc/kubernetes) signs the laid-down file ``rel``."""
+    if rel == "pki/apiserver-etcd-client.crt" or rel.startswith("pki/etcd/"):
+        return _KUBEADM_CAS["etcd/ca"]
+    if rel == "pki/front-proxy-client.crt":
+        return _KUBEADM_CAS["front-proxy-ca"]
+    return _KUBEADM_CAS["ca"]
+
+
+def check_kubeadm_host(files, where="kubernetes:kubeadm_pki:files", now=None):
+    """Check the kubeadm files pillar hands one host, before anything is written.
+
+    ``files`` maps paths under /etc/kubernetes (:data:`KUBEADM_HOST_FILES`) to
+    their text.  A node has ``pki/ca.crt`` and ``kubelet.conf``; a master has
+    every file.  Every certificate must parse and, but for the CAs, be signed
+    by its CA; every key must belong to its certificate (``sa.key`` to
+    ``sa.pub``); every kubeconfig must embed a key matching its certificate,
+    signed by and holding ``pki/ca.crt``; nothing may be expired or not yet
+    valid.  Returns ``{path: description}`` (no key material); raises
+    :class:`PKIError` listing every problem, each starting with ``<where>:<path>``.
+    """
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    if not isinstance(files, dict):
+        raise PKIError(
+            f"{where}: missing from pillar" if files is None else f"{where}: not a mapping"
+        )
+    problems, report, certs = [], {}, {}
+    unknown = sorted(str(k) for k in files if k not in KUBEADM_HOST_FILES)
+    if unknown:
+        problems.append(f"{where}: unknown file(s) {', '.join(unknown)}")
+    master = any(k not in _KUBEADM_NODE_FILES for k in files if k in KUBEADM_HOST_FILES)
+    needed = KUBEADM_HOST_FILES if master else _KUBEADM_NODE_FILES
+    missing = [k for k in needed if k not in files]
+    if missing:
+        problems.append(f"{where}: missing {', '.join(missing)}")
+
+    def text(rel):
+        value = files[rel]
+        if not isinstance(value, str):
+            raise PKIError(f"{where}:{rel}: expected text, got {type(value).__name__}")
+        return value.encode("utf-8", "replace")
+
+    def dated(cert, label):
+        if days_left(cert, now) <= 0:
+            problems.append(f"{where}:{label}: expired on {_iso(cert.not_valid_after_utc)}")
+        elif cert.not_valid_before_utc > now:
+            problems.append(f"{where}:{label}: not valid before {_iso(cert.not_valid_before_utc)}")
+
+    for rel in (k for k in KUBEADM_HOST_FILES if k in files and k.endswith(".crt")):
+        try:
+            certs[rel] = cert = load_cert(text(rel), f"{where}:{rel}")
+        except PKIError as err:
+            problems.append(str(err))
+            continue
+        dated(cert, rel)
+        report[rel] = describe_cert(cert)
+    for rel in _KUBEADM_CAS.values():
+        if rel in certs and not is_ca(certs[rel]):
+            problems.append(f"{where}:{rel}: not a CA certificate")
+    for rel, cert in certs.items():
+        if rel in _KUBEADM_CAS.values():
+            continue
+        issuer = certs.get(_kubeadm_issuer(rel))
+        if issuer is not None and not signed_by(cert, issuer):
+            problems.append(f"{where}:{rel}: not signed by {_kubeadm_issuer(rel)}")
+        key_rel = rel[: -len(".crt")] + ".key"
+        if key_rel not in files:
+            problems.append(f"{where}:{key_rel}: missing while {rel} is given")
+            continue
+        try:
+            key = load_key(text(key_rel), f"{where}:{key_rel}", validate=False)
+        except PKIError as err:
+            problems.append(str(err))
+            continue
+        if not key_matches(cert, key) or not key_works(cert, key):
+            problems.append(f"{where}:{key_rel}: does not belong to {rel}")
+    if "pki/sa.key" in files or "pki/sa.pub" in files:
+        try:
+            key = load_key(text("pki/sa.key"), f"{where}:pki/sa.key", validate=False)
+            public = load_public_key(text("pki/sa.pub"), f"{where}:pki/sa.pub")
+            if not _same_public_key(public, key):
+                problems.append(f"{where}:pki/sa.pub: does not belong to pki/sa.key")
+        except (PKIError, KeyError) as err:
+            problems.append(str(err) if isinstance(err, PKIError) else f"{where}: {err} missing")
+    ca = certs.get(_KUBEADM_CAS["ca"])
+    for rel in (k for k in KUBEADM_HOST_FILES if k in files and k.endswith(".conf")):
+        try:
+            conf = parse_kubeconfig(text(rel), f"{where}:{rel}")
+            cert = load_cert(conf.cert_bytes, f"{where}:{rel}")
+            key = load_key(conf.key_bytes, f"{where}:{rel}", validate=False)
+            embedded = load_certs(conf.ca_bytes, f"{where}:{rel}")
+        except PKIError as err:
+            problems.append(str(err))
+            continue
+        dated(cert, rel)
+        if not key_matches(cert, key) or not key_works(cert, key):
+            problems.append(f"{where}:{rel}: its key does not belong to its certificate")
+        if ca is not None and not signed_by(cert, ca):
+            problems.append(f"{where}:{rel}: not signed by pki/ca.crt")
+        if ca is not None and ca not in embedded:
+            problems.append(f"{where}:{rel}: does not hold pki/ca.crt as its CA")
+        report[rel] = {**describe_cert(cert), "server": conf.server}
+    if problems:
+        raise PKIError("; ".join(problems))
+    return report
+
+
 # --------------------------------------------------------------------------
 # A certificate set on disk
 #

@@ -553,3 +553,66 @@ def test_endpoint_forms(value, expected):
         assert ipaddress.ip_address(expected[0]) in api.ip_addresses
     except ValueError:
         assert expected[0] in api.dns_names
+
+
+# -- what one host is handed (the states check it before writing) --------------------
+
+
+def _share(directory, host, master):
+    return {
+        dest: (directory / src).read_text()
+        for dest, src in k8s_pki.kubeadm_host_files(host, master).items()
+    }
+
+
+def test_host_file_list_matches_the_states_parameters():
+    params = (support.REPO / "kubernetes/parameters/kubeadm.yaml").read_text()
+    import yaml
+
+    listed = yaml.safe_load(params)["values"]["kubeadm"]["files"]
+    assert tuple(listed) == k8s_pki.KUBEADM_HOST_FILES
+    assert set(k8s_pki.kubeadm_host_files("m1", True)) == set(listed)
+
+
+def test_check_kubeadm_host_accepts_real_shares(made):
+    directory, _, _ = made
+    master = k8s_pki.check_kubeadm_host(_share(directory, "m2", True))
+    assert master["pki/etcd/peer.crt"]["subject"] == "CN=kube-etcd-peer"
+    node = k8s_pki.check_kubeadm_host(_share(directory, "n1", False))
+    assert set(node) == {"pki/ca.crt", "kubelet.conf"}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda s, d: s.pop("pki/etcd/ca.crt"), "missing pki/etcd/ca.crt"),
+        (lambda s, d: s.update({"pki/extra.crt": s["pki/ca.crt"]}), "unknown file"),
+        (
+            lambda s, d: s.update({"pki/apiserver.key": s["pki/sa.key"]}),
+            "pki/apiserver.key: does not belong to pki/apiserver.crt",
+        ),
+        (
+            lambda s, d: s.update({"pki/sa.pub": (d / "hosts/m1/etcd/peer.crt").read_text()}),
+            "pki/sa.pub: not a PEM public key",
+        ),
+        (
+            lambda s, d: s.update({"pki/etcd/server.crt": s["pki/apiserver.crt"]}),
+            "pki/etcd/server.crt: not signed by pki/etcd/ca.crt",
+        ),
+        (
+            lambda s, d: s.update({"kubelet.conf": (d / "hosts/m2/kubelet.conf").read_text()}),
+            None,  # another host's kubelet.conf is valid material; the pillar picks the host
+        ),
+        (lambda s, d: s.update({"admin.conf": "kind: Config\n"}), "admin.conf: no context"),
+    ],
+)
+def test_check_kubeadm_host_refuses_bad_shares(made, change, message):
+    directory, _, _ = made
+    share = _share(directory, "m1", True)
+    change(share, directory)
+    if message is None:
+        k8s_pki.check_kubeadm_host(share)
+        return
+    with pytest.raises(k8s_pki.PKIError, match=message) as caught:
+        k8s_pki.check_kubeadm_host(share)
+    assert "PRIVATE KEY" not in str(caught.value)
