@@ -71,14 +71,19 @@ def _refusals_exit_nonzero(func):
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
-            return func(*args, **kwargs)
+            ret = func(*args, **kwargs)
         except k8s_pki.PKIError as err:
-            return _failed(str(err))
+            ret = _failed(str(err))
         except OSError as err:
-            return _failed(f"{err.strerror or err}: {err.filename or ''}".rstrip(": "))
+            ret = _failed(f"{err.strerror or err}: {err.filename or ''}".rstrip(": "))
         except Exception as err:  # noqa: BLE001 - a bug must not look like success
             log.exception("k8s-helper: %s failed", func.__name__)
-            return _failed(f"internal error in {func.__name__}: {type(err).__name__}: {err}")
+            ret = _failed(f"internal error in {func.__name__}: {type(err).__name__}: {err}")
+        # salt-run takes its exit status from the returned retcode; an
+        # orchestration step (salt.runner) takes success from __context__.
+        data = ret.get("data", ret) if isinstance(ret, dict) else {}
+        __context__["retcode"] = data.get("retcode", 0) if isinstance(data, dict) else 0
+        return ret
 
     return wrapper
 
@@ -339,7 +344,15 @@ def check_expiration(cluster_tag="default", threshold_days=90, fire_event=False,
 
 
 @_refusals_exit_nonzero
-def renew(cluster_tag="default", certs=None, keep_keys=False, key_type=None, days=365, **kwargs):
+def renew(
+    cluster_tag="default",
+    certs=None,
+    keep_keys=False,
+    key_type=None,
+    days=365,
+    threshold_days=None,
+    **kwargs,
+):
     """
     Reissue leaf certificates of a cluster from its own CA; the CA is never touched.
 
@@ -367,6 +380,10 @@ def renew(cluster_tag="default", certs=None, keep_keys=False, key_type=None, day
         ecdsa-p384). Default: the type of the key being replaced.
     days : 365
         How long the renewed certificates are valid, in days.
+    threshold_days : None
+        Renew only those of ``certs`` that are due: fewer than this many days
+        left (``check_expiration``'s ``renew-soon`` or ``expired``). A second
+        run then changes nothing; this is what the expiry reactor uses.
 
     CLI Example:
 
@@ -375,12 +392,18 @@ def renew(cluster_tag="default", certs=None, keep_keys=False, key_type=None, day
         salt-run k8s-helper.renew
         salt-run k8s-helper.renew cluster_tag=prod certs=server
         salt-run k8s-helper.renew cluster_tag=prod certs='[server, kubecfg]' keep_keys=True
+        salt-run k8s-helper.renew cluster_tag=prod threshold_days=90
     """
     _reject_unknown(kwargs)
     tag = k8s_pki.check_cluster_tag(cluster_tag)
     keep = k8s_pki.check_bool(keep_keys, "keep_keys")
     new_key_type = None if key_type in (None, "") else k8s_pki.check_key_type(key_type)
     leaf_days = k8s_pki.check_days(days, "days")
+    due_within = (
+        None
+        if threshold_days in (None, "")
+        else k8s_pki.check_days(threshold_days, "threshold_days")
+    )
     plan, backup = k8s_pki.renew_set(
         _pki_root(),
         tag,
@@ -389,8 +412,242 @@ def renew(cluster_tag="default", certs=None, keep_keys=False, key_type=None, day
         keep_keys=keep,
         key_type=new_key_type,
         leaf_days=leaf_days,
+        due_within=due_within,
     )
     renewed = [item.name for item in plan.items.values() if item.action != "reused"]
     ret = {"cluster_tag": tag, "renewed": renewed, **k8s_pki.describe_plan(plan, backup)}
     log.info("k8s-helper: cluster %s renewed: %s (backup %s)", tag, ", ".join(renewed), backup)
     return ret
+
+
+# --------------------------------------------------------------------------
+# verify: the certificates on the minions against the master's set (issue 5)
+# --------------------------------------------------------------------------
+
+# Rendered on each minion by slsutil.renderer: the formula's own map.jinja
+# (with that minion's grains and pillar, so kubernetes:lookup is honoured)
+# names every path; Salt's own execution modules look at them.  Every call is
+# guarded so that no file can make the rendering fail.  Certificates travel
+# as base64 (they are public); of keys only hashes travel.
+_PROBE = """\
+{%- from formula ~ '/map.jinja' import mapdata with context %}
+{%- set given = salt['pillar.get'](mapdata.pillar, {}) %}
+{%- set out = {
+      'pillar': mapdata.pillar,
+      'given': (given | list) if given is mapping else [],
+      'k8s_env': salt['pillar.get']('kubernetes:k8s_env', ''),
+      'files': {}} %}
+{%- for ident, file in mapdata.files | dictsort %}
+{%-   set info = {'path': file.path, 'pillar': file.pillar,
+                  'masters_only': file.get('masters_only'),
+                  'exists': salt['file.file_exists'](file.path)} %}
+{%-   if info.exists %}
+{%-     do info.update({'sha256': salt['file.get_hash'](file.path, 'sha256')}) %}
+{%-     if not file.pillar.endswith('.key') %}
+{%-       do info.update({'base64': salt['hashutil.base64_encodefile'](file.path)}) %}
+{%-     endif %}
+{%-   endif %}
+{%-   do out.files.update({ident: info}) %}
+{%- endfor %}
+{%- set link = mapdata.trust.link %}
+{%- set is_link = salt['file.is_link'](link) %}
+{%- do out.update({'link': {
+      'path': link, 'expected': mapdata.trust.anchor, 'is_link': is_link,
+      'exists': salt['file.file_exists'](link) or salt['file.directory_exists'](link),
+      'target': salt['file.readlink'](link) if is_link else none}}) %}
+{%- set bundle = mapdata.trust.bundle %}
+{%- set holds = [] %}
+{%- set has_bundle = salt['file.file_exists'](bundle) %}
+{%- if has_bundle %}
+{%-   for pattern in patterns %}
+{%-     do holds.append(salt['file.search'](bundle, pattern, multiline=True)) %}
+{%-   endfor %}
+{%- endif %}
+{%- do out.update({'bundle': {'path': bundle, 'exists': has_bundle, 'holds': holds}}) %}
+{{ out | json }}
+"""
+FORMULA = "kubernetes"
+TGT_TYPES = (
+    "glob",
+    "pcre",
+    "list",
+    "grain",
+    "grain_pcre",
+    "pillar",
+    "pillar_pcre",
+    "pillar_exact",
+    "nodegroup",
+    "range",
+    "compound",
+    "ipcidr",
+)
+
+
+def _seconds(value, name):
+    try:
+        seconds = int(value)
+    except (TypeError, ValueError):
+        seconds = 0
+    if isinstance(value, bool) or seconds <= 0 or str(seconds) != str(value).strip():
+        raise k8s_pki.InputError(f"{name}: {value!r} is not a positive whole number of seconds")
+    return seconds
+
+
+def _local_client():
+    import salt.client  # noqa: PLC0415 - runners load without a master's client
+
+    return salt.client.get_local_client(mopts=__opts__)
+
+
+def _targeted(tgt, tgt_type):
+    import salt.utils.minions  # noqa: PLC0415
+
+    found = salt.utils.minions.CkMinions(__opts__).check_minions(tgt, tgt_type)
+    return sorted(found.get("minions") or [])
+
+
+def _answer(reply):
+    """The return of one minion from a full_return reply, or (None, error text)."""
+    if not isinstance(reply, dict) or "ret" not in reply or reply.get("out") == "no_return":
+        # Salt's own reason, "[No response]" or "[Not connected]", when it gives one.
+        reason = str(reply.get("ret", "")) if isinstance(reply, dict) else ""
+        why = reason[reason.find("[") : reason.find("]") + 1] if "[" in reason else ""
+        return None, f"no answer {why}".strip()
+    ret = reply["ret"]
+    if reply.get("retcode", 0) != 0 or not isinstance(ret, dict | str):
+        return None, str(ret)
+    return ret, ""
+
+
+def _public_keys(client, observed, reference, timeout):
+    """Ask minions for the public key of each key file that is not the master's."""
+    wanted = {}  # path -> [(minion, ident)]
+    for minion, seen in observed.items():
+        given = set(seen.get("given") or ())
+        for ident, info in (seen.get("files") or {}).items():
+            pillar_key = info.get("pillar")
+            if (
+                pillar_key in k8s_pki.KEY_PAIRS
+                and (pillar_key in given or info.get("masters_only") is False)
+                and info.get("exists")
+                and info.get("sha256") != reference[pillar_key]["file_sha256"]
+            ):
+                wanted.setdefault(info["path"], []).append((minion, ident))
+    for path, who in sorted(wanted.items()):
+        replies = client.cmd(
+            sorted({minion for minion, _ in who}),
+            "x509.get_public_key",
+            [path],
+            tgt_type="list",
+            timeout=timeout,
+            full_return=True,
+        )
+        for minion, ident in who:
+            ret, error = _answer(replies.get(minion))
+            info = observed[minion]["files"][ident]
+            if isinstance(ret, str) and "PUBLIC KEY" in ret and "PRIVATE" not in ret:
+                info["public_key"] = ret
+            else:
+                # The minion's message is not repeated: it could quote the file.
+                info["public_key_error"] = (
+                    "no answer" if error.startswith("no answer") else "x509.get_public_key failed"
+                )
+
+
+@_refusals_exit_nonzero
+def verify(cluster_tag="default", tgt=None, tgt_type="glob", timeout=None, **kwargs):
+    """
+    Compare the certificates on the targeted minions with the master's set, path by path.
+
+    Each minion renders the formula's ``map.jinja`` with its own grains and
+    pillar (so ``kubernetes:lookup`` overrides count) and reports, through
+    Salt's own execution modules (``file.get_hash``, ``hashutil``,
+    ``file.readlink``, ``file.search``, ``x509.get_public_key``), what it holds
+    at each path: the files under ``/srv/kubernetes``, the trust-store copy and
+    its symlink, the system bundle and ``/var/lib/kubelet/ca.crt``. No private
+    key leaves a minion: only file hashes and public keys travel.
+
+    Per minion and path the status is ``match``, ``differs`` (with both
+    fingerprints), ``missing``, ``expired``, ``key does not match cert``,
+    ``unreadable``, ``unexpected`` (a file the minion's pillar does not give,
+    e.g. the apiserver key on a node) or ``absent`` (not given and not there:
+    fine). A minion without certificates in pillar is ``no pillar``; one that
+    does not answer is listed as ``no answer``. A summary line ends the table;
+    the exit status is 1 when any minion has a problem or does not answer.
+
+    cluster_tag : default
+        Which cluster's set on the master to compare with.
+    tgt : None
+        The minions to check (required), e.g. ``'k8s-*'``.
+    tgt_type : glob
+        How ``tgt`` is read: glob, pcre, list, grain, grain_pcre, pillar,
+        pillar_pcre, pillar_exact, nodegroup, range, compound, ipcidr.
+    timeout : the master's ``timeout`` option
+        Seconds to wait for the minions.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run k8s-helper.verify tgt='k8s-*'
+        salt-run k8s-helper.verify cluster_tag=prod tgt='G@role:k8s' tgt_type=compound
+        salt-run k8s-helper.verify tgt='k8s-*' --out=json
+    """
+    _reject_unknown(kwargs)
+    tag = k8s_pki.check_cluster_tag(cluster_tag)
+    if not isinstance(tgt, str | list) or not tgt:
+        raise k8s_pki.InputError("tgt: give the minions to check, e.g. tgt='k8s-*'")
+    if tgt_type not in TGT_TYPES:
+        raise k8s_pki.InputError(f"tgt_type: {tgt_type!r} is not one of {', '.join(TGT_TYPES)}")
+    wait = __opts__.get("timeout", 5) if timeout in (None, "") else _seconds(timeout, "timeout")
+    directory = os.path.join(_pki_root(), tag)
+    reference = k8s_pki.verify_reference(directory)
+    expected = _targeted(tgt, tgt_type)
+    if not expected:
+        raise k8s_pki.InputError(f"tgt: no minion matches {tgt!r} ({tgt_type})")
+
+    client = _local_client()
+    replies = client.cmd(
+        tgt,
+        "slsutil.renderer",
+        kwarg={
+            "string": _PROBE,
+            "default_renderer": "jinja|json",
+            "formula": FORMULA,
+            "patterns": reference["ca.crt"]["patterns"],
+        },
+        tgt_type=tgt_type,
+        timeout=wait,
+        full_return=True,
+    )
+    hosts, observed = {}, {}
+    for minion in sorted(set(expected) | set(replies)):
+        ret, error = _answer(replies.get(minion))
+        if ret is None and error.startswith("no answer"):
+            hosts[minion] = {"status": "no answer", "error": f"did not answer{error[9:]}"}
+        elif not isinstance(ret, dict):
+            hosts[minion] = {"status": "error", "error": f"the probe failed: {error or ret}"}
+        else:
+            observed[minion] = ret
+    _public_keys(client, observed, reference, wait)
+    for minion, seen in observed.items():
+        checks = k8s_pki.verify_host(seen, reference)
+        bad = any(check["status"] not in k8s_pki.VERIFY_OK for check in checks)
+        hosts[minion] = {
+            "status": "problems" if bad else "ok",
+            "k8s_env": seen.get("k8s_env"),
+            "checks": checks,
+        }
+    summary, line = k8s_pki.verify_summary(hosts)
+    log.info("k8s-helper: verify %s: %s", tag, line)
+    data = {
+        "cluster_tag": tag,
+        "tgt": tgt,
+        "tgt_type": tgt_type,
+        "directory": directory,
+        "hosts": dict(sorted(hosts.items())),
+        "summary": summary,
+        "summary_line": line,
+        "retcode": 1 if summary["problems"] else 0,
+    }
+    return {"outputter": _TABLE, "data": data}

@@ -7,6 +7,12 @@ Minion-side checks for the Kubernetes certificates this formula lays down.
     certificate, every leaf is signed by ``ca.crt``, nothing is expired. The
     formula's file states ``require`` it, so a bad pillar changes nothing on disk.
 
+``k8s_certs.pem_managed``
+    ``file.managed`` for one PEM text from pillar, written as
+    ``k8s_pki.normalize_pem`` makes it (lines stripped): read from pillar at
+    apply time, so no PEM text lands in the rendered SLS, and never shown in
+    changes.
+
 ``k8s_certs.trusted``
     Makes sure the system trust bundle holds the CA certificate(s) of an anchor
     file, running the OS's refresh command (``update-ca-certificates``,
@@ -18,8 +24,12 @@ The PKI logic lives in the formula's ``_utils/k8s_pki.py``; run
 Returns, changes and comments name items, paths and fingerprints, never PEM text.
 """
 
+import grp
 import logging
+import os
+import pwd
 import shlex
+import stat
 
 try:
     import k8s_pki
@@ -74,6 +84,12 @@ def validated(name="kubernetes:certs"):
         ret["comment"] = f"Refusing to lay down the certificates: {err}"
         return ret
     lines = [f"{name}: {len(certs)} items valid"]
+    reflowed = sorted(k for k, v in certs.items() if k8s_pki.normalize_pem(v) != v)
+    if reflowed:
+        lines.append(
+            f"  note: {', '.join(reflowed)} carry indented or blank lines in pillar; "
+            "they are written without them"
+        )
     for item, info in report.items():
         if item == k8s_pki.DIST_CA:
             lines += [f"  {item}: {_short(ca)}" for ca in info]
@@ -84,6 +100,82 @@ def validated(name="kubernetes:certs"):
     ret["result"] = True
     ret["comment"] = "\n".join(lines)
     return ret
+
+
+def pem_managed(
+    name,
+    source,
+    user="root",
+    group="root",
+    mode="0644",
+    makedirs=True,
+    dir_mode="0755",
+):
+    """
+    Write the PEM text at pillar path ``source`` to ``name`` (``file.managed``).
+
+    name
+        The file to write.
+    source
+        Pillar path of the PEM text, e.g. ``kubernetes:certs:server.key``.
+    user, group, mode : root, root, 0644
+        Owner and mode of the file (keys: ``'0600'``).
+    makedirs, dir_mode : True, 0755
+        Create missing parent folders, with this mode.
+
+    The text is written with every line stripped and blank lines dropped
+    (``k8s_pki.normalize_pem``), so a pillar template that indents lines
+    still yields a file OpenSSL and Go accept. Changes never show the text.
+
+    .. code-block:: yaml
+
+        kubernetes-certs-server-key-pem-managed:
+          k8s_certs.pem_managed:
+            - name: /srv/kubernetes/server.key
+            - source: kubernetes:certs:server.key
+            - mode: '0600'
+    """
+    text = __salt__["pillar.get"](source, None, unmask=True)
+    if not isinstance(text, str):
+        return {
+            "name": name,
+            "result": False,
+            "changes": {},
+            "comment": f"{source}: no PEM text in pillar",
+        }
+    contents = k8s_pki.normalize_pem(text)
+    if _in_place(name, contents.encode(), user, group, mode):
+        # What file.managed would conclude too, for a fraction of its cost.
+        return {
+            "name": name,
+            "result": True,
+            "changes": {},
+            "comment": f"File {name} is in the correct state",
+        }
+    return __states__["file.managed"](
+        name=name,
+        contents=contents,
+        user=user,
+        group=group,
+        mode=mode,
+        makedirs=makedirs,
+        dir_mode=dir_mode,
+        show_changes=False,
+    )
+
+
+def _in_place(path, data, user, group, mode):
+    """Is ``path`` already a regular file with these bytes, owner, group and mode?"""
+    try:
+        st = os.lstat(path)
+        uid, gid = pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid
+    except (OSError, KeyError):
+        return False
+    if not stat.S_ISREG(st.st_mode) or (st.st_uid, st.st_gid) != (uid, gid):
+        return False
+    if stat.S_IMODE(st.st_mode) != int(str(mode), 8) or st.st_size != len(data):
+        return False
+    return _read(path) == data
 
 
 def _read(path):

@@ -355,16 +355,15 @@ def load_certs(data, what="certificate"):
     return certs
 
 
-def load_key(data, what="key", validate=True):
-    """Load an unencrypted PEM private key.
-
-    ``validate=False`` skips OpenSSL's full RSA consistency check (primality of
-    p and q, ~30 ms for RSA-2048); pair it with :func:`key_works` to prove the
-    key usable with its certificate in about a millisecond.
-    """
+def load_key(data, what="key", check=True, validate=None):
+    """Parse a private key.  ``check=False`` skips OpenSSL's RSA consistency check
+    (tens of ms per key): enough to compare public keys, not to sign with.
+    ``validate`` is the same switch under the name the certs states use."""
+    if validate is not None:
+        check = validate
     try:
         return serialization.load_pem_private_key(
-            data, password=None, unsafe_skip_rsa_key_validation=not validate
+            data, password=None, unsafe_skip_rsa_key_validation=not check
         )
     except (ValueError, TypeError) as err:
         # The library's message never quotes the key; keep it out anyway.
@@ -1734,6 +1733,7 @@ def renew_set(
     keep_keys=False,
     key_type=None,
     leaf_days=DEFAULT_LEAF_DAYS,
+    due_within=None,
     now=None,
 ):
     """Issue the named leaves (all leaves by default) again from the set's own CA.
@@ -1746,14 +1746,18 @@ def renew_set(
     signed by their CA) - those are reissued too, and the return says why.  The
     previous files are kept under ``backup/``.  A CA is never touched; a missing
     leaf is an error (renewal has nothing to copy its names from).
+
+    With ``due_within`` (days), only those of the named leaves that are due
+    (:func:`renewal_due`) are renewed: running it twice renews once.
     """
+    now = now or datetime.datetime.now(datetime.timezone.utc)
     directory = os.path.join(pki_root, cluster_tag)
     names = check_renew_names(certs, specs)
     if not os.path.isdir(directory):
         raise SetError(
             f"{directory}: no certificate set for cluster {cluster_tag!r}; run generate_certs first"
         )
-    derived = {}
+    derived, due = {}, {}
     for name, spec in specs.items():
         if isinstance(spec, CASpec):
             derived[name] = spec
@@ -1765,7 +1769,11 @@ def renew_set(
                 "generate_certs issues it (with the cluster's names)"
             )
         derived[name] = spec_from_cert(item.cert, spec.issuer)
-    return ensure_set(
+        if due_within is not None and name in names:
+            due[name] = renewal_due(item.cert, due_within, now)
+            if not due[name]:
+                names = tuple(n for n in names if n != name)
+    plan, backup = ensure_set(
         pki_root,
         cluster_tag,
         derived,
@@ -1776,6 +1784,10 @@ def renew_set(
         renew_before_days=0,
         now=now,
     )
+    for name, reason in due.items():  # say why it was due, not just "requested"
+        if reason and plan.items[name].reason == "renewal requested":
+            plan.items[name].reason = reason
+    return plan, backup
 
 
 # Files an expiry report reads: PEM certificates (one or a bundle) and
@@ -1937,10 +1949,25 @@ DIST_PAIRS = (("kubecfg.crt", "kubecfg.key", True), ("server.cert", "server.key"
 DIST_KEYS = (DIST_CA, *(name for pair in DIST_PAIRS for name in pair[:2]))
 
 
+def normalize_pem(text):
+    """PEM text the way every parser takes it: each line stripped, no blank lines,
+    one final newline.
+
+    Pillar templates easily indent every line after the first (the well-known
+    ``{{ ... | indent(8) }}`` under a block scalar indented by 6 leaves two
+    spaces before each line). The ``cryptography`` parser shrugs that off, but
+    OpenSSL's and Go's (kube-apiserver, kubectl) refuse the certificate, so the
+    states write this form, and the checks look at this form. Generated files
+    pass through unchanged.
+    """
+    lines = (line.strip() for line in text.splitlines())
+    return "\n".join(line for line in lines if line) + "\n"
+
+
 def _pem_text(value, where):
     if not isinstance(value, str):
         raise PKIError(f"{where}: expected PEM text, got {type(value).__name__}")
-    return value.encode("utf-8", "replace")
+    return normalize_pem(value).encode("utf-8", "replace")
 
 
 def check_distribution(certs, where="kubernetes:certs", now=None):
@@ -1951,7 +1978,8 @@ def check_distribution(certs, where="kubernetes:certs", now=None):
     must match its certificate, every leaf must be directly signed by a
     certificate of ``ca.crt``, and nothing may be expired or not yet valid.
     ``kubecfg.crt``/``kubecfg.key`` are required, ``server.cert``/``server.key``
-    come both or not at all.
+    come both or not at all. The texts are checked as :func:`normalize_pem`
+    makes them, which is how the states write them.
 
     Returns ``{item: description}`` (subjects, fingerprints, dates: no key
     material). Raises :class:`PKIError` listing every problem, each starting with
@@ -2050,3 +2078,248 @@ def bundle_has(bundle, cert):
     """
     wanted = base64.b64encode(cert.public_bytes(serialization.Encoding.DER))
     return any(b"".join(body.split()) == wanted for body in _PEM_CERT_RE.findall(bundle))
+
+
+# --------------------------------------------------------------------------
+# Cross-host verification: what minions hold, compared with the master's set
+# --------------------------------------------------------------------------
+
+#: pillar key under kubernetes:certs -> file of the set on the master
+PILLAR_FILES = {
+    "ca.crt": "ca.crt",
+    "kubecfg.crt": "kubecfg.crt",
+    "kubecfg.key": "kubecfg.key",
+    "server.cert": "server.crt",
+    "server.key": "server.key",
+}
+#: key pillar key -> the certificate pillar key it belongs to
+KEY_PAIRS = {"kubecfg.key": "kubecfg.crt", "server.key": "server.cert"}
+#: statuses of verify_host that are not a problem
+VERIFY_OK = ("match", "absent")
+
+
+def bundle_pattern(cert):
+    """A regex finding ``cert`` in a PEM bundle, whatever its line breaks."""
+    body = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
+    return r"\s*".join(re.escape(char) for char in body)
+
+
+def verify_reference(directory, now=None):
+    """What the master's set says, per pillar key: fingerprints, dates, public keys.
+
+    Nothing here is secret: fingerprints of certificates, SHA-256 of files and
+    of public keys.  ``ca_patterns`` are regexes a minion can search its trust
+    bundle for (one per CA certificate of ``ca.crt``).
+    """
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    if not os.path.isdir(directory):
+        raise SetError(f"{directory}: no certificate set here; run generate_certs first")
+    ref = {}
+    for pillar_key, filename in PILLAR_FILES.items():
+        path = os.path.join(directory, filename)
+        data = _read(path)
+        if data is None:
+            raise SetError(f"{path}: missing on the master; run generate_certs")
+        entry = {"path": path, "file_sha256": hashlib.sha256(data).hexdigest()}
+        if pillar_key in KEY_PAIRS:
+            key = load_key(data, path)
+            entry["public_key"] = public_key_fingerprint(key.public_key())
+        else:
+            certs = load_certs(data, path)
+            entry["fingerprints"] = [fingerprint(cert) for cert in certs]
+            entry["public_key"] = public_key_fingerprint(certs[0].public_key())
+            if pillar_key == "ca.crt":
+                entry["patterns"] = [bundle_pattern(cert) for cert in certs]
+        ref[pillar_key] = entry
+    return ref
+
+
+def _observed_certs(info):
+    try:
+        data = base64.b64decode(info.get("base64") or "", validate=False)
+        return load_certs(data, info["path"]), ""
+    except (PKIError, ValueError) as err:
+        return None, str(err) if isinstance(err, PKIError) else "not base64"
+
+
+def _short_fp(fp):
+    return fp[:23] + "..." if fp else "?"
+
+
+def _check_cert(info, ref, now):
+    certs, error = _observed_certs(info)
+    if certs is None:
+        return "unreadable", error, {}
+    seen = [fingerprint(cert) for cert in certs]
+    extra = {"minion_sha256": seen, "master_sha256": ref["fingerprints"]}
+    same = seen == ref["fingerprints"]
+    compare = (
+        ""
+        if same
+        else f"minion sha256 {', '.join(seen)}; master sha256 {', '.join(ref['fingerprints'])}"
+    )
+    dead = [cert for cert in certs if days_left(cert, now) <= 0]
+    if dead:
+        when = _iso(dead[0].not_valid_after_utc)
+        detail = f"expired on {when}"
+        if compare:
+            detail += f"; differs from the master's: {compare}"
+        return "expired", detail, extra
+    if not same:
+        return "differs", compare, extra
+    return "match", f"sha256 {_short_fp(seen[0])}", extra
+
+
+def verify_host(observed, reference, now=None):
+    """Compare what one minion reported with the master's reference.
+
+    ``observed`` is what the runner's probe returned for the minion: its pillar
+    keys (``given``), every file the formula lays down (``files``: id -> path,
+    pillar key, exists, sha256, the base64 of certificates, the public key of
+    keys whose file differs), the trust link and the bundle.  Returns a list of
+    checks ``{id, path, status, detail}``; statuses: ``match``, ``absent`` (not
+    expected, not there), ``differs``, ``missing``, ``expired``,
+    ``key does not match cert``, ``unreadable``, ``unexpected`` (there, though
+    this minion's pillar does not give it), ``no pillar``.
+    """
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    given = set(observed.get("given") or ())
+    files = observed.get("files") or {}
+    checks = []
+    cert_public = {}  # pillar key -> public key fingerprint of the minion's certificate
+
+    def add(ident, path, status, detail, **extra):
+        checks.append({"id": ident, "path": path, "status": status, "detail": detail, **extra})
+
+    if not given:
+        add(
+            "pillar",
+            observed.get("pillar", "kubernetes:certs"),
+            "no pillar",
+            "this minion's pillar gives no certificates (not part of the cluster, "
+            "or its pillar is stale: saltutil.refresh_pillar)",
+        )
+
+    # Certificates first: the keys are judged against them.
+    ordered = sorted(files.items(), key=lambda kv: (kv[1].get("pillar") in KEY_PAIRS, kv[0]))
+    for ident, info in ordered:
+        pillar_key, path = info.get("pillar"), info.get("path")
+        ref = reference.get(pillar_key)
+        # The states lay a file down where pillar gives it, and all but the
+        # masters-only ones (the apiserver's pair) on every minion; a map that
+        # does not say (masters_only None) goes by pillar alone.
+        expected = pillar_key in given or info.get("masters_only") is False
+        if not info.get("exists"):
+            if expected:
+                add(ident, path, "missing", f"expected: this minion's pillar gives {pillar_key}")
+            else:
+                add(ident, path, "absent", f"not expected: no {pillar_key} in this minion's pillar")
+            continue
+        if not expected:
+            add(
+                ident,
+                path,
+                "unexpected",
+                f"present although this minion's pillar does not give {pillar_key}",
+            )
+            continue
+        if ref is None:
+            add(ident, path, "unexpected", f"{pillar_key}: not a file of the set")
+            continue
+        if pillar_key not in KEY_PAIRS:
+            status, detail, extra = _check_cert(info, ref, now)
+            if status != "unreadable":
+                certs, _ = _observed_certs(info)
+                cert_public.setdefault(pillar_key, public_key_fingerprint(certs[0].public_key()))
+            add(ident, path, status, detail, **extra)
+            continue
+        # A private key: never read from the minion; its file hash, or the
+        # public key the minion derives from it, is enough.
+        if info.get("sha256") == ref["file_sha256"]:
+            public = ref["public_key"]
+        elif info.get("public_key"):
+            try:
+                loaded = serialization.load_pem_public_key(info["public_key"].encode())
+                public = public_key_fingerprint(loaded)
+            except ValueError:
+                add(ident, path, "unreadable", "the minion's public key did not parse")
+                continue
+        else:
+            reason = info.get("public_key_error") or "the minion could not read it"
+            add(ident, path, "unreadable", f"not a usable private key ({reason})")
+            continue
+        same = public == ref["public_key"]
+        paired = cert_public.get(KEY_PAIRS[pillar_key])
+        if paired is not None and paired != public:
+            add(
+                ident,
+                path,
+                "key does not match cert",
+                f"public key sha256 {_short_fp(public)} is not that of "
+                f"{KEY_PAIRS[pillar_key]} ({_short_fp(paired)})",
+            )
+        elif same:
+            add(ident, path, "match", f"public key sha256 {_short_fp(public)}")
+        else:
+            add(
+                ident,
+                path,
+                "differs",
+                f"minion public key sha256 {public}; master public key sha256 {ref['public_key']}",
+            )
+
+    link = observed.get("link")
+    if link:
+        path, target, want = link.get("path"), link.get("target"), link.get("expected")
+        if link.get("is_link"):
+            if target == want:
+                add("trust-link", path, "match", f"-> {want}")
+            else:
+                add("trust-link", path, "differs", f"points to {target}, expected {want}")
+        elif link.get("exists"):
+            add("trust-link", path, "differs", f"not a symlink (expected a link to {want})")
+        else:
+            add("trust-link", path, "missing", f"expected a symlink to {want}")
+
+    bundle = observed.get("bundle")
+    if bundle:
+        path = bundle.get("path")
+        holds = bundle.get("holds") or []
+        fps = reference.get("ca.crt", {}).get("fingerprints", [])
+        if not bundle.get("exists"):
+            add("trust-bundle", path, "missing", "the system trust bundle is not there")
+        elif holds and all(holds):
+            add("trust-bundle", path, "match", "holds the cluster CA")
+        else:
+            lacking = [fp for fp, held in zip(fps, holds, strict=False) if not held] or fps
+            add(
+                "trust-bundle",
+                path,
+                "differs",
+                f"does not hold the cluster CA sha256 {', '.join(lacking)} "
+                "(trust store not refreshed?)",
+            )
+    return checks
+
+
+def verify_summary(hosts):
+    """Counts per status (paths) and per outcome (minions), and one line saying it."""
+    paths, outcome = {}, {"consistent": 0, "with problems": 0, "not answering": 0}
+    for info in hosts.values():
+        if info["status"] == "no answer":
+            outcome["not answering"] += 1
+            continue
+        bad = info["status"] != "ok"
+        outcome["with problems" if bad else "consistent"] += 1
+        for check in info.get("checks", ()):
+            paths[check["status"]] = paths.get(check["status"], 0) + 1
+    problems = sorted(name for name, info in hosts.items() if info["status"] != "ok")
+    line = (
+        f"{len(hosts)} minion(s): {outcome['consistent']} consistent, "
+        f"{outcome['with problems']} with problems, {outcome['not answering']} not answering"
+    )
+    if paths:
+        line += "; paths: " + ", ".join(f"{n} {s}" for s, n in sorted(paths.items()))
+    if problems:
+        line += "; check " + ", ".join(problems)
+    return {"minions": outcome, "paths": paths, "problems": problems}, line

@@ -141,6 +141,21 @@ class Sandbox:
         return bytes.fromhex(entry["data"])
 
 
+def tree_in(pid, *paths):
+    """The same listing, as seen by the running process ``pid`` (e.g. a sandboxed
+    daemon started with :meth:`Sandbox.wrap`): enters its mount namespace.
+
+    Use this, not :meth:`Sandbox.tree`, while the daemon runs: a second overlay
+    mount of the same upper and work folders is refused."""
+    proc = subprocess.run(
+        ["nsenter", "--target", str(pid), "--mount", sys.executable, "-c", _TREE, *paths],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(proc.stdout)
+
+
 def host_tree(*paths):
     """The same listing as :meth:`Sandbox.tree`, of the host itself (no sandbox)."""
     proc = subprocess.run(

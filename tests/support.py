@@ -119,3 +119,87 @@ def openssl(*args, check=True):
     if check and proc.returncode != 0:
         raise AssertionError(f"openssl {' '.join(map(str, args))} failed: {proc.stderr}")
     return proc
+
+
+# --------------------------------------------------------------------------
+# Minion side: salt-call --local against this checkout
+# --------------------------------------------------------------------------
+
+#: pillar key under kubernetes:certs -> file name in a generated set
+PILLAR_FILES = {
+    "ca.crt": "ca.crt",
+    "kubecfg.crt": "kubecfg.crt",
+    "kubecfg.key": "kubecfg.key",
+    "server.cert": "server.crt",
+    "server.key": "server.key",
+}
+
+
+def pillar_certs(set_dir, server=True):
+    """The ``kubernetes:certs`` mapping for a set written by generate_certs."""
+    set_dir = pathlib.Path(set_dir)
+    return {
+        key: (set_dir / name).read_text()
+        for key, name in PILLAR_FILES.items()
+        if server or not key.startswith("server.")
+    }
+
+
+def write_pillar(pillar_root, data, text=None):
+    """A pillar tree with one sls (``k8s``) for every minion: ``data`` as YAML, or raw ``text``."""
+    pillar_root = pathlib.Path(pillar_root)
+    pillar_root.mkdir(parents=True, exist_ok=True)
+    (pillar_root / "top.sls").write_text("base:\n  '*':\n    - k8s\n")
+    (pillar_root / "k8s.sls").write_text(text if text is not None else yaml.safe_dump(data))
+    return pillar_root
+
+
+def write_minion_config(base, pillar_root, minion_id="k8s-master-1", **extra):
+    """A masterless minion config serving this checkout as file_roots.
+
+    Returns the config directory.  ``extension_modules`` can be shared between
+    configs so one ``saltutil.sync_all`` serves them all.
+    """
+    base = pathlib.Path(base)
+    opts = {
+        "id": minion_id,
+        "file_client": "local",
+        "root_dir": str(base / "root"),
+        "user": "root",
+        "file_roots": {"base": [str(REPO)]},
+        "pillar_roots": {"base": [str(pillar_root)]},
+        **extra,
+    }
+    conf = base / "conf"
+    conf.mkdir(parents=True, exist_ok=True)
+    (conf / "minion").write_text(yaml.safe_dump(opts))
+    return conf
+
+
+def salt_call_argv(conf_dir, *args, out="json"):
+    """argv of the real salt-call --local (exit status passed through from states)."""
+    return [
+        str(VENV_BIN / "salt-call"),
+        "--local",
+        "-c",
+        str(conf_dir),
+        f"--out={out}",
+        "--retcode-passthrough",
+        *map(str, args),
+    ]
+
+
+def key_lines(*pems):
+    """The base64 body lines of PEM keys: if any shows up in output, key material leaked."""
+    lines = []
+    for pem in pems:
+        text = pem.decode() if isinstance(pem, bytes) else pem
+        lines += [ln for ln in text.splitlines() if ln and not ln.startswith("-----")]
+    return lines
+
+
+def leaked(text, pems):
+    """The first key line (or PEM key header) found in ``text``, or None."""
+    if "PRIVATE KEY" in text:
+        return "PRIVATE KEY"
+    return next((line for line in key_lines(*pems) if line in text), None)

@@ -4,9 +4,10 @@
 
     First k8s_certs.validated checks the whole set (parse, key matches,
     signed by ca.crt, not expired); every other state requires it, so a bad
-    pillar writes nothing.  Files are filled with contents_pillar and
-    show_changes: False, so no PEM text reaches the rendered SLS, the state
-    output or the logs.  A minion without server.cert/server.key in pillar
+    pillar writes nothing.  k8s_certs.pem_managed (file.managed underneath)
+    reads each PEM from pillar at apply time and never shows it, so no PEM
+    text reaches the rendered SLS, the state output or the logs; it writes
+    the text with lines stripped, which OpenSSL and Go need.  A minion without server.cert/server.key in pillar
     (a node) has none on disk either. #}
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ '/map.jinja' import mapdata as kubernetes with context %}
@@ -29,18 +30,17 @@ kubernetes-certs-dir-file-directory:
 
 {%- for id, file in kubernetes.files | dictsort %}
 {%-   set state_id = 'kubernetes-certs-' ~ id | replace('.', '-') %}
-{%-   if file.pillar in given %}
+{%-   if file.pillar in given or not file.masters_only %}
 
-{{ state_id }}-file-managed:
-  file.managed:
+{{ state_id }}-pem-managed:
+  k8s_certs.pem_managed:
     - name: {{ file.path | json }}
-    - contents_pillar: {{ (kubernetes.pillar ~ ':' ~ file.pillar) | json }}
+    - source: {{ (kubernetes.pillar ~ ':' ~ file.pillar) | json }}
     - user: {{ kubernetes.user | json }}
     - group: {{ kubernetes.group | json }}
     - mode: '{{ file.mode }}'
     - makedirs: True
     - dir_mode: '{{ kubernetes.certs.dir_mode }}'
-    - show_changes: False
     - require:
       - k8s_certs: kubernetes-certs-pillar-validated
       - file: kubernetes-certs-dir-file-directory
@@ -60,7 +60,7 @@ kubernetes-certs-trust-store-trusted:
     - bundle: {{ kubernetes.trust.bundle | json }}
     - refresh: {{ kubernetes.trust.refresh | json }}
     - require:
-      - file: kubernetes-certs-trust-anchor-file-managed
+      - k8s_certs: kubernetes-certs-trust-anchor-pem-managed
 
 kubernetes-certs-trust-link-file-symlink:
   file.symlink:

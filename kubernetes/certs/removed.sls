@@ -20,7 +20,7 @@ kubernetes-certs-removed-{{ id | replace('.', '-') }}-file-absent:
 
 kubernetes-certs-removed-trust-store-cmd-run:
   cmd.run:
-    - name: {{ kubernetes.trust.refresh | json }}
+    - name: {{ kubernetes.trust.rebuild | json }}
     - onchanges:
       - file: kubernetes-certs-removed-trust-anchor-file-absent
     - require:

@@ -193,11 +193,8 @@ def test_drift_reissues_only_the_leaf_concerned(tmp_path):
         tmp_path, api_server_fqdn="api.example.com", extra_sans="lb.example.com"
     )
     assert plan.items["server"].reason == "names or usages differ from those requested"
-    # (issue 5: whenever an existing pair is replaced, the previous files are backed up)
-    assert (
-        backup is not None
-        and (pathlib.Path(backup) / "server.crt").read_bytes() == (before["server.crt"])
-    )
+    # The replaced pair is kept (issue 5: a backup whenever existing files are replaced).
+    assert (pathlib.Path(backup) / "server.key").read_bytes() == before["server.key"]
     for f in ("ca.crt", "ca.key", "kubecfg.crt", "kubecfg.key"):
         assert (d / f).read_bytes() == before[f]
     dns, _ = k8s_pki.cert_sans(load(d, "server.crt"))
@@ -226,7 +223,7 @@ def test_leaf_near_expiry_or_from_foreign_ca_is_reissued(tmp_path):
     (d / "server.key").write_bytes(k8s_pki.key_pem(key))
 
     plan, _ = generate(tmp_path)
-    assert plan.items["kubecfg"].reason.startswith("expires in ")  # issue 5's wording
+    assert plan.items["kubecfg"].reason.startswith("expires in 9 days (renewal window: 90 days)")
     assert plan.items["server"].reason == "not signed by the current ca"
     assert plan.items["ca"].action == "reused"
     for name in ("server", "kubecfg"):

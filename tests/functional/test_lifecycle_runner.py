@@ -196,6 +196,7 @@ def test_renew_through_salt_run(sink, pki_root):
         (["cluster_tag=a/b"], "cluster_tag: 'a/b' is not a safe folder name"),
         (["cluster_tag=nosuch"], "no certificate set for cluster 'nosuch'"),
         (["force_regen=True"], "force_regen: unknown argument"),
+        (["threshold_days=0"], "threshold_days: 0 must be a positive number of days"),
     ],
 )
 def test_renew_bad_input_changes_nothing(sink, pki_root, args, message):
@@ -245,3 +246,25 @@ def test_generate_certs_reissues_a_leaf_in_the_window_but_never_the_ca(sink, pki
         assert data["files"][name]["reason"] == "expires in 64 days (renewal window: 90 days)"
     assert data["files"]["ca.crt"]["action"] == "reused"
     assert (directory / "ca.crt").read_bytes() == ca
+
+
+def test_renew_threshold_days_renews_only_what_is_due(sink, pki_root):
+    directory = make_set(pki_root, age_days=300)  # 64-65 days left
+    proc, data = run_json(sink, "k8s-helper.renew", "threshold_days=30")
+    assert proc.returncode == 0 and data["renewed"] == [] and not data["changed"]
+    proc, data = run_json(sink, "k8s-helper.renew", "threshold_days=90")
+    assert proc.returncode == 0 and data["renewed"] == ["server", "kubecfg"]
+    before = snapshot(directory)
+    proc, data = run_json(sink, "k8s-helper.renew", "threshold_days=90")
+    assert proc.returncode == 0 and data["renewed"] == [] and data["backup"] is None
+    assert snapshot(directory) == before
+
+
+def test_fire_event_without_a_master_says_so(runners, pki_root):
+    """No master daemon here: the event cannot be fired, and the report says it was not."""
+    make_set(pki_root, age_days=300)
+    data = runners["k8s-helper.check_expiration"](fire_event=True)["data"]
+    assert data["event"] == {"tag": "k8s-helper/expiry/default", "fired": False}
+    data = runners["k8s-helper.check_expiration"](fire_event=True, threshold_days=30)["data"]
+    assert data["event"] == {"tag": "k8s-helper/expiry/default", "fired": False}
+    assert data["summary"]["renew-soon"] == 0  # nothing to say: nothing was tried

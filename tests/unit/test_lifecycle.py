@@ -462,3 +462,21 @@ def test_expiry_report_leaves_out_backups_and_needs_certificates(pki_root):
     (pki_root / "empty").mkdir()
     with pytest.raises(k8s_pki.SetError, match="no certificate found"):
         k8s_pki.expiry_report(str(pki_root / "empty"))
+
+
+def test_renew_due_within_renews_only_what_is_due_once(pki_root):
+    directory = make_set(pki_root, made=NOW - 300 * DAY)  # 65 days left
+    specs = k8s_pki.seed_specs()
+    p, backup = k8s_pki.renew_set(pki_root, "default", specs, "server", due_within=60, now=NOW)
+    assert not p.changed and backup is None  # 65 days left: not due within 60
+    p, backup = k8s_pki.renew_set(pki_root, "default", specs, "server", due_within=90, now=NOW)
+    assert actions(p)["server"] == ("generated", "expires in 65 days (renewal window: 90 days)")
+    assert actions(p)["kubecfg"] == ("reused", "")  # not named
+    before = snapshot(directory)
+    p, backup = k8s_pki.renew_set(pki_root, "default", specs, None, due_within=90, now=NOW)
+    assert actions(p)["server"] == ("reused", "")  # renewed a moment ago
+    assert actions(p)["kubecfg"] == ("generated", "expires in 65 days (renewal window: 90 days)")
+    p, backup = k8s_pki.renew_set(pki_root, "default", specs, None, due_within=90, now=NOW)
+    assert not p.changed and backup is None
+    assert len(backups(directory)) == 2
+    assert snapshot(directory) != before

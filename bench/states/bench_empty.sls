@@ -1,0 +1,3 @@
+# The floor for the state benchmark: one state that does nothing.
+bench-empty-test-nop:
+  test.nop

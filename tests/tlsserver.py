@@ -1,0 +1,106 @@
+"""A small HTTPS server that stands in for kube-apiserver in TLS tests.
+
+It presents a given certificate and key, *requires* a client certificate signed
+by a given CA, and answers what ``kubectl get --raw /healthz`` asks for
+(``GET /version?timeout=...`` first, then the path).  It records the subject
+of every client certificate it accepted, so a test can tell who connected.
+
+    with TLSServer(cert_file, key_file, client_ca_file) as server:
+        kubectl(..., server=server.url)
+        server.clients   # [{'commonName': 'kubecfg', 'organizationName': 'system:masters'}]
+"""
+
+import http.server
+import json
+import ssl
+import threading
+
+VERSION = {
+    "major": "1",
+    "minor": "32",
+    "gitVersion": "v1.32.0",
+    "platform": "linux/amd64",
+}
+
+
+def _subject(peer):
+    return {key: value for rdn in peer.get("subject", ()) for key, value in rdn}
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+    def _send(self, status, body, content_type):
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        self.server.owner.clients.append(_subject(self.connection.getpeercert()))
+        path = self.path.split("?", 1)[0]
+        if path == "/version":
+            self._send(200, json.dumps(VERSION), "application/json")
+        elif path in ("/healthz", "/livez", "/readyz"):
+            self._send(200, "ok", "text/plain")
+        else:
+            self._send(404, json.dumps({"kind": "Status", "code": 404}), "application/json")
+
+
+class TLSServer:
+    """HTTPS on 127.0.0.1 (a free port), client certificates required."""
+
+    def __init__(self, cert_file, key_file, client_ca_file):
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(cert_file), str(key_file))
+        context.load_verify_locations(cafile=str(client_ca_file))
+        context.verify_mode = ssl.CERT_REQUIRED
+        self.clients = []
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.httpd.owner = self
+        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+        self.port = self.httpd.server_address[1]
+        self.url = f"https://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self._thread.join(timeout=5)
+
+
+def kubeconfig(path, server, ca_file, cert_file, key_file, server_name):
+    """Write a kubeconfig that points kubectl at ``server`` with file references."""
+    import yaml
+
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "k8s",
+                "cluster": {
+                    "server": server,
+                    "certificate-authority": str(ca_file),
+                    "tls-server-name": server_name,
+                },
+            }
+        ],
+        "users": [
+            {
+                "name": "admin",
+                "user": {"client-certificate": str(cert_file), "client-key": str(key_file)},
+            }
+        ],
+        "contexts": [{"name": "k8s", "context": {"cluster": "k8s", "user": "admin"}}],
+        "current-context": "k8s",
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
