@@ -3,6 +3,7 @@
 import contextlib
 import os
 import pathlib
+import re
 import socket
 import subprocess
 import sys
@@ -203,3 +204,37 @@ def leaked(text, pems):
     if "PRIVATE KEY" in text:
         return "PRIVATE KEY"
     return next((line for line in key_lines(*pems) if line in text), None)
+
+
+# --------------------------------------------------------------------------
+# pillar.example: the examples in its comments are tested, not just shown
+# --------------------------------------------------------------------------
+
+EXAMPLE = REPO / "pillar.example"
+
+
+def example_snippets():
+    """The indented example blocks inside pillar.example's comments.
+
+    A block starts at a comment line ``#   ext_pillar:`` or ``#   # <name>`` and
+    runs to the next bare ``#`` line.
+    """
+    blocks, name, lines = {}, None, []
+    for line in EXAMPLE.read_text().splitlines():
+        if name is not None:
+            if line.strip() == "#":
+                blocks[name] = "\n".join(lines) + "\n"
+                name, lines = None, []
+            else:
+                lines.append(line[4:])
+            continue
+        if line.startswith("#   ext_pillar:"):
+            name, lines = "ext_pillar", [line[4:]]
+        elif re.match(r"^#   # \S+\.sls$", line):
+            name, lines = line[6:], []
+    return blocks
+
+
+def documented_ext_pillar():
+    """The ``ext_pillar`` list exactly as pillar.example shows it."""
+    return yaml.safe_load(example_snippets()["ext_pillar"])["ext_pillar"]

@@ -33,7 +33,7 @@ ANCHOR = "/usr/local/share/ca-certificates/kubernetes-ca.crt"
 BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 MASTER_ID = "k8s-master-1"
 NODE_ID = "k8s-node-1"
-TAG = "prod"
+TAG = "default"  # as in the ext_pillar pillar.example shows
 WATCHED = ("/srv", "/var/lib/kubelet", "/usr/local/share/ca-certificates", "/etc/ssl/certs")
 
 
@@ -62,16 +62,8 @@ def master(salt_factories, tmp_path_factory, host_untouched):
             "file_roots": {"base": [str(support.REPO)]},
             "pillar_roots": {"base": [str(pillar_root)]},
             "k8s_helper": {"pki_root": str(base / "pki")},
-            # The documented way (pillar.example, docs/certs-states.md).
-            "ext_pillar": [
-                {
-                    "k8s_certs": {
-                        "cluster_tag": TAG,
-                        "masters": ["k8s-master-*"],
-                        "nodes": ["k8s-node-*"],
-                    }
-                }
-            ],
+            # The documented way, taken from pillar.example itself.
+            "ext_pillar": support.documented_ext_pillar(),
         },
     )
     factory.pki_dir = base / "pki" / TAG

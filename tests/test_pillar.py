@@ -1,0 +1,251 @@
+"""Getting the certificates into pillar: the k8s_certs ext_pillar, and the
+examples pillar.example documents (taken from pillar.example itself, so the
+documentation cannot drift from what works).
+
+The ext_pillar runs in the master's real pillar compiler
+(``salt.pillar.get_pillar(...).compile_pillar()``) with the module loaded from
+this checkout; the pillar-file example runs through the real ``salt-call
+--local``.  Nothing here writes outside tmp folders.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import support
+import yaml
+
+EXAMPLE = support.EXAMPLE
+SEED_PKI = "/var/salt/k8s-helper/pki/default/"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A generated set, from the real runner loaded in-process."""
+    base = tmp_path_factory.mktemp("pillar")
+    conf = support.write_master_config(base / "master")
+    ret = support.load_runners(conf)["k8s-helper.generate_certs"](cluster_tag="default")
+    assert ret.get("result") is not False, ret
+    return base / "master" / "pki"
+
+
+def master_opts(tmp_path, ext_pillar, **extra):
+    """Master options with the formula's ext_pillar (from this checkout) configured."""
+    import salt.config
+
+    pillar_root = support.write_pillar(tmp_path / "pillar-roots", None, text="{}\n")
+    conf = support.write_master_config(
+        tmp_path / "m",
+        pillar_roots={"base": [str(pillar_root)]},
+        pillar_dirs=[str(support.REPO / "_pillar")],
+        ext_pillar=ext_pillar,
+        file_client="local",
+        **extra,
+    )
+    return salt.config.master_config(str(conf / "master"))
+
+
+def compile_pillar(tmp_path, minion_id, ext_pillar, opts=None, **extra):
+    """The master's pillar for ``minion_id``, compiled the way the master does it."""
+    import salt.pillar
+
+    opts = opts or master_opts(tmp_path, ext_pillar, **extra)
+    return salt.pillar.get_pillar(
+        opts, {"id": minion_id}, minion_id, saltenv="base"
+    ).compile_pillar()
+
+
+def documented_ext_pillar():
+    return support.documented_ext_pillar()
+
+
+# --------------------------------------------------------------------------
+# The ext_pillar, configured exactly as pillar.example shows
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("minion_id", "keys"),
+    [
+        ("k8s-master-1", ["ca.crt", "kubecfg.crt", "kubecfg.key", "server.cert", "server.key"]),
+        ("k8s-node-7", ["ca.crt", "kubecfg.crt", "kubecfg.key"]),
+    ],
+)
+def test_ext_pillar_gives_masters_the_full_set_and_nodes_no_server_pair(
+    tmp_path, pki, minion_id, keys
+):
+    pillar = compile_pillar(
+        tmp_path, minion_id, documented_ext_pillar(), k8s_helper={"pki_root": str(pki)}
+    )
+    assert "_errors" not in pillar, pillar.get("_errors")
+    assert pillar["kubernetes"]["k8s_env"] == "default"
+    certs = pillar["kubernetes"]["certs"]
+    assert sorted(certs) == keys
+    # exact bytes of the generated files: nothing to strip, nothing to re-indent
+    assert certs == {k: v for k, v in support.pillar_certs(pki / "default").items() if k in keys}
+
+
+def test_ext_pillar_gives_other_minions_nothing(tmp_path, pki):
+    pillar = compile_pillar(
+        tmp_path, "web-1", documented_ext_pillar(), k8s_helper={"pki_root": str(pki)}
+    )
+    assert "_errors" not in pillar
+    assert "kubernetes" not in pillar
+
+
+def test_ext_pillar_missing_files_fail_the_pillar_naming_the_file(tmp_path, pki):
+    pillar = compile_pillar(
+        tmp_path,
+        "k8s-master-1",
+        [{"k8s_certs": {"cluster_tag": "nosuch", "masters": "k8s-master-*"}}],
+        k8s_helper={"pki_root": str(pki)},
+    )
+    (error,) = pillar["_errors"]
+    assert f"{pki}/nosuch/ca.crt" in error
+    assert "salt-run k8s-helper.generate_certs cluster_tag=nosuch" in error
+    assert "kubernetes" not in pillar
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"masters": "k8s-*", "colour": "blue"}, "unknown option(s) colour"),
+        ({}, "give masters and/or nodes"),
+        ({"masters": [3]}, "masters: expected a minion-id glob"),
+        ({"masters": "k8s-*", "cluster_tag": "../etc"}, "cluster_tag: '../etc' is not a safe"),
+    ],
+)
+def test_ext_pillar_bad_options_fail_the_pillar(tmp_path, pki, config, message):
+    pillar = compile_pillar(
+        tmp_path, "k8s-1", [{"k8s_certs": config}], k8s_helper={"pki_root": str(pki)}
+    )
+    assert any(message in e for e in pillar["_errors"]), pillar["_errors"]
+    assert "kubernetes" not in pillar
+
+
+def test_ext_pillar_spawns_no_process(tmp_path, pki):
+    """Counted with an audit hook on subprocess.Popen; the seed's form is the control."""
+    spawned = []
+
+    def hook(event, args):
+        if event == "subprocess.Popen":
+            spawned.append(args[1])
+
+    sys.addaudithook(hook)  # cannot be removed; it only counts
+    ext = documented_ext_pillar()
+    opts = master_opts(tmp_path, ext, k8s_helper={"pki_root": str(pki)})
+    compile_pillar(tmp_path, "k8s-master-1", ext, opts)  # Salt's own first-time probes
+    before = len(spawned)
+    pillar = compile_pillar(tmp_path, "k8s-master-2", ext, opts)
+    assert len(pillar["kubernetes"]["certs"]) == 5
+    assert spawned[before:] == []
+
+    seed = "kubernetes:\n  certs:\n" + "".join(
+        f'    "{key}": |\n      {{{{ salt.cmd.run("cat {pki}/default/{name}") | indent(8) }}}}\n'
+        for key, name in support.PILLAR_FILES.items()
+    )
+    import salt.config
+    import salt.pillar
+
+    root = support.write_pillar(tmp_path / "seed-roots", None, text=seed)
+    conf = support.write_master_config(
+        tmp_path / "seed", pillar_roots={"base": [str(root)]}, file_client="local"
+    )
+    opts = salt.config.master_config(str(conf / "master"))
+    salt.pillar.get_pillar(opts, {"id": "m"}, "m", saltenv="base").compile_pillar()
+    before = len(spawned)
+    pillar = salt.pillar.get_pillar(opts, {"id": "n"}, "n", saltenv="base").compile_pillar()
+    assert len(pillar["kubernetes"]["certs"]) == 5
+    assert [argv[0] for argv in spawned[before:]].count("cat") == 5
+
+
+# --------------------------------------------------------------------------
+# The pillar-file alternative, and the seed's form, through salt-call
+# --------------------------------------------------------------------------
+
+
+def _pillar_certs(tmp_path, files, minion_id):
+    root = tmp_path / "pillar"
+    root.mkdir(exist_ok=True)
+    for name, text in files.items():
+        (root / name).write_text(text)
+    conf = support.write_minion_config(tmp_path / minion_id, root, minion_id)
+    proc = subprocess.run(
+        support.salt_call_argv(conf, "pillar.get", "kubernetes:certs", "unmask=True"),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)["local"]
+
+
+def test_documented_pillar_files_give_exact_bytes_and_target_masters(tmp_path, pki):
+    snippets = support.example_snippets()
+    files = {
+        name: snippets[name].replace(SEED_PKI, f"{pki}/default/")
+        for name in ("top.sls", "kubernetes-certs.sls", "kubernetes-certs-master.sls")
+    }
+    expected = support.pillar_certs(pki / "default")
+    master = _pillar_certs(tmp_path, files, "k8s-master-1")
+    assert master == expected  # byte for byte: the documented indentation is right
+    node = _pillar_certs(tmp_path, files, "k8s-node-1")
+    assert node == {k: v for k, v in expected.items() if not k.startswith("server.")}
+
+
+def test_seed_form_leaves_indented_lines_that_the_states_strip(tmp_path, pki):
+    """Why k8s_certs.pem_managed strips lines: the seed's indent(8) under a value
+    indented by 6 gives every line after the first two extra spaces."""
+    seed = (
+        '{% set pki_path = "PKI/" %}\n'
+        "kubernetes:\n"
+        "  certs:\n"
+        '    "ca.crt": |\n'
+        '      {{ salt.cmd.run("cat " + pki_path + "ca.crt") | indent(8) }}\n'
+    ).replace("PKI/", f"{pki}/default/")
+    files = {"top.sls": "base:\n  '*':\n    - k8s\n", "k8s.sls": seed}
+    got = _pillar_certs(tmp_path, files, "k8s-master-1")["ca.crt"]
+    original = (pki / "default" / "ca.crt").read_text()
+    assert got != original
+    assert got.splitlines()[-1] == "  -----END CERTIFICATE-----"
+    assert support.k8s_pki.normalize_pem(got) == original
+
+
+def test_example_lookup_values_are_the_defaults(tmp_path):
+    """pillar.example shows kubernetes:lookup with the Debian defaults: keep it true."""
+    example = yaml.safe_load(EXAMPLE.read_text())["kubernetes"]["lookup"]
+    root = support.write_pillar(tmp_path / "p", {})
+    conf = support.write_minion_config(tmp_path / "m", root, "k8s-master-1")
+    template = "{%- from 'kubernetes/map.jinja' import mapdata with context %}{{ mapdata | json }}"
+    proc = subprocess.run(
+        support.salt_call_argv(
+            conf, "slsutil.renderer", f"string={template}", "default_renderer=jinja"
+        ),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    mapdata = json.loads(json.loads(proc.stdout)["local"])
+    mapdata.pop("files")
+    assert mapdata == example
+
+
+def test_pillar_example_is_valid_yaml_for_yamllint():
+    proc = subprocess.run(
+        [str(support.VENV_BIN / "yamllint"), "-s", str(EXAMPLE)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_snippets_found():
+    assert set(support.example_snippets()) == {
+        "ext_pillar",
+        "top.sls",
+        "kubernetes-certs.sls",
+        "kubernetes-certs-master.sls",
+    }
