@@ -569,7 +569,7 @@ def test_host_file_list_matches_the_states_parameters():
     params = (support.REPO / "kubernetes/parameters/kubeadm.yaml").read_text()
     import yaml
 
-    listed = yaml.safe_load(params)["values"]["kubeadm"]["files"]
+    listed = yaml.safe_load(params)["files"]
     assert tuple(listed) == k8s_pki.KUBEADM_HOST_FILES
     assert set(k8s_pki.kubeadm_host_files("m1", True)) == set(listed)
 

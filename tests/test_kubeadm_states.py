@@ -37,6 +37,13 @@ class Minion:
         pillar.mkdir(parents=True, exist_ok=True)
         (pillar / "top.sls").write_text("base:\n  '*':\n    - common\n")
         (pillar / "common.sls").write_text("kubernetes:\n  k8s_env: c1\n")
+        # file_roots: the formula's own folders only (a checkout may hold a .venv,
+        # which the file server would walk on every sync)
+        formula = self.base / "formula"
+        formula.mkdir(exist_ok=True)
+        for part in ("kubernetes", "_pillar", "_states", "_utils"):
+            if not (formula / part).exists():
+                (formula / part).symlink_to(support.REPO / part)
         self.conf = self.base / "conf"
         self.conf.mkdir(exist_ok=True)
         (self.conf / "minion").write_text(
@@ -46,7 +53,7 @@ class Minion:
                     "file_client": "local",
                     "root_dir": str(self.base / "root"),
                     "user": "root",
-                    "file_roots": {"base": [str(support.REPO)]},
+                    "file_roots": {"base": [str(formula)]},
                     "pillar_roots": {"base": [str(pillar)]},
                     "ext_pillar": [
                         {"k8s_kubeadm": {"cluster_tag": cluster_tag, "pki_root": str(pki_root)}}
