@@ -23,7 +23,7 @@ venv: $(STAMP)
 
 # Installs the Debian packages the tests use, when missing (needs root and apt).
 # A policy-rc.d that denies every start is in place while apt runs, so that
-# installing docker.io starts no daemon (one already there is left as it is).
+# installing docker.io or etcd-server starts no daemon (one already there is kept).
 system-deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

@@ -99,10 +99,18 @@ def generate_certs(
     key_type="rsa-2048",
     ca_days=3650,
     days=365,
+    profile="seed",
+    masters=None,
+    nodes=None,
+    control_plane_endpoint=None,
+    pillar_minion=None,
     **kwargs,
 ):
     """
     Generate a cluster's CA, apiserver certificate and admin client certificate.
+
+    With ``profile=kubeadm``, generate kubeadm's whole control-plane PKI
+    instead (see below and the formula's docs/kubeadm-profile.md).
 
     Writes ``ca.crt``/``ca.key``, ``server.crt``/``server.key`` (kube-apiserver's
     serving certificate) and ``kubecfg.crt``/``kubecfg.key`` (the admin client,
@@ -138,6 +146,30 @@ def generate_certs(
         How long the CA is valid, in days.
     days : 365
         How long the leaf certificates are valid, in days.
+    profile : seed
+        ``seed``: the set above. ``kubeadm``: kubeadm's layout and identities:
+        ``ca``, ``front-proxy-ca``, ``etcd/ca``, ``apiserver-kubelet-client``,
+        ``front-proxy-client``, ``etcd/healthcheck-client``,
+        ``apiserver-etcd-client``, ``sa.key``/``sa.pub``, the kubeconfigs
+        ``admin.conf``, ``super-admin.conf``, ``controller-manager.conf``,
+        ``scheduler.conf``; per master ``hosts/<name>/apiserver``,
+        ``hosts/<name>/etcd/server`` and ``hosts/<name>/etcd/peer``; per master
+        and node ``hosts/<name>/kubelet.conf`` (``system:node:<name>``). A CA
+        placed in the folder beforehand (``ca.crt`` + ``ca.key``, or only
+        ``ca.crt`` with every certificate it signs) is used, never replaced.
+    masters : None
+        kubeadm profile: the control-plane hosts, a list of ``{name, ip}``
+        (required, unless ``pillar_minion`` provides it).
+    nodes : None
+        kubeadm profile: the worker hosts, a list of ``{name, ip}``; ``ip``
+        is optional.
+    control_plane_endpoint : None
+        kubeadm profile: ``host[:port]`` the kubeconfigs point to (a load
+        balancer); defaults to ``<api_server_fqdn>:6443``.
+    pillar_minion : None
+        kubeadm profile: read ``masters`` and ``nodes`` (when not given as
+        arguments) from this minion's pillar, ``kubernetes:kubeadm:masters``
+        and ``kubernetes:kubeadm:nodes``.
 
     CLI Example:
 
@@ -147,16 +179,36 @@ def generate_certs(
         salt-run k8s-helper.generate_certs cluster_tag=prod api_service_address=10.96.0.1 \\
             api_server_fqdn=api.prod.example.com extra_sans='[k8s-master-1, 192.0.2.11]'
         salt-run k8s-helper.generate_certs cluster_tag=prod force_regen=True
+        salt-run k8s-helper.generate_certs cluster_tag=prod profile=kubeadm \\
+            api_service_address=10.96.0.1 control_plane_endpoint=lb.prod.example.com:6443 \\
+            masters='[{name: m1, ip: 192.0.2.11}, {name: m2, ip: 192.0.2.12}]' \\
+            nodes='[{name: n1, ip: 192.0.2.21}]'
+        salt-run k8s-helper.generate_certs cluster_tag=prod profile=kubeadm pillar_minion=m1
     """
     _reject_unknown(kwargs)
     tag = k8s_pki.check_cluster_tag(cluster_tag)
     force = k8s_pki.check_bool(force_regen, "force_regen")
-    specs = k8s_pki.seed_specs(
-        api_server_fqdn=api_server_fqdn,
-        api_service_address=api_service_address,
-        cluster_domain=cluster_domain,
-        extra_sans=extra_sans,
-    )
+    common = {
+        "api_server_fqdn": api_server_fqdn,
+        "api_service_address": api_service_address,
+        "cluster_domain": cluster_domain,
+        "extra_sans": extra_sans,
+    }
+    kubeadm_args = {
+        "masters": masters,
+        "nodes": nodes,
+        "control_plane_endpoint": control_plane_endpoint,
+        "pillar_minion": pillar_minion,
+    }
+    if profile == "kubeadm":
+        specs = _kubeadm_specs(common, **kubeadm_args)
+    elif profile == "seed":
+        given = [name for name, value in kubeadm_args.items() if value not in (None, "")]
+        if given:
+            raise k8s_pki.InputError(f"{given[0]}: only used with profile=kubeadm")
+        specs = k8s_pki.seed_specs(**common)
+    else:
+        raise k8s_pki.InputError(f"profile: {profile!r} is not one of seed, kubeadm")
     options = {
         "key_type": k8s_pki.check_key_type(key_type),
         "ca_days": k8s_pki.check_days(ca_days, "ca_days"),
@@ -164,12 +216,54 @@ def generate_certs(
     }
     plan, backup = k8s_pki.ensure_set(_pki_root(), tag, specs, force_regen=force, **options)
     ret = {"cluster_tag": tag, **k8s_pki.describe_plan(plan, backup)}
+    if profile != "seed":
+        ret["profile"] = profile
     log.info(
         "k8s-helper: cluster %s: %s",
         tag,
         ", ".join(f"{name} {info['action']}" for name, info in ret["files"].items()),
     )
     return ret
+
+
+# --------------------------------------------------------------------------
+# The kubeadm profile's hosts: from arguments, or from a minion's pillar
+# --------------------------------------------------------------------------
+
+KUBEADM_PILLAR_KEY = "kubernetes:kubeadm"
+
+
+def _hosts_from_pillar(minion):
+    """``(masters, nodes)`` as the pillar of ``minion`` has them (checked)."""
+    if not isinstance(minion, str) or not minion.strip():
+        raise k8s_pki.InputError(f"pillar_minion: {minion!r} is not a minion id")
+    pillar = __salt__["pillar.show_pillar"](minion)
+    data = pillar
+    for key in KUBEADM_PILLAR_KEY.split(":"):
+        data = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(data, dict) or not data.get("masters"):
+        raise k8s_pki.InputError(
+            f"pillar_minion: the pillar of {minion!r} has no {KUBEADM_PILLAR_KEY}:masters"
+        )
+    where = f"{KUBEADM_PILLAR_KEY}:%s (pillar of {minion})"
+    k8s_pki.check_hosts(data["masters"], where % "masters")
+    k8s_pki.check_hosts(data.get("nodes"), where % "nodes", need_ip=False)
+    return data["masters"], data.get("nodes")
+
+
+def _kubeadm_specs(common, masters, nodes, control_plane_endpoint, pillar_minion):
+    if pillar_minion not in (None, ""):
+        from_pillar = _hosts_from_pillar(pillar_minion)
+        masters = from_pillar[0] if masters in (None, "") else masters
+        nodes = from_pillar[1] if nodes in (None, "") else nodes
+    if masters in (None, ""):
+        raise k8s_pki.InputError(
+            "masters: the kubeadm profile needs the control-plane hosts, e.g. "
+            "masters='[{name: m1, ip: 192.0.2.11}]', or pillar_minion=<id>"
+        )
+    return k8s_pki.kubeadm_specs(
+        masters, nodes, control_plane_endpoint=control_plane_endpoint, **common
+    )
 
 
 # --------------------------------------------------------------------------

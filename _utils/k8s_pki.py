@@ -32,6 +32,7 @@ import fcntl
 import functools
 import hashlib
 import ipaddress
+import json
 import math
 import os
 import re
@@ -263,6 +264,36 @@ class LeafSpec:
         return [_USAGE_OIDS.get(u) or x509.ObjectIdentifier(u) for u in self.usages]
 
 
+@dataclass(frozen=True)
+class KeyPairSpec:
+    """A bare key pair, ``<name>.key`` and ``<name>.pub`` (the service-account signing key)."""
+
+
+@dataclass(frozen=True)
+class KubeconfigSpec:
+    """A kubeconfig file holding a client certificate, its key and the CA that signed it.
+
+    The file is the only place its certificate and key live (kubeadm's
+    ``admin.conf`` and friends); the set's name is the file's name.
+    """
+
+    common_name: str
+    organizations: tuple = ()
+    server: str = "https://kubernetes.api:6443"
+    cluster_name: str = "kubernetes"
+    issuer: str = "ca"
+
+    @property
+    def leaf(self):
+        """What the embedded client certificate must say."""
+        return LeafSpec(
+            common_name=self.common_name,
+            organizations=self.organizations,
+            usages=("client",),
+            issuer=self.issuer,
+        )
+
+
 def issue_leaf(spec, key, ca_cert, ca_key, days=DEFAULT_LEAF_DAYS, now=None):
     """A certificate for ``key`` signed by the CA, saying what ``spec`` asks."""
     is_rsa = isinstance(key, rsa.RSAPrivateKey)
@@ -446,6 +477,129 @@ def days_left(cert, now=None):
 
 
 # --------------------------------------------------------------------------
+# Bare key pairs and kubeconfig files
+# --------------------------------------------------------------------------
+
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def public_pem(key):
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def load_public_key(data, what="public key"):
+    try:
+        return serialization.load_pem_public_key(data)
+    except (ValueError, TypeError) as err:
+        raise PKIError(f"{what}: not a PEM public key ({type(err).__name__})") from None
+
+
+_KUBECONFIG = """\
+apiVersion: v1
+kind: Config
+clusters:
+- name: {cluster}
+  cluster:
+    certificate-authority-data: {ca}
+    server: {server}
+contexts:
+- name: {context}
+  context:
+    cluster: {cluster}
+    user: {user}
+current-context: {context}
+preferences: {{}}
+users:
+- name: {user}
+  user:
+    client-certificate-data: {cert}
+    client-key-data: {key}
+"""
+
+
+def render_kubeconfig(spec, ca_pem, cert_bytes, key_bytes):
+    """A kubeconfig (YAML) for ``spec``'s user, embedding its certificate, key and CA.
+
+    Written from a template (every text value as a JSON string, which YAML
+    reads as the same string): a hundred kubeconfigs through the YAML emitter
+    would cost more than making their keys.
+    """
+
+    def b64(data):
+        return base64.b64encode(data).decode("ascii")
+
+    user = spec.common_name
+    return _KUBECONFIG.format(
+        cluster=json.dumps(spec.cluster_name),
+        server=json.dumps(spec.server),
+        context=json.dumps(f"{user}@{spec.cluster_name}"),
+        user=json.dumps(user),
+        ca=b64(ca_pem),
+        cert=b64(cert_bytes),
+        key=b64(key_bytes),
+    ).encode()
+
+
+@dataclass
+class Kubeconfig:
+    """What a kubeconfig's current context says (the PEMs decoded, nothing parsed yet)."""
+
+    server: str
+    ca_bytes: bytes
+    cert_bytes: bytes
+    key_bytes: bytes
+
+
+def parse_kubeconfig(data, what="kubeconfig"):
+    """The current context's server, CA, client certificate and key of a kubeconfig.
+
+    Only embedded credentials (``*-data``) are understood: a kubeconfig that
+    points to files elsewhere is not one this module wrote or can check.
+    """
+
+    def bad(why):
+        return PKIError(f"{what}: {why}")
+
+    try:
+        doc = yaml.load(data, Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
+    except yaml.YAMLError:
+        raise bad("not a YAML kubeconfig") from None
+    if not isinstance(doc, dict):
+        raise bad("not a YAML kubeconfig")
+
+    def named(section, name):
+        for entry in doc.get(section) or ():
+            if isinstance(entry, dict) and entry.get("name") == name:
+                return entry
+        raise bad(f"no {section[:-1]} named {name!r}")
+
+    context = named("contexts", doc.get("current-context")).get("context") or {}
+    cluster = named("clusters", context.get("cluster")).get("cluster") or {}
+    user = named("users", context.get("user")).get("user") or {}
+
+    def decoded(section, key):
+        value = section.get(key)
+        if not isinstance(value, str):
+            raise bad(f"no embedded {key}")
+        try:
+            return base64.b64decode(value, validate=True)
+        except ValueError:
+            raise bad(f"{key} is not base64") from None
+
+    server = cluster.get("server")
+    if not isinstance(server, str):
+        raise bad("no server")
+    return Kubeconfig(
+        server=server,
+        ca_bytes=decoded(cluster, "certificate-authority-data"),
+        cert_bytes=decoded(user, "client-certificate-data"),
+        key_bytes=decoded(user, "client-key-data"),
+    )
+
+
+# --------------------------------------------------------------------------
 # The seed set: CA, apiserver serving certificate, admin client certificate
 # --------------------------------------------------------------------------
 
@@ -480,11 +634,348 @@ def seed_specs(
 
 
 # --------------------------------------------------------------------------
+# The kubeadm profile: kubeadm's file names, identities and per-host material
+#
+# Names in the set are paths relative to the cluster's folder.  What every
+# control-plane host shares sits at the top (as in /etc/kubernetes/pki and
+# /etc/kubernetes); what belongs to one host sits under hosts/<name>/ with the
+# path it takes on that host (hosts/m1/etcd/server -> etcd/server.crt on m1).
+# --------------------------------------------------------------------------
+
+KUBEADM_HOSTS_DIR = "hosts"
+KUBEADM_ADMIN_GROUP = "kubeadm:cluster-admins"
+KUBEADM_PORT = 6443
+_HOST_KEYS = ("name", "ip")
+
+
+def check_hosts(value, name, need_ip=True):
+    """A list of ``{name: ..., ip: ...}`` entries, checked: ``((name, ip or None), ...)``."""
+    if value is None or value == "":
+        return ()
+    if not isinstance(value, (list, tuple)):
+        raise InputError(
+            f"{name}: {value!r} is not a list of {{name: ..., ip: ...}} entries "
+            f"(on the command line: {name}='[{{name: host1, ip: 192.0.2.11}}]')"
+        )
+    hosts, seen_ips = [], {}
+    for index, entry in enumerate(value):
+        where = f"{name}[{index}]"
+        if not isinstance(entry, dict):
+            raise InputError(f"{where}: {entry!r} is not a mapping with 'name' and 'ip'")
+        unknown = sorted(str(k) for k in entry if k not in _HOST_KEYS)
+        if unknown:
+            raise InputError(f"{where}: unknown key {unknown[0]!r} (use 'name' and 'ip')")
+        if "name" not in entry:
+            raise InputError(f"{where}: 'name' is missing")
+        host = check_dns_name(entry["name"], f"{where}.name")
+        if entry.get("ip") is None:
+            if need_ip:
+                raise InputError(f"{where}: 'ip' is missing for {host}")
+            ip = None
+        else:
+            ip = check_ip(entry["ip"], f"{where}.ip")
+        if any(host == other for other, _ in hosts):
+            raise InputError(f"{where}.name: {host!r} is listed twice")
+        if ip is not None and ip in seen_ips:
+            raise InputError(f"{where}.ip: {ip} is also the address of {seen_ips[ip]!r}")
+        if ip is not None:
+            seen_ips[ip] = host
+        hosts.append((host, ip))
+    return tuple(hosts)
+
+
+def check_endpoint(value, name="control_plane_endpoint"):
+    """``host`` or ``host:port`` (``[v6]:port``) -> ``(host, port)``; host a DNS name or IP."""
+    text = value.strip() if isinstance(value, str) else ""
+    with contextlib.suppress(ValueError):  # a bare IPv6 address, no port
+        return str(ipaddress.IPv6Address(text)), KUBEADM_PORT
+    host, port = text, KUBEADM_PORT
+    match = re.match(r"^\[([0-9A-Fa-f:.]+)\](?::(\d+))?$", text) or re.match(
+        r"^([^:\[\]]+)(?::(\d+))?$", text
+    )
+    if match:
+        host, port = match.group(1), int(match.group(2) or KUBEADM_PORT)
+    if not match or not 0 < port < 65536:
+        raise InputError(
+            f"{name}: {value!r} is not host[:port] (a DNS name or IP address, port 1-65535)"
+        )
+    try:
+        return str(ipaddress.ip_address(host)), port
+    except ValueError:
+        return check_dns_name(host, name), port
+
+
+def _url(host, port):
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+
+
+def kubeadm_specs(
+    masters,
+    nodes=(),
+    api_server_fqdn="kubernetes.api",
+    api_service_address="10.254.0.1",
+    cluster_domain="cluster.local",
+    extra_sans=(),
+    control_plane_endpoint=None,
+    cluster_name="kubernetes",
+):
+    """kubeadm's set for these hosts, checked and ready to issue.
+
+    ``masters`` and ``nodes`` are lists of ``{name, ip}`` (a node's ip is
+    optional).  Every host gets a kubelet kubeconfig (``system:node:<name>``);
+    each master also gets its own apiserver, etcd server and etcd peer
+    certificates, naming its host name and address.
+    """
+    fqdn = check_dns_name(api_server_fqdn, "api_server_fqdn")
+    address = check_ip(api_service_address, "api_service_address")
+    domain = check_dns_name(cluster_domain, "cluster_domain")
+    extra_dns, extra_ips = split_sans(extra_sans)
+    master_hosts = check_hosts(masters, "masters")
+    if not master_hosts:
+        raise InputError("masters: the kubeadm profile needs at least one master {name, ip}")
+    node_hosts = check_hosts(nodes, "nodes", need_ip=False)
+    master_ips = {ip: host for host, ip in master_hosts}
+    for index, (host, ip) in enumerate(node_hosts):
+        if host in dict(master_hosts):
+            raise InputError(f"nodes[{index}].name: {host!r} is also listed in masters")
+        if ip in master_ips:
+            raise InputError(f"nodes[{index}].ip: {ip} is also the address of {master_ips[ip]!r}")
+    if control_plane_endpoint in (None, ""):
+        endpoint = (fqdn, KUBEADM_PORT)
+    else:
+        endpoint = check_endpoint(control_plane_endpoint)
+    server = _url(*endpoint)
+    endpoint_dns, endpoint_ips = split_sans([endpoint[0]], "control_plane_endpoint")
+
+    def conf(cn, orgs=()):
+        return KubeconfigSpec(cn, tuple(orgs), server=server, cluster_name=cluster_name)
+
+    specs = {
+        "ca": CASpec(common_name="kubernetes-ca"),
+        "front-proxy-ca": CASpec(common_name="kubernetes-front-proxy-ca"),
+        "etcd/ca": CASpec(common_name="etcd-ca"),
+        "apiserver-kubelet-client": LeafSpec(
+            "kube-apiserver-kubelet-client", (KUBEADM_ADMIN_GROUP,), ("client",)
+        ),
+        "front-proxy-client": LeafSpec(
+            "front-proxy-client", usages=("client",), issuer="front-proxy-ca"
+        ),
+        "etcd/healthcheck-client": LeafSpec(
+            "kube-etcd-healthcheck-client", usages=("client",), issuer="etcd/ca"
+        ),
+        "apiserver-etcd-client": LeafSpec(
+            "kube-apiserver-etcd-client", usages=("client",), issuer="etcd/ca"
+        ),
+        "sa": KeyPairSpec(),
+        "admin.conf": conf("kubernetes-admin", [KUBEADM_ADMIN_GROUP]),
+        "super-admin.conf": conf("kubernetes-super-admin", ["system:masters"]),
+        "controller-manager.conf": conf("system:kube-controller-manager"),
+        "scheduler.conf": conf("system:kube-scheduler"),
+    }
+    service_dns = ["kubernetes", "kubernetes.default", "kubernetes.default.svc"]
+    service_dns.append(f"kubernetes.default.svc.{domain}")
+    loopback = [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")]
+    for host, ip in master_hosts:
+        here = f"{KUBEADM_HOSTS_DIR}/{host}"
+        dns = [host, fqdn, *endpoint_dns, *service_dns, *extra_dns]
+        ips = [address, ip, *endpoint_ips, *extra_ips]
+        specs[f"{here}/apiserver"] = LeafSpec(
+            "kube-apiserver",
+            usages=("server",),
+            dns_names=tuple(dict.fromkeys(dns)),
+            ip_addresses=tuple(dict.fromkeys(ips)),
+        )
+        for leaf, cn in (("server", "kube-etcd"), ("peer", "kube-etcd-peer")):
+            specs[f"{here}/etcd/{leaf}"] = LeafSpec(
+                cn,
+                usages=("server", "client"),
+                dns_names=(host, "localhost"),
+                ip_addresses=tuple(dict.fromkeys([ip, *loopback])),
+                issuer="etcd/ca",
+            )
+    for host, _ in master_hosts + node_hosts:
+        specs[f"{KUBEADM_HOSTS_DIR}/{host}/kubelet.conf"] = conf(
+            f"system:node:{host}", ["system:nodes"]
+        )
+    return specs
+
+
+# Where each file of the set goes on a host, relative to /etc/kubernetes.
+_KUBEADM_MASTER_SHARED = (
+    "ca.crt",
+    "ca.key",
+    "front-proxy-ca.crt",
+    "front-proxy-ca.key",
+    "etcd/ca.crt",
+    "etcd/ca.key",
+    "apiserver-kubelet-client.crt",
+    "apiserver-kubelet-client.key",
+    "front-proxy-client.crt",
+    "front-proxy-client.key",
+    "etcd/healthcheck-client.crt",
+    "etcd/healthcheck-client.key",
+    "apiserver-etcd-client.crt",
+    "apiserver-etcd-client.key",
+    "sa.key",
+    "sa.pub",
+)
+_KUBEADM_MASTER_OWN = (
+    "apiserver.crt",
+    "apiserver.key",
+    "etcd/server.crt",
+    "etcd/server.key",
+    "etcd/peer.crt",
+    "etcd/peer.key",
+)
+_KUBEADM_CONFS = ("admin.conf", "super-admin.conf", "controller-manager.conf", "scheduler.conf")
+
+
+def kubeadm_host_files(host, master):
+    """What one host receives: ``{path under /etc/kubernetes: path in the set's folder}``.
+
+    A master gets everything kubeadm keeps on a control-plane host (the CA keys
+    included); a node gets the cluster CA certificate and its own kubelet.conf,
+    no key but its own.
+    """
+    host = check_dns_name(host, "host")
+    own = f"{KUBEADM_HOSTS_DIR}/{host}"
+    files = {"pki/ca.crt": "ca.crt", "kubelet.conf": f"{own}/kubelet.conf"}
+    if master:
+        files.update({f"pki/{rel}": rel for rel in _KUBEADM_MASTER_SHARED})
+        files.update({f"pki/{rel}": f"{own}/{rel}" for rel in _KUBEADM_MASTER_OWN})
+        files.update({conf: conf for conf in _KUBEADM_CONFS})
+    return files
+
+
+KUBEADM_HOST_FILES = tuple(
+    ["pki/ca.crt", "kubelet.conf"]
+    + [f"pki/{rel}" for rel in _KUBEADM_MASTER_SHARED + _KUBEADM_MASTER_OWN if rel != "ca.crt"]
+    + list(_KUBEADM_CONFS)
+)
+_KUBEADM_NODE_FILES = ("pki/ca.crt", "kubelet.conf")
+_KUBEADM_CAS = {"ca": "pki/ca.crt", "front-proxy-ca": "pki/front-proxy-ca.crt"}
+_KUBEADM_CAS["etcd/ca"] = "pki/etcd/ca.crt"
+
+
+def kubeadm_file_mode(rel):
+    """The mode of a laid-down kubeadm file: keys and kubeconfigs 0600, the rest 0644."""
+    return KEY_MODE if rel.endswith((".key", ".conf")) else CERT_MODE
+
+
+def _kubeadm_issuer(rel):
+    """Which CA file (relative to /etc/kubernetes) signs the laid-down file ``rel``."""
+    if rel == "pki/apiserver-etcd-client.crt" or rel.startswith("pki/etcd/"):
+        return _KUBEADM_CAS["etcd/ca"]
+    if rel == "pki/front-proxy-client.crt":
+        return _KUBEADM_CAS["front-proxy-ca"]
+    return _KUBEADM_CAS["ca"]
+
+
+def check_kubeadm_host(files, where="kubernetes:kubeadm_pki:files", now=None):
+    """Check the kubeadm files pillar hands one host, before anything is written.
+
+    ``files`` maps paths under /etc/kubernetes (:data:`KUBEADM_HOST_FILES`) to
+    their text.  A node has ``pki/ca.crt`` and ``kubelet.conf``; a master has
+    every file.  Every certificate must parse and, but for the CAs, be signed
+    by its CA; every key must belong to its certificate (``sa.key`` to
+    ``sa.pub``); every kubeconfig must embed a key matching its certificate,
+    signed by and holding ``pki/ca.crt``; nothing may be expired or not yet
+    valid.  Returns ``{path: description}`` (no key material); raises
+    :class:`PKIError` listing every problem, each starting with ``<where>:<path>``.
+    """
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    if not isinstance(files, dict):
+        raise PKIError(
+            f"{where}: missing from pillar" if files is None else f"{where}: not a mapping"
+        )
+    problems, report, certs = [], {}, {}
+    unknown = sorted(str(k) for k in files if k not in KUBEADM_HOST_FILES)
+    if unknown:
+        problems.append(f"{where}: unknown file(s) {', '.join(unknown)}")
+    master = any(k not in _KUBEADM_NODE_FILES for k in files if k in KUBEADM_HOST_FILES)
+    needed = KUBEADM_HOST_FILES if master else _KUBEADM_NODE_FILES
+    missing = [k for k in needed if k not in files]
+    if missing:
+        problems.append(f"{where}: missing {', '.join(missing)}")
+
+    def text(rel):
+        value = files[rel]
+        if not isinstance(value, str):
+            raise PKIError(f"{where}:{rel}: expected text, got {type(value).__name__}")
+        return value.encode("utf-8", "replace")
+
+    def dated(cert, label):
+        if days_left(cert, now) <= 0:
+            problems.append(f"{where}:{label}: expired on {_iso(cert.not_valid_after_utc)}")
+        elif cert.not_valid_before_utc > now:
+            problems.append(f"{where}:{label}: not valid before {_iso(cert.not_valid_before_utc)}")
+
+    for rel in (k for k in KUBEADM_HOST_FILES if k in files and k.endswith(".crt")):
+        try:
+            certs[rel] = cert = load_cert(text(rel), f"{where}:{rel}")
+        except PKIError as err:
+            problems.append(str(err))
+            continue
+        dated(cert, rel)
+        report[rel] = describe_cert(cert)
+    for rel in _KUBEADM_CAS.values():
+        if rel in certs and not is_ca(certs[rel]):
+            problems.append(f"{where}:{rel}: not a CA certificate")
+    for rel, cert in certs.items():
+        if rel in _KUBEADM_CAS.values():
+            continue
+        issuer = certs.get(_kubeadm_issuer(rel))
+        if issuer is not None and not signed_by(cert, issuer):
+            problems.append(f"{where}:{rel}: not signed by {_kubeadm_issuer(rel)}")
+        key_rel = rel[: -len(".crt")] + ".key"
+        if key_rel not in files:
+            problems.append(f"{where}:{key_rel}: missing while {rel} is given")
+            continue
+        try:
+            key = load_key(text(key_rel), f"{where}:{key_rel}", validate=False)
+        except PKIError as err:
+            problems.append(str(err))
+            continue
+        if not key_matches(cert, key) or not key_works(cert, key):
+            problems.append(f"{where}:{key_rel}: does not belong to {rel}")
+    if "pki/sa.key" in files or "pki/sa.pub" in files:
+        try:
+            key = load_key(text("pki/sa.key"), f"{where}:pki/sa.key", validate=False)
+            public = load_public_key(text("pki/sa.pub"), f"{where}:pki/sa.pub")
+            if not _same_public_key(public, key):
+                problems.append(f"{where}:pki/sa.pub: does not belong to pki/sa.key")
+        except (PKIError, KeyError) as err:
+            problems.append(str(err) if isinstance(err, PKIError) else f"{where}: {err} missing")
+    ca = certs.get(_KUBEADM_CAS["ca"])
+    for rel in (k for k in KUBEADM_HOST_FILES if k in files and k.endswith(".conf")):
+        try:
+            conf = parse_kubeconfig(text(rel), f"{where}:{rel}")
+            cert = load_cert(conf.cert_bytes, f"{where}:{rel}")
+            key = load_key(conf.key_bytes, f"{where}:{rel}", validate=False)
+            embedded = load_certs(conf.ca_bytes, f"{where}:{rel}")
+        except PKIError as err:
+            problems.append(str(err))
+            continue
+        dated(cert, rel)
+        if not key_matches(cert, key) or not key_works(cert, key):
+            problems.append(f"{where}:{rel}: its key does not belong to its certificate")
+        if ca is not None and not signed_by(cert, ca):
+            problems.append(f"{where}:{rel}: not signed by pki/ca.crt")
+        if ca is not None and ca not in embedded:
+            problems.append(f"{where}:{rel}: does not hold pki/ca.crt as its CA")
+        report[rel] = {**describe_cert(cert), "server": conf.server}
+    if problems:
+        raise PKIError("; ".join(problems))
+    return report
+
+
+# --------------------------------------------------------------------------
 # A certificate set on disk
 #
-# A set is a dict of name -> CASpec | LeafSpec, CAs first.  Each name is a pair
-# of files, <name>.crt and <name>.key, under the cluster's folder ("etcd/ca"
-# lives in a sub-folder).
+# A set is a dict of name -> spec, CAs first.  A CASpec or LeafSpec name is a
+# pair of files, <name>.crt and <name>.key, under the cluster's folder ("etcd/ca"
+# lives in a sub-folder); a KeyPairSpec name is <name>.key and <name>.pub; a
+# KubeconfigSpec name is one file, the kubeconfig itself ("admin.conf").
 # --------------------------------------------------------------------------
 
 
@@ -501,10 +992,22 @@ class Item:
     reason: str = ""
     key_checked: bool = False  # False: parsed without the RSA consistency check
     key_type: str | None = None  # of the key a "generated" item replaces, when known
+    pub_bytes: bytes | None = None  # a KeyPairSpec's <name>.pub
+    file_bytes: bytes | None = None  # a KubeconfigSpec's whole file
+    kubeconfig: Kubeconfig | None = None
+    external: bool = False  # a CA found here that k8s-helper did not create
 
     @property
     def present(self):
-        return self.cert_bytes is not None or self.key_bytes is not None
+        return any(
+            data is not None
+            for data in (self.cert_bytes, self.key_bytes, self.pub_bytes, self.file_bytes)
+        )
+
+    @property
+    def cert_only(self):
+        """A CA whose key is not here: what it signs is verified, never issued."""
+        return self.action == "reused" and self.cert is not None and self.key is None
 
 
 @dataclass
@@ -512,6 +1015,7 @@ class Plan:
     directory: str
     items: dict = field(default_factory=dict)
     backup: bool = False
+    specs: dict = field(default_factory=dict)
 
     @property
     def changed(self):
@@ -537,12 +1041,110 @@ def read_pair(directory, name):
         if item.cert_bytes is not None:
             item.cert = load_cert(item.cert_bytes, f"{name}.crt")
         if item.key_bytes is not None:
-            item.key = load_key(item.key_bytes, f"{name}.key", check=False)
+            item.key = load_key(item.key_bytes, f"{name}.key", validate=False)
     except PKIError as err:
         raise SetError(f"{directory}: {err}") from None
     if item.cert is not None and item.key is not None and not key_matches(item.cert, item.key):
         raise SetError(f"{directory}: {name}.key does not belong to {name}.crt")
     return item
+
+
+def read_keypair(directory, name):
+    """The bare key pair ``name`` (``.key`` + ``.pub``); SetError if it is broken."""
+    item = Item(
+        name,
+        key_bytes=_read(os.path.join(directory, f"{name}.key")),
+        pub_bytes=_read(os.path.join(directory, f"{name}.pub")),
+    )
+    public = None
+    try:
+        if item.key_bytes is not None:
+            item.key = load_key(item.key_bytes, f"{name}.key", validate=False)
+        if item.pub_bytes is not None:
+            public = load_public_key(item.pub_bytes, f"{name}.pub")
+    except PKIError as err:
+        raise SetError(f"{directory}: {err}") from None
+    if item.key is not None and public is not None and not _same_public_key(public, item.key):
+        raise SetError(f"{directory}: {name}.pub does not belong to {name}.key")
+    return item
+
+
+def _same_public_key(public, key):
+    return public_key_fingerprint(public) == public_key_fingerprint(key.public_key())
+
+
+def read_kubeconfig(directory, name):
+    """The kubeconfig file ``name``, its embedded certificate and key parsed."""
+    item = Item(name, file_bytes=_read(os.path.join(directory, name)))
+    if item.file_bytes is None:
+        return item
+    try:
+        item.kubeconfig = parse_kubeconfig(item.file_bytes, name)
+        item.cert_bytes, item.key_bytes = item.kubeconfig.cert_bytes, item.kubeconfig.key_bytes
+        item.cert = load_cert(item.cert_bytes, f"{name}: client-certificate-data")
+        item.key = load_key(item.key_bytes, f"{name}: client-key-data", validate=False)
+    except PKIError as err:
+        raise SetError(f"{directory}: {err}") from None
+    if not key_matches(item.cert, item.key):
+        raise SetError(f"{directory}: {name}: the embedded key does not belong to its certificate")
+    return item
+
+
+def read_item(directory, name, spec):
+    """What is on disk for one name of a set, whatever kind of spec it is."""
+    if isinstance(spec, KeyPairSpec):
+        return read_keypair(directory, name)
+    if isinstance(spec, KubeconfigSpec):
+        return read_kubeconfig(directory, name)
+    return read_pair(directory, name)
+
+
+def spec_files(name, spec):
+    """The files (relative paths) and modes one name of a set occupies."""
+    if isinstance(spec, KeyPairSpec):
+        return [(f"{name}.key", KEY_MODE), (f"{name}.pub", CERT_MODE)]
+    if isinstance(spec, KubeconfigSpec):
+        return [(name, KEY_MODE)]  # it embeds a private key
+    return [(f"{name}.crt", CERT_MODE), (f"{name}.key", KEY_MODE)]
+
+
+# Which CAs k8s-helper made itself, by certificate fingerprint, one per line
+# ("<sha256> <name>"), in <pki_root>/.<cluster_tag>.created.  Only a CA listed
+# there may be replaced (force_regen); any other CA found in the folder was
+# brought by the user.  The file lives beside the cluster folder, not in it,
+# so that the set's own files stay exactly the profile's; it only ever grows,
+# and is rewritten (atomically) before the set that holds a new CA lands, so a
+# crash leaves at worst a fingerprint of a CA that never landed.
+
+
+def _created_path(directory):
+    directory = os.path.normpath(directory)
+    return os.path.join(os.path.dirname(directory), f".{os.path.basename(directory)}.created")
+
+
+def created_cas(directory):
+    """The fingerprints of the CAs k8s-helper created for the set at ``directory``."""
+    data = _read(_created_path(directory)) or b""
+    return {line.split()[0] for line in data.decode("ascii", "replace").splitlines() if line}
+
+
+def _record_created(directory, cas):
+    """Add ``{fingerprint: name}`` to the record of CAs made here (atomic rewrite)."""
+    path = _created_path(directory)
+    old = (_read(path) or b"").decode("ascii", "replace")
+    lines = [line for line in old.splitlines() if line.strip()]
+    lines += [f"{fp} {name}" for fp, name in cas.items()]
+    tmp = f"{path}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    _write(tmp, ("\n".join(lines) + "\n").encode("ascii"), CERT_MODE)
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(os.path.dirname(path))
 
 
 def _leaf_drift(item, spec, ca, renew_before_days, now):
@@ -554,6 +1156,49 @@ def _leaf_drift(item, spec, ca, renew_before_days, now):
     if not satisfies(item.cert, spec):
         return "names or usages differ from those requested"
     return renewal_due(item.cert, renew_before_days, now)
+
+
+def _kubeconfig_drift(item, spec, ca):
+    """Why a kubeconfig whose certificate is fine must still be written again, or ""."""
+    if item.kubeconfig.server != spec.server:
+        return f"server is {item.kubeconfig.server!r}, not {spec.server!r}"
+    try:
+        embedded = load_certs(item.kubeconfig.ca_bytes)
+    except PKIError:
+        embedded = []
+    if ca.cert not in embedded:
+        return f"does not hold the current {spec.issuer} certificate"
+    return ""
+
+
+def _check_provided(directory, name, spec, item, ca, renew, renew_before_days, now):
+    """A leaf of a CA whose key is not here: it must be present and right; never issued."""
+    leaf = spec.leaf if isinstance(spec, KubeconfigSpec) else spec
+    problem = _leaf_drift(item, leaf, ca, 0, now)
+    if not problem and isinstance(spec, KubeconfigSpec):
+        problem = _kubeconfig_drift(item, spec, ca)
+    if not problem and name in renew:
+        problem = "renewal requested"
+    if problem:
+        what = name if isinstance(spec, KubeconfigSpec) else f"{name}.crt"
+        raise SetError(
+            f"{directory}: {what}: {problem}; {spec.issuer}.key is not here (a CA k8s-helper "
+            f"did not create), so {what} must be provided, signed by {spec.issuer}"
+        )
+    if days_left(item.cert, now) < renew_before_days:
+        item.reason = f"expires within {renew_before_days} days; renew it with {spec.issuer}"
+
+
+def _plan_keypair(item, name, renew):
+    if item.key is None:
+        item.action, item.reason = "generated", "missing"
+        item.key_bytes = item.pub_bytes = None
+    elif name in renew:
+        item.action, item.reason = "generated", "renewal requested"
+        item.key = item.key_bytes = item.pub_bytes = None
+    elif item.pub_bytes is None:
+        item.action, item.reason = "reissued", f"{name}.pub missing"
+    return item
 
 
 def plan_set(
@@ -584,8 +1229,18 @@ def plan_set(
             raise InputError(f"renew: {name!r} is not a certificate of this set")
         if isinstance(specs[name], CASpec):
             raise InputError(f"renew: {name!r} is a CA; renewal never replaces a CA")
-    found = {name: read_pair(directory, name) for name in specs}
-    plan = Plan(directory)
+    found = {name: read_item(directory, name, spec) for name, spec in specs.items()}
+    plan = Plan(directory, specs=specs)
+    created = created_cas(directory)
+    if force_regen:
+        for name, spec in specs.items():
+            cert = found[name].cert
+            if isinstance(spec, CASpec) and cert is not None and fingerprint(cert) not in created:
+                raise SetError(
+                    f"{directory}: force_regen would replace {name}.crt, a CA that k8s-helper "
+                    "did not create; it never overwrites such a CA. Move the folder (or that "
+                    "CA) away yourself to start a new set"
+                )
     if force_regen or not any(item.present for item in found.values()):
         plan.backup = force_regen and any(item.present for item in found.values())
         reason = "force_regen" if plan.backup else "new set"
@@ -599,7 +1254,8 @@ def plan_set(
             if not item.present and not any(found[n].present for n in signs):
                 plan.items[name] = Item(name, action="generated", reason="missing")
                 continue
-            if item.cert is None or item.key is None:
+            ours = item.cert is not None and fingerprint(item.cert) in created
+            if item.cert is None or (item.key is None and ours):
                 missing = f"{name}.crt" if item.cert is None else f"{name}.key"
                 raise SetError(
                     f"{directory}: {missing} is missing, so {name} cannot issue certificates; "
@@ -607,10 +1263,21 @@ def plan_set(
                 )
             if not is_ca(item.cert):
                 raise SetError(f"{directory}: {name}.crt is not a CA certificate")
+            item.external = not ours
             plan.items[name] = item
             continue
+        if isinstance(spec, KeyPairSpec):
+            plan.items[name] = _plan_keypair(item, name, renew)
+            continue
         ca = plan.items[spec.issuer]
-        reason = _leaf_drift(item, spec, ca, renew_before_days, now)
+        if ca.cert_only:
+            _check_provided(directory, name, spec, item, ca, renew, renew_before_days, now)
+            plan.items[name] = item
+            continue
+        leaf = spec.leaf if isinstance(spec, KubeconfigSpec) else spec
+        reason = _leaf_drift(item, leaf, ca, renew_before_days, now)
+        if not reason and isinstance(spec, KubeconfigSpec):
+            reason = _kubeconfig_drift(item, spec, ca)
         if not reason and name in renew:
             reason = "renewal requested"
         if reason and ca.action == "reused" and days_left(ca.cert, now) <= 0:
@@ -641,14 +1308,41 @@ def _fill(plan, specs, key_type, ca_days, leaf_days, now):
             item.key = new_key(key_type or item.key_type or DEFAULT_KEY_TYPE)
             item.key_checked = True
             item.key_bytes = key_pem(item.key)
+        if isinstance(spec, KeyPairSpec):
+            item.pub_bytes = public_pem(item.key)
+            continue
         if isinstance(spec, CASpec):
             item.cert = build_ca(item.key, spec.common_name, ca_days, spec.organizations, now)
         else:
             ca = plan.items[spec.issuer]
             if not ca.key_checked:  # read from disk with the quick parse: check before signing
                 ca.key, ca.key_checked = load_key(ca.key_bytes, f"{ca.name}.key"), True
-            item.cert = issue_leaf(spec, item.key, ca.cert, ca.key, leaf_days, now=now)
+            leaf = spec.leaf if isinstance(spec, KubeconfigSpec) else spec
+            item.cert = issue_leaf(leaf, item.key, ca.cert, ca.key, leaf_days, now=now)
         item.cert_bytes = cert_pem(item.cert)
+        if isinstance(spec, KubeconfigSpec):
+            ca_pem = plan.items[spec.issuer].cert_bytes
+            item.file_bytes = render_kubeconfig(spec, ca_pem, item.cert_bytes, item.key_bytes)
+
+
+def _outputs(item, spec):
+    """(relative path, bytes, mode, kept) for each file of ``item``; kept = linked as it is."""
+    kept = item.action == "reused"
+    key_kept = item.action in ("reused", "reissued")
+    if isinstance(spec, KubeconfigSpec):
+        rows = [(item.name, item.file_bytes, KEY_MODE, kept)]
+    elif isinstance(spec, KeyPairSpec):
+        rows = [
+            (f"{item.name}.key", item.key_bytes, KEY_MODE, key_kept),
+            (f"{item.name}.pub", item.pub_bytes, CERT_MODE, kept),
+        ]
+    else:
+        rows = [
+            (f"{item.name}.crt", item.cert_bytes, CERT_MODE, kept),
+            (f"{item.name}.key", item.key_bytes, KEY_MODE, key_kept),
+        ]
+    # A CA whose key was never here (an external CA) has no key file to carry along.
+    return [row for row in rows if row[1] is not None]
 
 
 def _write(path, data, mode):
@@ -729,6 +1423,8 @@ def locked(pki_root, cluster_tag):
             os.rename(old, target)  # a writer died between the fallback's two renames
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):  # a record of made CAs half written
+            os.unlink(_created_path(target) + ".tmp")
         yield
     finally:
         os.close(fd)
@@ -744,10 +1440,15 @@ def _files(directory):
 
 
 def _parent(path):
-    """Create the sub-folders a set file lives in (``etcd/ca.crt``), mode 0700."""
+    """Create the sub-folders a set file lives in (``hosts/m1/etcd/peer.crt``), each 0700.
+
+    (os.makedirs gives only the last folder the mode; the ones above it would
+    get the umask's.)
+    """
     parent = os.path.dirname(path)
     if not os.path.isdir(parent):
-        os.makedirs(parent, mode=DIR_MODE)
+        _parent(parent)
+        os.mkdir(parent, DIR_MODE)
 
 
 def _link(src, dst):
@@ -774,18 +1475,21 @@ def _stage(plan, staging, now):
         backup = os.path.relpath(taken, staging)
         for rel in _files(target):
             _link(os.path.join(target, rel), os.path.join(staging, backup, rel))
+    planned = set()
     for item in plan.items.values():
-        for suffix, data, mode in (
-            (".crt", item.cert_bytes, CERT_MODE),
-            (".key", item.key_bytes, KEY_MODE),
-        ):
-            path = os.path.join(staging, item.name + suffix)
-            if item.action == "reused" or (suffix == ".key" and item.action == "reissued"):
-                _link(os.path.join(target, item.name + suffix), path)
+        for rel, data, mode, kept in _outputs(item, plan.specs.get(item.name)):
+            planned.add(rel)
+            path = os.path.join(staging, rel)
+            if kept:
+                _link(os.path.join(target, rel), path)
             else:
                 _parent(path)
                 _write(path, data, mode)
                 written.append(path)
+    if os.path.isdir(target):  # files the set does not name (yet) are the user's: keep them
+        for rel in _files(target):
+            if rel not in planned:
+                _link(os.path.join(target, rel), os.path.join(staging, rel))
     _flush(staging, written)
     return backup and os.path.join(target, backup)
 
@@ -842,6 +1546,13 @@ def ensure_set(
         if not plan.changed:
             return plan, None
         _fill(plan, specs, key_type, ca_days, leaf_days, now)
+        made = {
+            fingerprint(plan.items[name].cert): name
+            for name, spec in specs.items()
+            if isinstance(spec, CASpec) and plan.items[name].action == "generated"
+        }
+        if made:
+            _record_created(directory, made)
         staging, old = _scratch(pki_root, cluster_tag)
         backup = _stage(plan, staging, now)
         _commit(staging, old, directory)
@@ -852,6 +1563,10 @@ def describe_plan(plan, backup=None):
     """The runner's return value: paths, fingerprints, subjects, dates; no key material."""
     files = {}
     for item in plan.items.values():
+        spec = plan.specs.get(item.name)
+        if isinstance(spec, (KeyPairSpec, KubeconfigSpec)):
+            files.update(_describe_other(plan.directory, item, spec))
+            continue
         cert_path = os.path.join(plan.directory, f"{item.name}.crt")
         key_path = os.path.join(plan.directory, f"{item.name}.key")
         files[f"{item.name}.crt"] = {
@@ -859,11 +1574,14 @@ def describe_plan(plan, backup=None):
             "action": item.action,
             **describe_cert(item.cert),
         }
-        files[f"{item.name}.key"] = {
-            "path": key_path,
-            "action": "reused" if item.action == "reissued" else item.action,
-            "public_key_sha256": public_key_fingerprint(item.key.public_key()),
-        }
+        if item.external:
+            files[f"{item.name}.crt"]["external"] = True
+        if item.key is not None:
+            files[f"{item.name}.key"] = {
+                "path": key_path,
+                "action": "reused" if item.action == "reissued" else item.action,
+                "public_key_sha256": public_key_fingerprint(item.key.public_key()),
+            }
         if item.reason:
             files[f"{item.name}.crt"]["reason"] = item.reason
     return {
@@ -872,6 +1590,39 @@ def describe_plan(plan, backup=None):
         "backup": backup,
         "files": files,
     }
+
+
+def _describe_other(directory, item, spec):
+    """describe_plan's entries for a bare key pair or a kubeconfig."""
+    public = public_key_fingerprint(item.key.public_key())
+    if isinstance(spec, KeyPairSpec):
+        entries = {
+            f"{item.name}.key": {
+                "path": os.path.join(directory, f"{item.name}.key"),
+                "action": "reused" if item.action == "reissued" else item.action,
+                "public_key_sha256": public,
+            },
+            f"{item.name}.pub": {
+                "path": os.path.join(directory, f"{item.name}.pub"),
+                "action": "generated" if item.action == "reissued" else item.action,
+                "public_key_sha256": public,
+            },
+        }
+        first = f"{item.name}.key"
+    else:
+        entries = {
+            item.name: {
+                "path": os.path.join(directory, item.name),
+                "action": item.action,
+                "server": spec.server,
+                **describe_cert(item.cert),
+                "public_key_sha256": public,
+            }
+        }
+        first = item.name
+    if item.reason:
+        entries[first]["reason"] = item.reason
+    return entries
 
 
 # --------------------------------------------------------------------------

@@ -107,7 +107,12 @@ def test_killed_writer_leaves_old_or_new_set(tmp_path):
     proc = start(pki_root, force=True)
     go(proc)
     assert proc.wait(timeout=60) == 0
-    assert sorted(p.name for p in pki_root.iterdir()) == [".default.lock", "default"]
+    # (.default.created: the fingerprints of the CAs k8s-helper made for the set)
+    assert sorted(p.name for p in pki_root.iterdir()) == [
+        ".default.created",
+        ".default.lock",
+        "default",
+    ]
 
 
 def test_concurrent_writers_agree_on_one_ca(tmp_path):

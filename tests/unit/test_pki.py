@@ -44,6 +44,8 @@ def test_seed_set_fields(tmp_path, key_type):
     assert sorted(os.listdir(d)) == sorted(SEED_FILES)
 
     ca, server, kubecfg = (load(d, f) for f in ("ca.crt", "server.crt", "kubecfg.crt"))
+    # (the time of this test, not of the module's import: a long suite runs in between)
+    now = datetime.datetime.now(datetime.timezone.utc)
     # CA: self-signed, CA:TRUE critical, keyCertSign + cRLSign, SKI, ten years.
     assert ca.issuer == ca.subject
     ca.verify_directly_issued_by(ca)
@@ -53,15 +55,15 @@ def test_seed_set_fields(tmp_path, key_type):
     assert ku.key_cert_sign and ku.crl_sign
     ca_ski = ext(ca, x509.SubjectKeyIdentifier).value
     assert ca_ski.digest == x509.SubjectKeyIdentifier.from_public_key(ca.public_key()).digest
-    assert (ca.not_valid_after_utc - NOW).days in (3649, 3650)
+    assert (ca.not_valid_after_utc - now).days in (3649, 3650)
 
     # Leaves: signed by the CA, AKI = CA's SKI, not CAs, one year.
     for leaf in (server, kubecfg):
         leaf.verify_directly_issued_by(ca)
         assert ext(leaf, x509.AuthorityKeyIdentifier).value.key_identifier == ca_ski.digest
         assert not ext(leaf, x509.BasicConstraints).value.ca
-        assert (leaf.not_valid_after_utc - NOW).days in (364, 365)
-        assert leaf.not_valid_before_utc <= NOW
+        assert (leaf.not_valid_after_utc - now).days in (364, 365)
+        assert leaf.not_valid_before_utc <= now
 
     assert list(ext(server, x509.ExtendedKeyUsage).value) == [ExtendedKeyUsageOID.SERVER_AUTH]
     sans = ext(server, x509.SubjectAlternativeName).value

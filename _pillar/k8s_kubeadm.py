@@ -1,0 +1,87 @@
+"""
+Hand each host of a kubeadm-profile cluster its own files, as
+``salt-run k8s-helper.generate_certs profile=kubeadm`` wrote them:
+``kubernetes:kubeadm_pki`` = ``{host, role, files: {path under /etc/kubernetes: text}}``.
+
+A master gets what kubeadm keeps on a control-plane host (the CAs and their
+keys, the shared client certificates, ``sa.key``/``sa.pub``, the four
+kubeconfigs, and its own apiserver, etcd server/peer and kubelet files); a node
+gets ``pki/ca.crt`` and its own ``kubelet.conf``, no other key. A minion that is
+not a host of the set gets nothing from here. Configure it in the master config
+(one entry per cluster)::
+
+    ext_pillar:
+      - k8s_kubeadm:
+          cluster_tag: prod             # <pki_root>/<cluster_tag>/ holds the set
+          # pki_root: /var/salt/k8s-helper/pki   (default: k8s_helper:pki_root)
+          # names: {minion-id: host-name}        (default: the minion id is the name)
+
+Which files a minion gets follows from its minion id (bound to its accepted
+key) and from the set on disk (``hosts/<name>/apiserver.crt`` makes a master),
+never from grains a minion could set itself. A file of the host's share that
+is missing or unreadable fails the minion's pillar with a message naming it.
+"""
+
+import logging
+import os
+
+try:
+    import k8s_pki
+
+    HAS_PKI = True
+except ImportError as _err:  # _utils not synced
+    HAS_PKI = False
+    _IMPORT_ERROR = str(_err)
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "k8s_kubeadm"
+
+PILLAR_KEY = "kubeadm_pki"
+
+
+def __virtual__():
+    if not HAS_PKI:
+        return (
+            False,
+            f"k8s_kubeadm ext_pillar needs the formula's _utils/k8s_pki.py ({_IMPORT_ERROR}); "
+            "run salt-run saltutil.sync_all or set utils_dirs",
+        )
+    return __virtualname__
+
+
+def ext_pillar(minion_id, pillar, cluster_tag="default", **kwargs):
+    """The kubeadm files of ``minion_id``'s host, or nothing when it is not a host of the set."""
+    pki_root = kwargs.pop("pki_root", None) or (__opts__.get("k8s_helper") or {}).get(
+        "pki_root", k8s_pki.DEFAULT_PKI_ROOT
+    )
+    names = kwargs.pop("names", None) or {}
+    if kwargs:
+        raise k8s_pki.InputError(f"k8s_kubeadm: {sorted(kwargs)[0]}: unknown option")
+    if not isinstance(names, dict):
+        raise k8s_pki.InputError("k8s_kubeadm: names: expected a mapping of minion id to host")
+    tag = k8s_pki.check_cluster_tag(cluster_tag)
+    directory = os.path.join(pki_root, tag)
+    host = names.get(minion_id, minion_id)
+    try:
+        host = k8s_pki.check_dns_name(host, "host")
+    except k8s_pki.InputError:
+        return {}  # a minion id that cannot be a host name is no host of the set
+    own = os.path.join(directory, k8s_pki.KUBEADM_HOSTS_DIR, host)
+    if not os.path.isfile(os.path.join(own, "kubelet.conf")):
+        return {}
+    master = os.path.isfile(os.path.join(own, "apiserver.crt"))
+    files = {}
+    for dest, src in k8s_pki.kubeadm_host_files(host, master).items():
+        path = os.path.join(directory, src)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                files[dest] = handle.read()
+        except OSError as err:
+            raise k8s_pki.SetError(
+                f"k8s_kubeadm: {path}: {err.strerror}; the set of {tag} is incomplete "
+                "(run salt-run k8s-helper.generate_certs profile=kubeadm)"
+            ) from None
+    log.debug("k8s_kubeadm: %s gets %d files of %s as %s", minion_id, len(files), tag, host)
+    role = "master" if master else "node"
+    return {"kubernetes": {PILLAR_KEY: {"host": host, "role": role, "files": files}}}
