@@ -155,8 +155,22 @@ def write_pillar(pillar_root, data, text=None):
     return pillar_root
 
 
+def formula_root(base):
+    """A folder serving the formula as a salt file root: links to ``kubernetes/`` and
+    the ``_*`` extension folders of this checkout, and nothing else (a checkout holds
+    a .venv with thousands of files that every ``saltutil.sync_*`` would walk)."""
+    root = pathlib.Path(base) / "formula"
+    root.mkdir(parents=True, exist_ok=True)
+    for part in REPO.iterdir():
+        if part.is_dir() and (part.name == "kubernetes" or part.name.startswith("_")):
+            link = root / part.name
+            if not link.exists():
+                link.symlink_to(part)
+    return root
+
+
 def write_minion_config(base, pillar_root, minion_id="k8s-master-1", **extra):
-    """A masterless minion config serving this checkout as file_roots.
+    """A masterless minion config serving the formula (see formula_root) as file_roots.
 
     Returns the config directory.  ``extension_modules`` can be shared between
     configs so one ``saltutil.sync_all`` serves them all.
@@ -167,7 +181,7 @@ def write_minion_config(base, pillar_root, minion_id="k8s-master-1", **extra):
         "file_client": "local",
         "root_dir": str(base / "root"),
         "user": "root",
-        "file_roots": {"base": [str(REPO)]},
+        "file_roots": {"base": [str(formula_root(base))]},
         "pillar_roots": {"base": [str(pillar_root)]},
         **extra,
     }

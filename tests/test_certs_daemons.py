@@ -59,7 +59,7 @@ def master(salt_factories, tmp_path_factory, host_untouched):
     factory = salt_factories.salt_master_daemon(
         "k8s-salt",
         overrides={
-            "file_roots": {"base": [str(support.REPO)]},
+            "file_roots": {"base": [str(support.formula_root(base))]},
             "pillar_roots": {"base": [str(pillar_root)]},
             "k8s_helper": {"pki_root": str(base / "pki")},
             # The documented way, taken from pillar.example itself.

@@ -37,13 +37,7 @@ class Minion:
         pillar.mkdir(parents=True, exist_ok=True)
         (pillar / "top.sls").write_text("base:\n  '*':\n    - common\n")
         (pillar / "common.sls").write_text("kubernetes:\n  k8s_env: c1\n")
-        # file_roots: the formula's own folders only (a checkout may hold a .venv,
-        # which the file server would walk on every sync)
-        formula = self.base / "formula"
-        formula.mkdir(exist_ok=True)
-        for part in ("kubernetes", "_pillar", "_states", "_utils"):
-            if not (formula / part).exists():
-                (formula / part).symlink_to(support.REPO / part)
+        formula = support.formula_root(self.base)
         self.conf = self.base / "conf"
         self.conf.mkdir(exist_ok=True)
         (self.conf / "minion").write_text(

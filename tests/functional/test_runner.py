@@ -177,9 +177,9 @@ def test_bad_input_through_salt_run(cli_conf, args, param):
 
 def test_install_by_syncing_from_file_roots(tmp_path):
     """The README's install path: formula in file_roots, then saltutil.sync_runners/utils."""
-    from support import REPO, write_master_config
+    from support import formula_root, write_master_config
 
-    conf = write_master_config(tmp_path, file_roots={"base": [str(REPO)]})
+    conf = write_master_config(tmp_path, file_roots={"base": [str(formula_root(tmp_path))]})
     opts = yaml.safe_load((conf / "master").read_text())
     del opts["runner_dirs"], opts["utils_dirs"]
     (conf / "master").write_text(yaml.safe_dump(opts))

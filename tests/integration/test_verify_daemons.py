@@ -20,7 +20,7 @@ import shutil
 import time
 
 import pytest
-from support import REPO, k8s_pki
+from support import REPO, formula_root, k8s_pki
 
 pytestmark = pytest.mark.daemons
 
@@ -110,7 +110,7 @@ def cluster(salt_factories, tmp_path_factory):
             "runner_dirs": [str(REPO / "_runners")],
             "utils_dirs": [str(REPO / "_utils")],
             "outputter_dirs": [str(REPO / "_output")],
-            "file_roots": {"base": [str(REPO)]},
+            "file_roots": {"base": [str(formula_root(base))]},
             "pillar_roots": {"base": [str(pillar_root)]},
             "k8s_helper": {"pki_root": str(pki)},
             # How long the master waits for a silent minion's job lookup once

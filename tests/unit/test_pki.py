@@ -12,8 +12,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from support import SEED_FILES, k8s_pki, openssl, snapshot
 
-NOW = datetime.datetime.now(datetime.timezone.utc)
-
 
 def generate(pki_root, tag="default", **kwargs):
     spec_args = {
@@ -35,9 +33,6 @@ def ext(cert, cls):
 
 @pytest.mark.parametrize("key_type", k8s_pki.KEY_TYPES)
 def test_seed_set_fields(tmp_path, key_type):
-    # The time of this test, not of the module's import: in the whole suite,
-    # minutes pass between the two, more than the 5-minute back-dating.
-    NOW = datetime.datetime.now(datetime.timezone.utc)  # noqa: N806
     plan, backup = generate(tmp_path, key_type=key_type, extra_sans=["k8s-master-1", "192.0.2.11"])
     assert plan.changed and backup is None
     d = tmp_path / "default"
@@ -215,7 +210,7 @@ def test_leaf_near_expiry_or_from_foreign_ca_is_reissued(tmp_path):
     specs = k8s_pki.seed_specs()
     # kubecfg: a valid one, but expiring in 10 days.
     key = k8s_pki.new_key("ecdsa-p256")
-    old = NOW - datetime.timedelta(days=355)
+    old = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=355)
     cert = k8s_pki.issue_leaf(specs["kubecfg"], key, ca, ca_key, days=365, now=old)
     (d / "kubecfg.crt").write_bytes(k8s_pki.cert_pem(cert))
     (d / "kubecfg.key").write_bytes(k8s_pki.key_pem(key))
