@@ -40,16 +40,6 @@ log = logging.getLogger(__name__)
 
 __virtualname__ = "k8s_certs"
 
-#: pillar key -> file name in the cluster's folder
-MASTER_FILES = {
-    "ca.crt": "ca.crt",
-    "kubecfg.crt": "kubecfg.crt",
-    "kubecfg.key": "kubecfg.key",
-    "server.cert": "server.crt",
-    "server.key": "server.key",
-}
-NODE_FILES = {k: v for k, v in MASTER_FILES.items() if not k.startswith("server.")}
-
 
 def __virtual__():
     if not HAS_PKI:
@@ -90,11 +80,14 @@ def ext_pillar(minion_id, pillar, cluster_tag="default", masters=None, nodes=Non
     if not master_globs and not node_globs:
         raise k8s_pki.InputError("k8s_certs: give masters and/or nodes (minion-id globs)")
     if _matches(minion_id, master_globs):
-        files = MASTER_FILES
+        master = True
     elif _matches(minion_id, node_globs):
-        files = NODE_FILES
+        master = False
     else:
         return {}
+    files = {
+        k: v for k, v in k8s_pki.PILLAR_FILES.items() if master or k not in k8s_pki.MASTERS_ONLY
+    }
     if pki_root is None:
         pki_root = (__opts__.get("k8s_helper") or {}).get("pki_root", k8s_pki.DEFAULT_PKI_ROOT)
     directory = os.path.join(pki_root, tag)
@@ -109,5 +102,20 @@ def ext_pillar(minion_id, pillar, cluster_tag="default", masters=None, nodes=Non
                 f"k8s_certs: cannot read {path} for {minion_id} ({err.strerror}); "
                 f"run salt-run k8s-helper.generate_certs cluster_tag={tag}"
             ) from None
+    ret = {"k8s_env": tag, "certs": certs}
+    if master:  # and the service-account pair, when the set has one
+        pair = {
+            name: _read(os.path.join(directory, name)) for name in k8s_pki.SERVICE_ACCOUNT_FILES
+        }
+        if all(text is not None for text in pair.values()):
+            ret["service_account"] = pair
     log.debug("k8s_certs: %s gets %s of cluster %s", minion_id, ", ".join(certs), tag)
-    return {"kubernetes": {"k8s_env": tag, "certs": certs}}
+    return {"kubernetes": ret}
+
+
+def _read(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None

@@ -99,6 +99,7 @@ def generate_certs(
     key_type="rsa-2048",
     ca_days=3650,
     days=365,
+    service_account_key=False,
     profile="seed",
     masters=None,
     nodes=None,
@@ -146,6 +147,11 @@ def generate_certs(
         How long the CA is valid, in days.
     days : 365
         How long the leaf certificates are valid, in days.
+    service_account_key : False
+        Also make ``sa.key``/``sa.pub``, a key pair of its own for signing
+        service-account tokens (the seed signs them with ``server.key``, so a
+        new serving certificate invalidates every token). Kept across
+        renewals and drift; only ``force_regen`` replaces it.
     profile : seed
         ``seed``: the set above. ``kubeadm``: kubeadm's layout and identities:
         ``ca``, ``front-proxy-ca``, ``etcd/ca``, ``apiserver-kubelet-client``,
@@ -201,12 +207,16 @@ def generate_certs(
         "pillar_minion": pillar_minion,
     }
     if profile == "kubeadm":
+        if k8s_pki.check_bool(service_account_key, "service_account_key"):
+            raise k8s_pki.InputError(
+                "service_account_key: only for profile=seed (kubeadm always makes sa.key/sa.pub)"
+            )
         specs = _kubeadm_specs(common, **kubeadm_args)
     elif profile == "seed":
         given = [name for name, value in kubeadm_args.items() if value not in (None, "")]
         if given:
             raise k8s_pki.InputError(f"{given[0]}: only used with profile=kubeadm")
-        specs = k8s_pki.seed_specs(**common)
+        specs = k8s_pki.seed_specs(**common, service_account_key=service_account_key)
     else:
         raise k8s_pki.InputError(f"profile: {profile!r} is not one of seed, kubeadm")
     options = {

@@ -355,15 +355,13 @@ def load_certs(data, what="certificate"):
     return certs
 
 
-def load_key(data, what="key", check=True, validate=None):
-    """Parse a private key.  ``check=False`` skips OpenSSL's RSA consistency check
-    (tens of ms per key): enough to compare public keys, not to sign with.
-    ``validate`` is the same switch under the name the certs states use."""
-    if validate is not None:
-        check = validate
+def load_key(data, what="key", validate=True):
+    """Parse a private key.  ``validate=False`` skips OpenSSL's RSA consistency
+    check (tens of ms per key): enough to compare public keys; before signing
+    with such a key, parse it again with the check (or prove it, ``key_works``)."""
     try:
         return serialization.load_pem_private_key(
-            data, password=None, unsafe_skip_rsa_key_validation=not check
+            data, password=None, unsafe_skip_rsa_key_validation=not validate
         )
     except (ValueError, TypeError) as err:
         # The library's message never quotes the key; keep it out anyway.
@@ -609,8 +607,14 @@ def seed_specs(
     api_service_address="10.254.0.1",
     cluster_domain="cluster.local",
     extra_sans=(),
+    service_account_key=False,
 ):
-    """The kube-up style set (``ca``, ``server``, ``kubecfg``), checked and ready to issue."""
+    """The kube-up style set (``ca``, ``server``, ``kubecfg``), checked and ready to issue.
+
+    ``service_account_key`` adds ``sa.key``/``sa.pub``: a key pair of its own for
+    signing service-account tokens, so that a new serving certificate does not
+    invalidate every token (the seed signs them with ``server.key``).
+    """
     fqdn = check_dns_name(api_server_fqdn, "api_server_fqdn")
     address = check_ip(api_service_address, "api_service_address")
     domain = check_dns_name(cluster_domain, "cluster_domain")
@@ -630,6 +634,7 @@ def seed_specs(
             organizations=("system:masters",),
             usages=("client",),
         ),
+        **({"sa": KeyPairSpec()} if check_bool(service_account_key, "service_account_key") else {}),
     }
 
 
@@ -1943,6 +1948,18 @@ def expiry_alert(report):
 # --------------------------------------------------------------------------
 
 #: The CA certificate(s) every minion gets.
+#: pillar key under kubernetes:certs -> file of the set on the master
+PILLAR_FILES = {
+    "ca.crt": "ca.crt",
+    "kubecfg.crt": "kubecfg.crt",
+    "kubecfg.key": "kubecfg.key",
+    "server.cert": "server.crt",
+    "server.key": "server.key",
+}
+#: pillar keys only masters receive (nodes never get the apiserver's pair)
+MASTERS_ONLY = ("server.cert", "server.key")
+#: the optional service-account key pair -> pillar kubernetes:service_account (masters only)
+SERVICE_ACCOUNT_FILES = ("sa.key", "sa.pub")
 DIST_CA = "ca.crt"
 #: (certificate, key, required) pairs; the server pair goes to masters only.
 DIST_PAIRS = (("kubecfg.crt", "kubecfg.key", True), ("server.cert", "server.key", False))
@@ -2086,14 +2103,6 @@ def bundle_has(bundle, cert):
 # Cross-host verification: what minions hold, compared with the master's set
 # --------------------------------------------------------------------------
 
-#: pillar key under kubernetes:certs -> file of the set on the master
-PILLAR_FILES = {
-    "ca.crt": "ca.crt",
-    "kubecfg.crt": "kubecfg.crt",
-    "kubecfg.key": "kubecfg.key",
-    "server.cert": "server.crt",
-    "server.key": "server.key",
-}
 #: key pillar key -> the certificate pillar key it belongs to
 KEY_PAIRS = {"kubecfg.key": "kubecfg.crt", "server.key": "server.cert"}
 #: statuses of verify_host that are not a problem

@@ -127,13 +127,7 @@ def openssl(*args, check=True):
 # --------------------------------------------------------------------------
 
 #: pillar key under kubernetes:certs -> file name in a generated set
-PILLAR_FILES = {
-    "ca.crt": "ca.crt",
-    "kubecfg.crt": "kubecfg.crt",
-    "kubecfg.key": "kubecfg.key",
-    "server.cert": "server.crt",
-    "server.key": "server.key",
-}
+PILLAR_FILES = k8s_pki.PILLAR_FILES
 
 
 def pillar_certs(set_dir, server=True):
@@ -142,7 +136,7 @@ def pillar_certs(set_dir, server=True):
     return {
         key: (set_dir / name).read_text()
         for key, name in PILLAR_FILES.items()
-        if server or not key.startswith("server.")
+        if server or key not in k8s_pki.MASTERS_ONLY
     }
 
 

@@ -250,3 +250,24 @@ def test_snippets_found():
         "kubernetes-certs.sls",
         "kubernetes-certs-master.sls",
     }
+
+
+def test_ext_pillar_hands_the_service_account_pair_to_masters_only(tmp_path_factory):
+    """generate_certs service_account_key=True -> the pair in a master's pillar under
+    kubernetes:service_account (the form kubernetes.running reads), never a node's."""
+    base = tmp_path_factory.mktemp("sa")
+    conf = support.write_master_config(base / "master")
+    generate = support.load_runners(conf)["k8s-helper.generate_certs"]
+    ret = generate(cluster_tag="default", service_account_key=True)
+    assert ret["files"]["sa.key"]["action"] == "generated"
+    assert "PRIVATE KEY" not in repr(ret)
+    pki = base / "master" / "pki"
+    ext = documented_ext_pillar()
+    master = compile_pillar(base, "k8s-master-1", ext, k8s_helper={"pki_root": str(pki)})
+    assert master["kubernetes"]["service_account"] == {
+        name: (pki / "default" / name).read_text() for name in ("sa.key", "sa.pub")
+    }
+    node = compile_pillar(base, "k8s-node-1", ext, k8s_helper={"pki_root": str(pki)})
+    assert "service_account" not in node["kubernetes"]
+    sa_lines = support.key_lines((pki / "default" / "sa.key").read_text())
+    assert not any(line in repr(node) for line in sa_lines)

@@ -194,3 +194,30 @@ def test_install_by_syncing_from_file_roots(tmp_path):
     assert after.returncode == 0, after.stdout + after.stderr
     assert json.loads(after.stdout)["changed"] is True
     assert (tmp_path / "pki/default/ca.crt").is_file()
+
+
+def test_service_account_key_pair(runners, tmp_path):
+    """A key pair of its own for service-account tokens: made once, kept when the
+    serving certificate changes, refused with the kubeadm profile (it has one)."""
+    generate = runners["k8s-helper.generate_certs"]
+    ret = generate(service_account_key=True)
+    d = tmp_path / "pki" / "default"
+    key = k8s_pki.load_key((d / "sa.key").read_bytes())
+    pub = (d / "sa.pub").read_bytes()
+    assert k8s_pki.public_pem(key) == pub
+    assert (os.stat(d / "sa.key").st_mode & 0o777, os.stat(d / "sa.pub").st_mode & 0o777) == (
+        0o600,
+        0o644,
+    )
+    assert ret["files"]["sa.key"]["action"] == "generated"
+    before = (d / "sa.key").read_bytes()
+    drift = generate(service_account_key=True, api_server_fqdn="api.example.com")
+    assert drift["files"]["server.crt"]["action"] == "generated"
+    assert drift["files"]["sa.key"]["action"] == "reused"
+    assert (d / "sa.key").read_bytes() == before
+    refused = generate(
+        profile="kubeadm", service_account_key=True, masters=[{"name": "m1", "ip": "192.0.2.1"}]
+    )
+    assert refused["retcode"] != 0 and refused["error"].startswith("service_account_key: ")
+    bad = generate(service_account_key="perhaps")
+    assert bad["retcode"] != 0 and bad["error"].startswith("service_account_key: ")
