@@ -10,7 +10,8 @@ STAMP := $(VENV)/.installed
 # containerd, runc and tini) and busybox-static (real container runtimes for
 # the kubelet.removed tests, started by the tests themselves).
 APT_PACKAGES := openssl ca-certificates util-linux etcd-server etcd-client docker.io busybox-static
-PYTEST_ARGS ?=
+# Two workers: much of the suite waits on daemons and subprocesses.
+PYTEST_ARGS ?= -n 2
 
 .PHONY: venv system-deps demo lint test bench clean
 
