@@ -41,10 +41,6 @@ def __virtual__():
     return __virtualname__
 
 
-class _BadInput(Exception):
-    pass
-
-
 def _pki_root():
     return (__opts__.get("k8s_helper") or {}).get("pki_root", k8s_pki.DEFAULT_PKI_ROOT)
 
