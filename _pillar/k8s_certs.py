@@ -105,17 +105,9 @@ def ext_pillar(minion_id, pillar, cluster_tag="default", masters=None, nodes=Non
     ret = {"k8s_env": tag, "certs": certs}
     if master:  # and the service-account pair, when the set has one
         pair = {
-            name: _read(os.path.join(directory, name)) for name in k8s_pki.SERVICE_ACCOUNT_FILES
+            n: k8s_pki.read_file(os.path.join(directory, n)) for n in k8s_pki.SERVICE_ACCOUNT_FILES
         }
-        if all(text is not None for text in pair.values()):
-            ret["service_account"] = pair
+        if all(data is not None for data in pair.values()):
+            ret["service_account"] = {n: data.decode() for n, data in pair.items()}
     log.debug("k8s_certs: %s gets %s of cluster %s", minion_id, ", ".join(certs), tag)
     return {"kubernetes": ret}
-
-
-def _read(path):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return None

@@ -175,15 +175,7 @@ def _in_place(path, data, user, group, mode):
         return False
     if stat.S_IMODE(st.st_mode) != int(str(mode), 8) or st.st_size != len(data):
         return False
-    return _read(path) == data
-
-
-def _read(path):
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return None
+    return k8s_pki.read_file(path) == data
 
 
 def trusted(name, bundle, refresh):
@@ -211,7 +203,7 @@ def trusted(name, bundle, refresh):
             - refresh: update-ca-certificates
     """
     ret = {"name": name, "result": False, "changes": {}, "comment": ""}
-    anchor = _read(name)
+    anchor = k8s_pki.read_file(name)
     if anchor is None:
         if __opts__.get("test"):
             ret["result"] = None
@@ -227,7 +219,7 @@ def trusted(name, bundle, refresh):
     fingerprints = [k8s_pki.fingerprint(ca) for ca in cas]
 
     def missing():
-        data = _read(bundle) or b""
+        data = k8s_pki.read_file(bundle) or b""
         return [k8s_pki.fingerprint(ca) for ca in cas if not k8s_pki.bundle_has(data, ca)]
 
     absent = missing()

@@ -1027,7 +1027,8 @@ class Plan:
         return any(item.action != "reused" for item in self.items.values())
 
 
-def _read(path):
+def read_file(path):
+    """The bytes of ``path``, or None when there is no such file."""
     try:
         with open(path, "rb") as handle:
             return handle.read()
@@ -1039,8 +1040,8 @@ def read_pair(directory, name):
     """The pair ``name`` as found in ``directory`` (parsed); SetError if it is broken."""
     item = Item(
         name,
-        cert_bytes=_read(os.path.join(directory, f"{name}.crt")),
-        key_bytes=_read(os.path.join(directory, f"{name}.key")),
+        cert_bytes=read_file(os.path.join(directory, f"{name}.crt")),
+        key_bytes=read_file(os.path.join(directory, f"{name}.key")),
     )
     try:
         if item.cert_bytes is not None:
@@ -1058,8 +1059,8 @@ def read_keypair(directory, name):
     """The bare key pair ``name`` (``.key`` + ``.pub``); SetError if it is broken."""
     item = Item(
         name,
-        key_bytes=_read(os.path.join(directory, f"{name}.key")),
-        pub_bytes=_read(os.path.join(directory, f"{name}.pub")),
+        key_bytes=read_file(os.path.join(directory, f"{name}.key")),
+        pub_bytes=read_file(os.path.join(directory, f"{name}.pub")),
     )
     public = None
     try:
@@ -1080,7 +1081,7 @@ def _same_public_key(public, key):
 
 def read_kubeconfig(directory, name):
     """The kubeconfig file ``name``, its embedded certificate and key parsed."""
-    item = Item(name, file_bytes=_read(os.path.join(directory, name)))
+    item = Item(name, file_bytes=read_file(os.path.join(directory, name)))
     if item.file_bytes is None:
         return item
     try:
@@ -1129,14 +1130,14 @@ def _created_path(directory):
 
 def created_cas(directory):
     """The fingerprints of the CAs k8s-helper created for the set at ``directory``."""
-    data = _read(_created_path(directory)) or b""
+    data = read_file(_created_path(directory)) or b""
     return {line.split()[0] for line in data.decode("ascii", "replace").splitlines() if line}
 
 
 def _record_created(directory, cas):
     """Add ``{fingerprint: name}`` to the record of CAs made here (atomic rewrite)."""
     path = _created_path(directory)
-    old = (_read(path) or b"").decode("ascii", "replace")
+    old = (read_file(path) or b"").decode("ascii", "replace")
     lines = [line for line in old.splitlines() if line.strip()]
     lines += [f"{fp} {name}" for fp, name in cas.items()]
     tmp = f"{path}.tmp"
@@ -2128,7 +2129,7 @@ def verify_reference(directory, now=None):
     ref = {}
     for pillar_key, filename in PILLAR_FILES.items():
         path = os.path.join(directory, filename)
-        data = _read(path)
+        data = read_file(path)
         if data is None:
             raise SetError(f"{path}: missing on the master; run generate_certs")
         entry = {"path": path, "file_sha256": hashlib.sha256(data).hexdigest()}

@@ -52,24 +52,7 @@ STATE_RUNS = 30
 CLI_RUNS = 5
 FORMULA = ("kubernetes", "_states", "_utils", "_pillar", "_runners")
 
-SEED = """\
-{% set cluster_tag = "default" %}
-{% set pki_path = "PKI_ROOT/" + cluster_tag + "/" %}
-
-kubernetes:
-  k8s_env: {{ cluster_tag }}
-  certs:
-    "ca.crt": |
-      {{ salt.cmd.run("cat " + pki_path + "ca.crt") | indent(8) }}
-    "kubecfg.crt": |
-      {{ salt.cmd.run("cat " + pki_path + "kubecfg.crt") | indent(8) }}
-    "kubecfg.key": |
-      {{ salt.cmd.run("cat " + pki_path + "kubecfg.key") | indent(8) }}
-    "server.cert": |
-      {{ salt.cmd.run("cat " + pki_path + "server.crt") | indent(8) }}
-    "server.key": |
-      {{ salt.cmd.run("cat " + pki_path + "server.key") | indent(8) }}
-"""
+SEED = support.SEED_PILLAR.replace("/var/salt/k8s-helper/pki/", "PKI_ROOT/")
 FILE_READ = SEED.replace('salt.cmd.run("cat " + pki_path + ', 'salt["file.read"](pki_path + ')
 FLOOR = "kubernetes:\n  k8s_env: default\n"
 

@@ -130,6 +130,28 @@ def openssl(*args, check=True):
 PILLAR_FILES = k8s_pki.PILLAR_FILES
 
 
+# The pillar example of the user's certificate-management document, verbatim
+# (only its "..." placeholder lines left out).
+SEED_PILLAR = """\
+{% set cluster_tag = "default" %}
+{% set pki_path = "/var/salt/k8s-helper/pki/" + cluster_tag + "/" %}
+
+kubernetes:
+  k8s_env: {{ cluster_tag }}
+  certs:
+    "ca.crt": |
+      {{ salt.cmd.run("cat " + pki_path + "ca.crt") | indent(8) }}
+    "kubecfg.crt": |
+      {{ salt.cmd.run("cat " + pki_path + "kubecfg.crt") | indent(8) }}
+    "kubecfg.key": |
+      {{ salt.cmd.run("cat " + pki_path + "kubecfg.key") | indent(8) }}
+    "server.cert": |
+      {{ salt.cmd.run("cat " + pki_path + "server.crt") | indent(8) }}
+    "server.key": |
+      {{ salt.cmd.run("cat " + pki_path + "server.key") | indent(8) }}
+"""
+
+
 def pillar_certs(set_dir, server=True):
     """The ``kubernetes:certs`` mapping for a set written by generate_certs."""
     set_dir = pathlib.Path(set_dir)

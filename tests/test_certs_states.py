@@ -30,26 +30,7 @@ KUBELET_CA = "/var/lib/kubelet/ca.crt"
 WATCHED = ("/srv", "/var/lib/kubelet", "/usr/local/share/ca-certificates", "/etc/ssl/certs")
 SEED_PKI = "/var/salt/k8s-helper/pki/default"
 
-# The pillar example of the user's certificate-management document, verbatim
-# (only its "..." placeholder lines left out).
-SEED_PILLAR = """\
-{% set cluster_tag = "default" %}
-{% set pki_path = "/var/salt/k8s-helper/pki/" + cluster_tag + "/" %}
-
-kubernetes:
-  k8s_env: {{ cluster_tag }}
-  certs:
-    "ca.crt": |
-      {{ salt.cmd.run("cat " + pki_path + "ca.crt") | indent(8) }}
-    "kubecfg.crt": |
-      {{ salt.cmd.run("cat " + pki_path + "kubecfg.crt") | indent(8) }}
-    "kubecfg.key": |
-      {{ salt.cmd.run("cat " + pki_path + "kubecfg.key") | indent(8) }}
-    "server.cert": |
-      {{ salt.cmd.run("cat " + pki_path + "server.crt") | indent(8) }}
-    "server.key": |
-      {{ salt.cmd.run("cat " + pki_path + "server.key") | indent(8) }}
-"""
+SEED_PILLAR = support.SEED_PILLAR
 
 # where each laid-down file comes from in a generated set
 FROM_SET = {
