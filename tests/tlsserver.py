@@ -104,3 +104,23 @@ def kubeconfig(path, server, ca_file, cert_file, key_file, server_name):
     }
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def https_get(port, path, ca_file, cert_file, key_file, server_name, host="127.0.0.1"):
+    """GET ``path`` from ``host:port`` with Python's ssl: the server's certificate
+    checked against ``ca_file`` (one CA or a bundle) and ``server_name``, our
+    client certificate presented.  Returns (status, body); raises ssl.SSLError /
+    OSError when the handshake is refused."""
+    import socket
+
+    context = ssl.create_default_context(cafile=str(ca_file))
+    context.load_cert_chain(str(cert_file), str(key_file))
+    with socket.create_connection((host, port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname=server_name) as conn:
+            request = f"GET {path} HTTP/1.1\r\nHost: {server_name}\r\nConnection: close\r\n\r\n"
+            conn.sendall(request.encode())
+            data = b""
+            while chunk := conn.recv(65536):
+                data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body.decode()
