@@ -352,6 +352,14 @@ def load_cert(data, what="certificate"):
         raise PKIError(f"{what}: not a PEM certificate ({err})") from None
 
 
+def load_der_cert(data, what="certificate"):
+    """A certificate in DER (what ``ssl.SSLSocket.getpeercert(True)`` gives)."""
+    try:
+        return x509.load_der_x509_certificate(data)
+    except ValueError as err:
+        raise PKIError(f"{what}: not a DER certificate ({err})") from None
+
+
 def load_certs(data, what="certificate"):
     """Every certificate in a PEM bundle (at least one)."""
     try:
