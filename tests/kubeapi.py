@@ -20,7 +20,6 @@ say so: kubectl is real, the cluster behind it is this stand-in.
 
 import http.server
 import json
-import ssl
 import threading
 import urllib.parse
 
@@ -135,23 +134,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     do_GET = do_DELETE = do_PATCH = do_POST = do_PUT = _answer
 
 
-class KubeAPI:
-    """HTTPS on 127.0.0.1 (``port`` or a free one), client certificates required."""
+class KubeAPI(tlsserver.TLSServer):
+    """HTTPS on 127.0.0.1 (``port`` or a free one), client certificates required;
+    ``reload=True`` follows the files as tlsserver.TLSServer does."""
 
-    def __init__(self, cert_file, key_file, client_ca_file, port=0):
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(str(cert_file), str(key_file))
-        context.load_verify_locations(cafile=str(client_ca_file))
-        context.verify_mode = ssl.CERT_REQUIRED
+    handler = _Handler
+
+    def __init__(self, cert_file, key_file, client_ca_file, port=0, reload=False):
+        super().__init__(cert_file, key_file, client_ca_file, port=port, reload=reload)
         self.lock = threading.Lock()
         self.requests = []
         self.objects = {}  # (plural, namespace, name) -> object
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), _Handler)
-        self.httpd.owner = self
-        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
-        self.port = self.httpd.server_address[1]
-        self.url = f"https://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def add(self, obj):
         plural = "secrets" if obj["kind"] == "Secret" else obj["kind"].lower() + "s"
@@ -207,12 +200,3 @@ class KubeAPI:
         kind = "SecretList" if plural == "secrets" else WORKLOADS[plural] + "List"
         version = "v1" if plural == "secrets" else "apps/v1"
         return {"kind": kind, "apiVersion": version, "metadata": {}, "items": items}
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self._thread.join(timeout=5)

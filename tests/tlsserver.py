@@ -60,6 +60,8 @@ class TLSServer:
     host's disk.
     """
 
+    handler = _Handler
+
     def __init__(self, cert_file, key_file, client_ca_file, port=0, reload=False):
         self._files = tuple(str(f) for f in (cert_file, key_file, client_ca_file))
         self._stamp = self._stamps()
@@ -68,7 +70,7 @@ class TLSServer:
             context.sni_callback = self._sni
         self._current = context
         self.clients = []
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), _Handler)
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), self.handler)
         self.httpd.owner = self
         self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
         self.port = self.httpd.server_address[1]
