@@ -150,13 +150,13 @@ def test_healthz_wrong_answer_and_wrong_name(env):
 
 def test_healthz_waits_for_an_apiserver_that_comes_up_late(env):
     started = []
-    timer = threading.Timer(1.5, lambda: started.append(apiserver(env).__enter__()))
-    timer.start()  # nothing listens on the port for the first 1.5 s
+    timer = threading.Timer(0.8, lambda: started.append(apiserver(env).__enter__()))
+    timer.start()  # nothing listens on the port for the first 0.8 s
     try:
         start = time.monotonic()
-        ret = env["call"]("k8s_cluster.healthz", wait=20, interval=0.5)
+        ret = env["call"]("k8s_cluster.healthz", wait=20, interval=0.3)
         assert ret["result"] is True, ret
-        assert ret["attempts"] > 1 and 1.5 < time.monotonic() - start < 10
+        assert ret["attempts"] > 1 and 0.8 < time.monotonic() - start < 10
     finally:
         timer.join()
         for server in started:
