@@ -2574,6 +2574,17 @@ def _check_cert(info, ref, now):
         if same
         else f"minion sha256 {', '.join(seen)}; master sha256 {', '.join(ref['fingerprints'])}"
     )
+    if not same and (len(seen) > 1 or len(ref["fingerprints"]) > 1):
+        # A CA bundle (a rotation under way): say what is missing or left over.
+        lacks = [fp for fp in ref["fingerprints"] if fp not in seen]
+        extra_cas = [fp for fp in seen if fp not in ref["fingerprints"]]
+        parts = [f"lacks {_short_fp(fp)}" for fp in lacks]
+        parts += [
+            f"still holds {_short_fp(fp)}, which the master's no longer does" for fp in extra_cas
+        ]
+        if not parts:
+            parts = ["the same certificates in another order"]
+        compare = f"{'; '.join(parts)} ({compare})"
     dead = [cert for cert in certs if days_left(cert, now) <= 0]
     if dead:
         when = _iso(dead[0].not_valid_after_utc)
