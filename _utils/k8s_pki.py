@@ -2093,15 +2093,9 @@ def rotate_ca(
                     "only be abandoned before stage=reissue (finish it instead)"
                 )
             plan = _plan_abort(rot, specs, now)
-        backup = write_plan(
-            pki_root,
-            cluster_tag,
-            plan,
-            key_type or key_type_of(rot.ca.key),
-            ca_days,
-            leaf_days,
-            now,
-        )
+        # key_type is the new CA's (prepare); new leaf keys keep their own types.
+        new_ca_key = (key_type or key_type_of(rot.ca.key)) if stage == "prepare" else None
+        backup = write_plan(pki_root, cluster_tag, plan, new_ca_key, ca_days, leaf_days, now)
         after = read_rotation(directory, specs).state
         return before, after, plan, backup
 

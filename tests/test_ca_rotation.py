@@ -266,8 +266,13 @@ def read_files(directory):
 
 
 def test_reissue_with_new_keys(master):
+    """keep_keys=False: new keys, each of the type of the key it replaces; the
+    key type asked for at prepare is the new CA's alone."""
     directory = generate(master, "newkeys", key_type="ecdsa-p256")
-    rotate(master, cluster_tag="newkeys", stage="prepare")
+    master["run"]["k8s-helper.renew"](cluster_tag="newkeys", key_type="ecdsa-p384")
+    rotate(master, cluster_tag="newkeys", stage="prepare", key_type="rsa-2048")
+    new_ca_key = k8s_pki.load_key((directory / "ca.next.key").read_bytes())
+    assert k8s_pki.key_type_of(new_ca_key) == "rsa-2048"
     rotate(master, cluster_tag="newkeys", stage="trust")
     before = read_files(directory)
     ret = rotate(master, cluster_tag="newkeys", stage="reissue", keep_keys=False)
@@ -276,8 +281,10 @@ def test_reissue_with_new_keys(master):
         assert after[f"{leaf}.key"] != before[f"{leaf}.key"]
         assert ret["files"][f"{leaf}.key"]["action"] == "generated"
         cert = k8s_pki.load_cert(after[f"{leaf}.crt"])
-        assert k8s_pki.key_matches(cert, k8s_pki.load_key(after[f"{leaf}.key"]))
-        assert k8s_pki.key_type_of(k8s_pki.load_key(after[f"{leaf}.key"])) == "ecdsa-p256"
+        key = k8s_pki.load_key(after[f"{leaf}.key"])
+        assert k8s_pki.key_matches(cert, key)
+        assert k8s_pki.key_type_of(key) == "ecdsa-p384"
+        assert k8s_pki.signed_by(cert, k8s_pki.load_cert(before["ca.next.crt"]))
 
 
 def test_check_expiration_lists_every_ca_of_the_bundle(master):
