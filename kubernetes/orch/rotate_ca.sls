@@ -16,9 +16,9 @@
          answer /healthz, its certificate verified with the ca.crt just laid
          down, before the next master is touched;
       4. the nodes: refresh_pillar and kubernetes.running, in batches;
-      5. (trust and finish) k8s_cluster.cleanup on the first master: the token
-         secrets of kube-system are made again with the new ca.crt, the
-         listed workloads restart one pod at a time;
+      5. (trust and finish) k8s_cluster.cleanup on the first master: the
+         listed workloads restart one pod at a time (the token secrets are
+         kept unless cleanup: {delete_token_secrets: true});
       6. k8s-helper.verify on every host.
     No kubelet.removed: the kubelet restarts, the pods keep running.
 
@@ -65,7 +65,13 @@
 {%-   set nodes = args.get('nodes', 'I@kubernetes:k8s_env:' ~ tag ~ ' and not L@' ~ masters | join(',')) %}
 {%-   set nodes_tgt_type = args.get('nodes_tgt_type', 'list' if nodes is sequence and nodes is not string else 'compound') %}
 {%-   set cluster = 'L@' ~ masters | join(',') ~ (' or ' ~ rolling.compound_term(nodes, nodes_tgt_type) if nodes else '') %}
+{#-   The clean-up of a rotation keeps the token secrets unless told otherwise:
+      their tokens stay valid (keep_keys) and the token controller rewrites
+      their ca.crt itself; deleting them would only break pods that mount them. #}
 {%-   set cleanup = args.get('cleanup', {} if stage in ['trust', 'finish'] else False) %}
+{%-   if cleanup is mapping %}
+{%-     set cleanup = salt['slsutil.merge']({'delete_token_secrets': False}, cleanup) %}
+{%-   endif %}
 {%-   if stage == 'reissue' %}
 {{ rolling.verify(prefix ~ '-bundle-everywhere', tag, cluster, 'compound', none) }}
 {%-   endif %}

@@ -212,6 +212,8 @@ def test_rotate_each_stage(show, stage, expected):
     if stage != "prepare":  # no kubelet.removed: the kubelet restarts, pods keep running
         assert got[f"{prefix}-m1-running"][1]["sls"] == "kubernetes.running"
         assert not [i for i in got if "kubelet-removed" in i]
+    if "cleanup" in expected:  # token secrets kept by default during a rotation
+        assert got[f"{prefix}-cluster-cleanup"][1]["kwarg"] == {"delete_token_secrets": False}
 
 
 def test_rotate_passes_the_runner_arguments_and_can_skip_the_cleanup(show):
@@ -224,6 +226,21 @@ def test_rotate_passes_the_runner_arguments_and_can_skip_the_cleanup(show):
     runner = got["kubernetes-orch-rotate-trust-rotate-ca"][1]
     assert (runner["keep_keys"], runner["days"]) == (False, 90)
     assert not [i for i in got if i.endswith("cluster-cleanup")]
+    settings = {"restart": ["daemonset/calico-node"], "delete_token_secrets": True}
+    rendered = show(
+        "rotate_ca", "k8s_rotate", {"stage": "finish", "masters": ["m1"], "cleanup": settings}
+    )
+    got = {ident: (fun, args) for ident, fun, args in rendered}
+    assert got["kubernetes-orch-rotate-finish-cluster-cleanup"][1]["kwarg"] == settings
+    settings = {"restart": ["daemonset/calico-node"]}
+    rendered = show(
+        "rotate_ca", "k8s_rotate", {"stage": "finish", "masters": ["m1"], "cleanup": settings}
+    )
+    got = {ident: (fun, args) for ident, fun, args in rendered}
+    assert got["kubernetes-orch-rotate-finish-cluster-cleanup"][1]["kwarg"] == {
+        "restart": ["daemonset/calico-node"],
+        "delete_token_secrets": False,
+    }
 
 
 @pytest.mark.parametrize(

@@ -609,9 +609,18 @@ def test_rotation_trust_hands_the_bundle_out(cluster, rotation):
     assert ret.returncode == 0
     prefix = _rolled(cluster, done, "trust", cleanup=True)
     assert len(k8s_pki.load_certs((cluster.pki / TAG / "ca.crt").read_bytes())) == 2
+    # the clean-up, by the real kubectl through k8s-master-1's admin kubeconfig:
+    # rolling restarts; the token secrets are kept during a rotation
     cleanup = json.dumps(done[f"{prefix}-cluster-cleanup"])
-    assert "default-token-aaaaa" in cleanup and "kube-system/daemonset/canal" in cleanup
-    assert sorted(n for kind, _, n in cluster.api.objects if kind == "secrets") == ["opaque-kept"]
+    assert "kube-system/daemonset/canal" in cleanup and "kube-system/deployment/coredns" in cleanup
+    secrets = sorted(n for kind, _, n in cluster.api.objects if kind == "secrets")
+    assert secrets == ["canal-token-bbbbb", "default-token-aaaaa", "opaque-kept"]
+    patched = sorted(r["path"] for r in cluster.api.requests if r["method"] == "PATCH")
+    assert patched == [
+        "/apis/apps/v1/namespaces/kube-system/daemonsets/canal",
+        "/apis/apps/v1/namespaces/kube-system/deployments/coredns",
+    ]
+    assert not [r for r in cluster.api.requests if r["method"] == "DELETE"]
 
 
 def test_rotation_reissue_puts_the_new_ca_in_use(cluster, rotation):
