@@ -74,8 +74,12 @@ def secret(name, namespace="kube-system", kind="kubernetes.io/service-account-to
         "kind": "Secret",
         "metadata": {"name": name, "namespace": namespace, "uid": f"uid-{name}"},
         "type": kind,
-        "data": {"ca.crt": "b2xkIGNh"},
+        "data": {"ca.crt": "b2xkIGNh", "token": TOKEN},
     }
+
+
+#: the (base64) token every stand-in Secret carries: it must never reach a log
+TOKEN = "c2VjcmV0LXRva2VuLW5ldmVyLWluLWEtbG9n"
 
 
 def workload(plural, name, namespace="kube-system"):

@@ -14,6 +14,7 @@ defaults come from the formula's map.jinja, rendered with this minion's pillar
 """
 
 import json
+import logging
 import pathlib
 import shutil
 import socket
@@ -189,8 +190,12 @@ def cluster_api(env):
         yield api
 
 
-def test_cleanup_deletes_token_secrets_and_restarts_workloads(env, cluster_api):
-    ret = env["call"]("k8s_cluster.cleanup")
+def test_cleanup_deletes_token_secrets_and_restarts_workloads(env, cluster_api, caplog):
+    with caplog.at_level(logging.DEBUG):
+        ret = env["call"]("k8s_cluster.cleanup")
+    assert "kubectl" in caplog.text  # the commands are logged at debug level ...
+    assert kubeapi.TOKEN not in caplog.text  # ... the Secrets' contents are not
+    assert kubeapi.TOKEN not in json.dumps(ret)
     assert ret["result"] is True, ret
     assert ret["server"] == f"https://127.0.0.1:{env['api_port']}"
     assert ret["kubeconfig"] == str(env["admin"])

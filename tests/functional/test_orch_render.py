@@ -291,3 +291,28 @@ def test_bad_settings_are_refused_before_anything_runs(show, sls, key, settings,
     error = show(sls, key, settings)
     assert isinstance(error, str), error
     assert message in error
+
+
+def _known(sls):
+    """The settings an orchestration accepts (its `known` list)."""
+    import re
+
+    text = (support.REPO / "kubernetes/orch" / f"{sls}.sls").read_text()
+    found = re.findall(
+        r"'(\w+)'",
+        text[text.index("{%- set known") : text.index("%}", text.index("{%- set known"))],
+    )
+    if sls == "rotate_ca":
+        found += ["keep_keys", "key_type", "ca_days", "days"]
+    return set(found)
+
+
+def test_the_docs_name_every_setting_and_no_other():
+    import re
+
+    doc = (support.REPO / "docs/replace-certs.md").read_text()
+    table = doc[doc.index("## Settings") : doc.index("An unknown key is refused")]
+    assert set(re.findall(r"^\| `(\w+)` \|", table, flags=re.M)) == _known("replace_certs")
+    rotation = (support.REPO / "docs/ca-rotation.md").read_text()
+    for key in _known("rotate_ca"):
+        assert f"`{key}`" in rotation, key
