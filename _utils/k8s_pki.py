@@ -1636,12 +1636,15 @@ def describe_plan(plan, backup=None):
             }
         if item.reason:
             files[f"{item.name}.crt"]["reason"] = item.reason
-    return {
+    described = {
         "directory": plan.directory,
         "changed": plan.changed,
         "backup": backup,
         "files": files,
     }
+    if plan.drop:  # files the new folder left out (kept in the backup)
+        described["removed"] = sorted(plan.drop)
+    return described
 
 
 def _describe_other(directory, item, spec):

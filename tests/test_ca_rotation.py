@@ -149,6 +149,11 @@ def test_reissue_puts_the_new_ca_in_charge_and_reissues_every_leaf(rotation):
         "signed by the old CA; issued again by the new one (same key)"
     )
     assert files["ca.crt"]["bundle"] == fps(after["ca.crt"])
+    assert (files["ca.crt"]["action"], files["ca.key"]["action"]) == ("rotated", "rotated")
+    assert rotation["rets"]["reissue"]["removed"] == ["ca.next.crt", "ca.next.key"]
+    assert "removed" not in rotation["rets"]["trust"]
+    assert rotation["rets"]["trust"]["files"]["ca.crt"]["action"] == "rebundled"
+    assert rotation["rets"]["trust"]["files"]["ca.key"]["action"] == "reused"
 
 
 def test_finish_leaves_the_new_ca_alone(rotation):

@@ -33,7 +33,6 @@ import concurrent.futures
 import contextlib
 import json
 import os
-import pathlib
 import socket
 import threading
 import time
@@ -149,6 +148,7 @@ class Cluster:
         self.cli = master.salt_cli(timeout=180)
         self.apiservers = {}
         self.api = None
+        self.outputs = []
 
     # -- each host's disk, from its sandbox's upper layer (a plain host folder)
 
@@ -221,8 +221,7 @@ class Cluster:
         ret = self.run.run(
             "state.orchestrate", f"kubernetes.orch.{sls}", f"pillar={json.dumps({key: settings})}"
         )
-        self.last = ret
-        pathlib.Path(f"/tmp/i6-orch-{sls}.json").write_text(ret.stdout)
+        self.outputs.append(ret.stdout + ret.stderr)
         return ret, steps(ret)
 
 
@@ -665,3 +664,12 @@ def test_rotation_had_no_downtime(cluster, rotation):
     for minion in MASTERS + NODES:
         actions = [w for w, _ in cluster.actions(minion)[rotation["marks"][minion] :]]
         assert actions and set(actions) == {"restart"}, (minion, actions)
+
+
+def test_no_key_material_in_what_the_orchestrations_printed(cluster):
+    """Every private key the master ever held for this cluster (backups
+    included) against everything the orchestrations printed."""
+    keys = [path.read_text() for path in (cluster.pki / TAG).rglob("*.key")]
+    assert len(keys) > 6 and len(cluster.outputs) >= 6
+    for output in cluster.outputs:
+        assert support.leaked(output, keys) is None
