@@ -274,14 +274,8 @@ def cluster(salt_factories, tmp_path_factory, host_untouched):
             "gather_job_timeout": 5,
         },
     )
-    t0 = time.monotonic()
-
-    def lap(what):
-        print(f"TIMING {what}: {time.monotonic() - t0:.1f}")
-
     with contextlib.ExitStack() as stack:
         stack.enter_context(master.started())
-        lap("master")
         # The cluster as it runs before the replacement: set A, made first (the
         # pillar reads it as soon as a minion connects).
         ret = master.salt_run_cli().run(
@@ -315,18 +309,15 @@ def cluster(salt_factories, tmp_path_factory, host_untouched):
                     "utils_dirs": [str(support.REPO / "_utils")],
                 },
             )
-        lap("boxes")
         # The four daemons start (and stop) side by side.
         with concurrent.futures.ThreadPoolExecutor(len(hosts)) as pool:
             list(pool.map(lambda factory: factory.start(), hosts.values()))
         stack.callback(_stop_all, list(hosts.values()))
-        lap("minions")
         c = Cluster(master, hosts, pki, ports, api_port)
         stack.callback(c.stop_api)
         stack.callback(lambda: [c.stop_apiserver(m) for m in list(c.apiservers)])
         ret = c.cli.run("state.apply", "kubernetes.running", minion_tgt="k8s-*")
         assert ret.returncode == 0, ret.stdout
-        lap("running")
         c.set_a = {name: (pki / TAG / name).read_bytes() for name in support.SEED_FILES}
         yield c
 
@@ -341,12 +332,6 @@ def run_span(states):
     starts = [seconds(r["start_time"]) for r in states.values()]
     ends = [seconds(r["start_time"]) + r["duration"] / 1000 for r in states.values()]
     return min(starts), max(ends)
-
-
-def ca_of(cluster, minion):
-    return [
-        k8s_pki.fingerprint(c) for c in k8s_pki.load_certs(cluster.file(minion, f"{SRV}/ca.crt"))
-    ]
 
 
 def fps_of(data):
