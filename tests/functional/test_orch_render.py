@@ -9,7 +9,9 @@ refused setting with its message.  Running them against real minions:
 tests/integration/test_replace_daemons.py.
 """
 
+import gc
 import logging
+import warnings
 
 import pytest
 import salt.minion  # noqa: F401  (the runner uses salt.minion.MasterMinion)
@@ -35,6 +37,12 @@ def show(tmp_path_factory):
         salt_log.setLevel(logging.CRITICAL + 1)
         try:
             ret = runner(f"kubernetes.orch.{sls}", pillar={key: settings})
+            # The runner leaves its MasterMinion to the garbage collector, whose
+            # finalizer warns "unclosed MasterMinion"; collected here, quietly,
+            # rather than at exit, after pytest's summary.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ResourceWarning)
+                gc.collect()
         finally:
             salt_log.setLevel(level)
         (out,) = ret.values()
