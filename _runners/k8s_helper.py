@@ -290,7 +290,9 @@ def _fire_master_event(data, tag):
 
 
 @_refusals_exit_nonzero
-def check_expiration(cluster_tag="default", threshold_days=90, fire_event=False, **kwargs):
+def check_expiration(
+    cluster_tag="default", threshold_days=90, fire_event=False, table=True, **kwargs
+):
     """
     Report when each certificate of a cluster's set expires.
 
@@ -315,6 +317,10 @@ def check_expiration(cluster_tag="default", threshold_days=90, fire_event=False,
         names the leaves to renew (``renew``) and the CAs that need attention
         (``cas``). Meant for a master schedule and a reactor (see
         ``docs/lifecycle.md``).
+    table : True
+        Print a table. ``False`` returns the report as plain data: what an
+        orchestration's ``salt.runner`` step needs (Salt judges a tabled
+        return by the rules of state results and would call it failed).
 
     CLI Example:
 
@@ -328,6 +334,7 @@ def check_expiration(cluster_tag="default", threshold_days=90, fire_event=False,
     tag = k8s_pki.check_cluster_tag(cluster_tag)
     threshold = k8s_pki.check_days(threshold_days, "threshold_days")
     fire = k8s_pki.check_bool(fire_event, "fire_event")
+    tabled = k8s_pki.check_bool(table, "table")
     report = k8s_pki.expiry_report(
         os.path.join(_pki_root(), tag), k8s_pki.seed_specs(), renew_before_days=threshold
     )
@@ -346,7 +353,7 @@ def check_expiration(cluster_tag="default", threshold_days=90, fire_event=False,
         tag,
         ", ".join(f"{count} {status}" for status, count in summary.items()),
     )
-    return {"outputter": _TABLE, "data": data}
+    return {"outputter": _TABLE, "data": data} if tabled else data
 
 
 @_refusals_exit_nonzero
@@ -423,6 +430,122 @@ def renew(
     renewed = [item.name for item in plan.items.values() if item.action != "reused"]
     ret = {"cluster_tag": tag, "renewed": renewed, **k8s_pki.describe_plan(plan, backup)}
     log.info("k8s-helper: cluster %s renewed: %s (backup %s)", tag, ", ".join(renewed), backup)
+    return ret
+
+
+# --------------------------------------------------------------------------
+# CA rotation (issue 6)
+# --------------------------------------------------------------------------
+
+_ROTATION_NEXT = {
+    "idle": "nothing to do on the hosts",
+    "prepared": "nothing to hand out yet; next: stage=trust",
+    "trusted": "hand the new ca.crt out to every host and restart what reads it "
+    "(kubernetes.orch.rotate_ca does both); next: stage=reissue",
+    "reissued": "hand the reissued certificates out to every host and restart what reads "
+    "them (kubernetes.orch.rotate_ca); next: stage=finish",
+}
+
+
+@_refusals_exit_nonzero
+def rotate_ca(
+    cluster_tag="default",
+    stage="status",
+    keep_keys=True,
+    key_type=None,
+    ca_days=3650,
+    days=365,
+    **kwargs,
+):
+    """
+    Replace a cluster's CA in stages, without a moment in which hosts disagree.
+
+    ``stage=status`` (the default) only reports where the rotation stands.
+    The stages, in order; each one is safe to run again, and one asked for
+    too early is refused (exit status 2) saying what must come first:
+
+    prepare
+        Make the new CA beside the current one: ``ca.next.crt``/``ca.next.key``.
+        No host sees it yet.
+    trust
+        ``ca.crt`` becomes a bundle: the current CA, then the new one. The
+        current CA still signs. Hand it out to every host before going on.
+    reissue
+        The new CA takes over ``ca.key``; ``ca.crt`` becomes new + old; every
+        leaf is issued again by the new CA (same keys unless
+        ``keep_keys=False``). Hand them out; hosts still trust the old CA.
+    finish
+        ``ca.crt`` holds the new CA alone. Refused while a leaf is still
+        signed by the old CA.
+    abort
+        Before ``reissue`` only: drop the new CA, ``ca.crt`` back to the
+        current CA alone.
+
+    Every change keeps the previous files under
+    ``<cluster_tag>/backup/<timestamp>/`` and swaps the folder atomically.
+    Only the seed set's CA is rotated (not the kubeadm profile's three CAs),
+    and only a CA k8s-helper created. See the formula's docs/ca-rotation.md.
+
+    cluster_tag : default
+        Which cluster's set.
+    stage : status
+        status, prepare, trust, reissue, finish or abort.
+    keep_keys : True
+        reissue: keep each leaf's key (the apiserver's key also verifies
+        service-account tokens unless a dedicated pair is used: a new one
+        would invalidate every token). ``False`` makes new keys.
+    key_type : the current CA's
+        prepare: the new CA's key type (rsa-2048, rsa-3072, rsa-4096,
+        ecdsa-p256, ecdsa-p384).
+    ca_days : 3650
+        prepare: how long the new CA is valid.
+    days : 365
+        reissue: how long the reissued leaves are valid.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run k8s-helper.rotate_ca cluster_tag=prod
+        salt-run k8s-helper.rotate_ca cluster_tag=prod stage=prepare
+        salt-run k8s-helper.rotate_ca cluster_tag=prod stage=trust
+        salt-run k8s-helper.rotate_ca cluster_tag=prod stage=reissue
+        salt-run k8s-helper.rotate_ca cluster_tag=prod stage=finish
+    """
+    _reject_unknown(kwargs)
+    tag = k8s_pki.check_cluster_tag(cluster_tag)
+    stage = k8s_pki.check_rotation_stage(stage, ("status", *k8s_pki.ROTATION_STAGES))
+    keep = k8s_pki.check_bool(keep_keys, "keep_keys")
+    new_key_type = None if key_type in (None, "") else k8s_pki.check_key_type(key_type)
+    ca_validity = k8s_pki.check_days(ca_days, "ca_days")
+    leaf_days = k8s_pki.check_days(days, "days")
+    specs = k8s_pki.seed_specs()
+    directory = os.path.join(_pki_root(), tag)
+    ret = {"cluster_tag": tag, "stage": stage}
+    if stage == "status":
+        status = k8s_pki.rotation_status(k8s_pki.read_rotation(directory, specs))
+        ret.update(changed=False, state=status["state"], status=status)
+        ret["message"] = f"rotation {status['state']}: {status['explain']}"
+        return ret
+    before, after, plan, backup = k8s_pki.rotate_ca(
+        _pki_root(),
+        tag,
+        specs,
+        stage,
+        key_type=new_key_type,
+        ca_days=ca_validity,
+        leaf_days=leaf_days,
+        keep_keys=keep,
+    )
+    status = k8s_pki.rotation_status(k8s_pki.read_rotation(directory, specs))
+    ret.update(state_before=before, state=after, changed=plan is not None)
+    if plan is None:
+        ret["message"] = f"stage={stage}: nothing to do, the rotation is {after}"
+    else:
+        ret["message"] = f"stage={stage}: {before} -> {after}; {_ROTATION_NEXT[after]}"
+        ret.update(k8s_pki.describe_plan(plan, backup))
+    ret["status"] = status
+    log.info("k8s-helper: cluster %s rotate_ca %s: %s -> %s", tag, stage, before, after)
     return ret
 
 
@@ -561,7 +684,7 @@ def _public_keys(client, observed, reference, timeout):
 
 
 @_refusals_exit_nonzero
-def verify(cluster_tag="default", tgt=None, tgt_type="glob", timeout=None, **kwargs):
+def verify(cluster_tag="default", tgt=None, tgt_type="glob", timeout=None, table=True, **kwargs):
     """
     Compare the certificates on the targeted minions with the master's set, path by path.
 
@@ -590,6 +713,9 @@ def verify(cluster_tag="default", tgt=None, tgt_type="glob", timeout=None, **kwa
         pillar_pcre, pillar_exact, nodegroup, range, compound, ipcidr.
     timeout : the master's ``timeout`` option
         Seconds to wait for the minions.
+    table : True
+        Print a table. ``False`` returns the report as plain data (for an
+        orchestration's ``salt.runner`` step, see ``check_expiration``).
 
     CLI Example:
 
@@ -601,6 +727,7 @@ def verify(cluster_tag="default", tgt=None, tgt_type="glob", timeout=None, **kwa
     """
     _reject_unknown(kwargs)
     tag = k8s_pki.check_cluster_tag(cluster_tag)
+    tabled = k8s_pki.check_bool(table, "table")
     if not isinstance(tgt, str | list) or not tgt:
         raise k8s_pki.InputError("tgt: give the minions to check, e.g. tgt='k8s-*'")
     if tgt_type not in TGT_TYPES:
@@ -656,4 +783,4 @@ def verify(cluster_tag="default", tgt=None, tgt_type="glob", timeout=None, **kwa
         "summary_line": line,
         "retcode": 1 if summary["problems"] else 0,
     }
-    return {"outputter": _TABLE, "data": data}
+    return {"outputter": _TABLE, "data": data} if tabled else data

@@ -15,9 +15,10 @@ Minion-side checks for the Kubernetes certificates this formula lays down.
 
 ``k8s_certs.trusted``
     Makes sure the system trust bundle holds the CA certificate(s) of an anchor
-    file, running the OS's refresh command (``update-ca-certificates``,
-    ``update-ca-trust extract``) only when it does not, and checking the bundle
-    again afterwards.
+    file, and nothing the anchor held before: runs the OS's refresh command
+    (``update-ca-certificates``, ``update-ca-trust extract``) when a CA is
+    missing from the bundle or the anchor changed after the bundle was last
+    built, and checks the bundle again afterwards.
 
 The PKI logic lives in the formula's ``_utils/k8s_pki.py``; run
 ``saltutil.sync_all`` (or ``sync_states`` + ``sync_utils``) so minions have both.
@@ -192,7 +193,10 @@ def trusted(name, bundle, refresh):
         The command that rebuilds the bundle, e.g. ``update-ca-certificates``.
 
     Nothing runs when the bundle already holds every certificate of the
-    anchor. Otherwise the command runs once and the bundle is checked again.
+    anchor and was built after the anchor was last written. Otherwise the
+    command runs once and the bundle is checked again. The second condition
+    matters when a CA leaves the anchor (the end of a CA rotation): every CA
+    still in it is already in the bundle, but so is the one that left.
 
     .. code-block:: yaml
 
@@ -222,15 +226,28 @@ def trusted(name, bundle, refresh):
         data = k8s_pki.read_file(bundle) or b""
         return [k8s_pki.fingerprint(ca) for ca in cas if not k8s_pki.bundle_has(data, ca)]
 
+    def older():
+        """Was the bundle built before the anchor's current content was written?"""
+        try:
+            return os.stat(bundle).st_mtime_ns < os.stat(name).st_mtime_ns
+        except FileNotFoundError:
+            return False  # no bundle: missing() says so
+
     absent = missing()
-    if not absent:
+    stale = not absent and older()
+    if not absent and not stale:
         ret["result"] = True
         ret["comment"] = f"{bundle} holds the CA of {name} (sha256 {', '.join(fingerprints)})"
         return ret
+    why = (
+        f"{bundle} lacks sha256 {', '.join(absent)}"
+        if absent
+        else f"{name} changed after {bundle} was built (a CA may have left it)"
+    )
     if __opts__.get("test"):
         ret["result"] = None
         ret["changes"] = {"refresh": refresh, "bundle": bundle, "adds": absent}
-        ret["comment"] = f"{refresh} would run: {bundle} lacks sha256 {', '.join(absent)}"
+        ret["comment"] = f"{refresh} would run: {why}"
         return ret
     result = __salt__["cmd.run_all"](shlex.split(refresh), python_shell=False)
     log.debug("k8s_certs.trusted: %s exited %s", refresh, result["retcode"])
@@ -242,7 +259,10 @@ def trusted(name, bundle, refresh):
     if still:
         ret["comment"] = f"{refresh} ran, yet {bundle} still lacks sha256 {', '.join(still)}"
         return ret
+    if older():
+        ret["comment"] = f"{refresh} ran, yet {bundle} is still older than {name}"
+        return ret
     ret["result"] = True
     ret["changes"] = {"refresh": refresh, "bundle": bundle, "added": absent}
-    ret["comment"] = f"Ran {refresh}; {bundle} now holds the CA of {name}"
+    ret["comment"] = f"Ran {refresh} ({why}); {bundle} now holds the CA of {name}"
     return ret

@@ -57,6 +57,12 @@ BACKUP_DIR = "backup"
 # accept them at once.
 BACKDATE = datetime.timedelta(minutes=5)
 
+# Actions of a CA item whose files a rotation rewrites from certificates and
+# keys it already has (nothing to generate): "rebundled" rewrites <name>.crt
+# (another trust bundle, same CA and key); "rotated" puts the next CA and its
+# key in place of the current ones.
+CA_FILE_ACTIONS = ("rebundled", "rotated")
+
 CERT_MODE = 0o644
 KEY_MODE = 0o600
 DIR_MODE = 0o700
@@ -344,6 +350,14 @@ def load_cert(data, what="certificate"):
         return x509.load_pem_x509_certificate(data)
     except ValueError as err:
         raise PKIError(f"{what}: not a PEM certificate ({err})") from None
+
+
+def load_der_cert(data, what="certificate"):
+    """A certificate in DER (what ``ssl.SSLSocket.getpeercert(True)`` gives)."""
+    try:
+        return x509.load_der_x509_certificate(data)
+    except ValueError as err:
+        raise PKIError(f"{what}: not a DER certificate ({err})") from None
 
 
 def load_certs(data, what="certificate"):
@@ -1001,6 +1015,9 @@ class Item:
     file_bytes: bytes | None = None  # a KubeconfigSpec's whole file
     kubeconfig: Kubeconfig | None = None
     external: bool = False  # a CA found here that k8s-helper did not create
+    # Every certificate of <name>.crt when it holds more than one (a CA's trust
+    # bundle during a rotation); ``cert`` is then the one ``key`` belongs to.
+    bundle: list = field(default_factory=list)
 
     @property
     def present(self):
@@ -1021,10 +1038,13 @@ class Plan:
     items: dict = field(default_factory=dict)
     backup: bool = False
     specs: dict = field(default_factory=dict)
+    # Files of the folder (relative paths) the new set leaves out: they remain
+    # only in the backup (e.g. ca.next.crt/.key once a rotation promoted them).
+    drop: set = field(default_factory=set)
 
     @property
     def changed(self):
-        return any(item.action != "reused" for item in self.items.values())
+        return bool(self.drop) or any(item.action != "reused" for item in self.items.values())
 
 
 def read_file(path):
@@ -1045,13 +1065,22 @@ def read_pair(directory, name):
     )
     try:
         if item.cert_bytes is not None:
-            item.cert = load_cert(item.cert_bytes, f"{name}.crt")
+            certs = load_certs(item.cert_bytes, f"{name}.crt")
+            item.cert = certs[0]
+            if len(certs) > 1:
+                item.bundle = certs
         if item.key_bytes is not None:
             item.key = load_key(item.key_bytes, f"{name}.key", validate=False)
     except PKIError as err:
         raise SetError(f"{directory}: {err}") from None
-    if item.cert is not None and item.key is not None and not key_matches(item.cert, item.key):
-        raise SetError(f"{directory}: {name}.key does not belong to {name}.crt")
+    if item.cert is not None and item.key is not None:
+        # In a bundle the key's own certificate may be any of them (a CA
+        # rotation puts it first, but a bundle made by hand need not).
+        own = [cert for cert in item.bundle or [item.cert] if key_matches(cert, item.key)]
+        if not own:
+            what = f"any certificate of {name}.crt" if item.bundle else f"{name}.crt"
+            raise SetError(f"{directory}: {name}.key does not belong to {what}")
+        item.cert = own[0]
     return item
 
 
@@ -1157,7 +1186,7 @@ def _leaf_drift(item, spec, ca, renew_before_days, now):
     """Why the leaf must be issued again, or "" when it is fine as it is."""
     if item.cert is None or item.key is None:
         return "missing"
-    if ca.action != "reused" or not signed_by(item.cert, ca.cert):
+    if ca.action == "generated" or not signed_by(item.cert, ca.cert):
         return f"not signed by the current {spec.issuer}"
     if not satisfies(item.cert, spec):
         return "names or usages differ from those requested"
@@ -1216,6 +1245,7 @@ def plan_set(
     keep_keys=False,
     renew_before_days=DEFAULT_RENEW_BEFORE_DAYS,
     now=None,
+    cas=None,
 ):
     """Decide, without writing anything, which pairs to keep and which to issue.
 
@@ -1228,6 +1258,10 @@ def plan_set(
     otherwise, and a set whose CA cannot be used is an error.  ``renew`` may
     only name leaves of the set.  Whenever an existing pair is replaced, the
     plan asks for a backup of the folder first.
+
+    ``cas`` maps CA names to items the caller has already decided (a CA
+    rotation: a trust bundle rewritten, or the next CA put in place); the
+    leaves are then judged against those.
     """
     now = now or datetime.datetime.now(datetime.timezone.utc)
     for name in renew:
@@ -1255,6 +1289,10 @@ def plan_set(
 
     for name, spec in specs.items():
         item = found[name]
+        if isinstance(spec, CASpec) and cas and name in cas:
+            plan.items[name] = cas[name]
+            plan.backup = plan.backup or cas[name].action != "reused"
+            continue
         if isinstance(spec, CASpec):
             signs = [n for n, s in specs.items() if getattr(s, "issuer", None) == name]
             if not item.present and not any(found[n].present for n in signs):
@@ -1308,7 +1346,7 @@ def _fill(plan, specs, key_type, ca_days, leaf_days, now):
     """Make the keys and certificates the plan asks for (CAs come first in ``specs``)."""
     for name, spec in specs.items():
         item = plan.items[name]
-        if item.action == "reused":
+        if item.action in ("reused", *CA_FILE_ACTIONS):
             continue
         if item.action == "generated":
             item.key = new_key(key_type or item.key_type or DEFAULT_KEY_TYPE)
@@ -1334,7 +1372,7 @@ def _fill(plan, specs, key_type, ca_days, leaf_days, now):
 def _outputs(item, spec):
     """(relative path, bytes, mode, kept) for each file of ``item``; kept = linked as it is."""
     kept = item.action == "reused"
-    key_kept = item.action in ("reused", "reissued")
+    key_kept = item.action in ("reused", "reissued", "rebundled")
     if isinstance(spec, KubeconfigSpec):
         rows = [(item.name, item.file_bytes, KEY_MODE, kept)]
     elif isinstance(spec, KeyPairSpec):
@@ -1494,7 +1532,7 @@ def _stage(plan, staging, now):
                 written.append(path)
     if os.path.isdir(target):  # files the set does not name (yet) are the user's: keep them
         for rel in _files(target):
-            if rel not in planned:
+            if rel not in planned and rel not in plan.drop:
                 _link(os.path.join(target, rel), os.path.join(staging, rel))
     _flush(staging, written)
     return backup and os.path.join(target, backup)
@@ -1551,18 +1589,29 @@ def ensure_set(
         )
         if not plan.changed:
             return plan, None
-        _fill(plan, specs, key_type, ca_days, leaf_days, now)
-        made = {
-            fingerprint(plan.items[name].cert): name
-            for name, spec in specs.items()
-            if isinstance(spec, CASpec) and plan.items[name].action == "generated"
-        }
-        if made:
-            _record_created(directory, made)
-        staging, old = _scratch(pki_root, cluster_tag)
-        backup = _stage(plan, staging, now)
-        _commit(staging, old, directory)
+        backup = write_plan(pki_root, cluster_tag, plan, key_type, ca_days, leaf_days, now)
         return plan, backup
+
+
+def write_plan(pki_root, cluster_tag, plan, key_type, ca_days, leaf_days, now):
+    """Make what ``plan`` asks for and swap the new folder in; returns the backup's path.
+
+    The one writer of a set: :func:`ensure_set` and the CA rotation both end
+    here.  The caller holds :func:`locked` and made ``plan`` under it.
+    """
+    specs = plan.specs
+    _fill(plan, specs, key_type, ca_days, leaf_days, now)
+    made = {
+        fingerprint(plan.items[name].cert): name
+        for name, spec in specs.items()
+        if isinstance(spec, CASpec) and plan.items[name].action == "generated"
+    }
+    if made:
+        _record_created(plan.directory, made)
+    staging, old = _scratch(pki_root, cluster_tag)
+    backup = _stage(plan, staging, now)
+    _commit(staging, old, plan.directory)
+    return backup
 
 
 def describe_plan(plan, backup=None):
@@ -1582,20 +1631,26 @@ def describe_plan(plan, backup=None):
         }
         if item.external:
             files[f"{item.name}.crt"]["external"] = True
+        if item.bundle:
+            # The file is a trust bundle: every CA it holds, the key's own first.
+            files[f"{item.name}.crt"]["bundle"] = [fingerprint(cert) for cert in item.bundle]
         if item.key is not None:
             files[f"{item.name}.key"] = {
                 "path": key_path,
-                "action": "reused" if item.action == "reissued" else item.action,
+                "action": "reused" if item.action in ("reissued", "rebundled") else item.action,
                 "public_key_sha256": public_key_fingerprint(item.key.public_key()),
             }
         if item.reason:
             files[f"{item.name}.crt"]["reason"] = item.reason
-    return {
+    described = {
         "directory": plan.directory,
         "changed": plan.changed,
         "backup": backup,
         "files": files,
     }
+    if plan.drop:  # files the new folder left out (kept in the backup)
+        described["removed"] = sorted(plan.drop)
+    return described
 
 
 def _describe_other(directory, item, spec):
@@ -1794,6 +1849,362 @@ def renew_set(
         if reason and plan.items[name].reason == "renewal requested":
             plan.items[name].reason = reason
     return plan, backup
+
+
+# --------------------------------------------------------------------------
+# CA rotation: a new CA beside the old one, trusted everywhere, then in use
+#
+# The cluster folder says where a rotation stands; nothing else is recorded:
+#
+#   idle      ca.crt holds one CA, the one ca.key belongs to
+#   prepared  + ca.next.crt / ca.next.key: the new CA, not handed out yet
+#   trusted   ca.crt = current CA + new CA (the key still the current one's)
+#   reissued  ca.crt = new CA + the old one(s), ca.key the new CA's key, the
+#             leaves signed by the new CA, no ca.next.* any more
+#
+# and back to idle (ca.crt = the new CA alone) when the rotation finishes.
+# In every state the first certificate of ca.crt is the one ca.key belongs to:
+# the CA that signs, so generate_certs and renew keep working in between.
+# --------------------------------------------------------------------------
+
+NEXT_CA = "ca.next"
+ROTATION_STAGES = ("prepare", "trust", "reissue", "finish", "abort")
+ROTATION_STATES = ("idle", "prepared", "trusted", "reissued")
+#: the stage that moves a rotation on from each state
+NEXT_STAGE = {"idle": "prepare", "prepared": "trust", "trusted": "reissue", "reissued": "finish"}
+_STAGE_REACHES = {"prepare": "prepared", "trust": "trusted", "reissue": "reissued"}
+
+
+def check_rotation_stage(value, allowed=ROTATION_STAGES):
+    stage = value.strip().lower() if isinstance(value, str) else value
+    if stage not in allowed:
+        raise InputError(f"stage: {value!r} is not one of {', '.join(allowed)}")
+    return stage
+
+
+@dataclass
+class Rotation:
+    """Where a cluster's CA rotation stands, as read from its folder."""
+
+    directory: str
+    state: str
+    ca: Item  # the signing CA: ``cert`` is ca.key's certificate, ``bundle`` all of ca.crt
+    next: Item | None  # ca.next.crt/.key when there
+    old: list  # the CA certificates of ca.crt other than the signing one
+    leaves: dict  # leaf name -> Item
+
+    def signer(self, cert):
+        """Which CA of the rotation signed ``cert``: "current", "old", "next" or ""."""
+        if signed_by(cert, self.ca.cert):
+            return "current"
+        if any(signed_by(cert, ca) for ca in self.old):
+            return "old"
+        if self.next is not None and signed_by(cert, self.next.cert):
+            return "next"
+        return ""
+
+
+def _next_ca_name(cert):
+    """The new CA's common name: the current one's with a generation number
+    (kubernetes-ca -> kubernetes-ca-2 -> kubernetes-ca-3), so the two CAs of a
+    bundle are told apart at a glance."""
+    cns = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    name = cns[0] if cns else "kubernetes-ca"
+    match = re.match(r"^(.*)-(\d+)$", name)
+    base, generation = (match.group(1), int(match.group(2))) if match else (name, 1)
+    return f"{base}-{generation + 1}"[:64]
+
+
+def read_rotation(directory, specs):
+    """Read a seed set's CA, its next CA and its leaves; :class:`SetError` if unusable."""
+    if not os.path.isdir(directory):
+        raise SetError(f"{directory}: no certificate set here; run generate_certs first")
+    others = [n for n, sp in specs.items() if isinstance(sp, CASpec) and n != "ca"]
+    if others or os.path.exists(os.path.join(directory, "front-proxy-ca.crt")):
+        raise SetError(
+            f"{directory}: CA rotation handles the seed set's single CA (ca.crt); this set "
+            "has more CAs (the kubeadm profile), which rotate_ca does not rotate"
+        )
+    ca = read_pair(directory, "ca")
+    if ca.cert is None or ca.key is None:
+        missing = "ca.crt" if ca.cert is None else "ca.key"
+        raise SetError(f"{directory}: {missing} is missing; there is no CA to rotate")
+    if fingerprint(ca.cert) not in created_cas(directory):
+        raise SetError(
+            f"{directory}: ca.crt is a CA k8s-helper did not create; rotate it with whatever "
+            "made it (rotate_ca only replaces a CA it made itself)"
+        )
+    nxt = read_pair(directory, NEXT_CA)
+    if not nxt.present:
+        nxt = None
+    elif nxt.cert is None or nxt.key is None:
+        missing = f"{NEXT_CA}.crt" if nxt.cert is None else f"{NEXT_CA}.key"
+        raise SetError(
+            f"{directory}: {missing} is missing while the other half of the new CA is there; "
+            "restore it from backup/, or remove both and run stage=prepare again"
+        )
+    elif nxt.bundle or not is_ca(nxt.cert):
+        raise SetError(f"{directory}: {NEXT_CA}.crt must hold exactly one CA certificate")
+    old = [cert for cert in ca.bundle if cert != ca.cert]
+    leaves = {}
+    for name, spec in specs.items():
+        if isinstance(spec, CASpec):
+            continue
+        leaves[name] = read_pair(directory, name)
+        if leaves[name].cert is None:
+            raise SetError(
+                f"{directory}: {name}.crt is missing; generate_certs issues it before a rotation"
+            )
+    if nxt is None:
+        state = "reissued" if old else "idle"
+    elif not old:
+        state = "prepared"
+    elif nxt.cert in old:
+        state = "trusted"
+    else:
+        raise SetError(
+            f"{directory}: ca.crt holds several CAs, but not {NEXT_CA}.crt: this is no state a "
+            "rotation leaves; restore the folder from backup/"
+        )
+    return Rotation(directory, state, ca, nxt, old, leaves)
+
+
+def rotation_status(rotation, now=None):
+    """A plain dict about a rotation: state, CAs, who signed each leaf, what comes next."""
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+
+    def ca_info(cert):
+        return {**describe_cert(cert), "days_left": int(days_left(cert, now))}
+
+    leaves = {}
+    for name, item in rotation.leaves.items():
+        signer = rotation.signer(item.cert)
+        leaves[f"{name}.crt"] = {
+            "sha256": fingerprint(item.cert),
+            "issuer": item.cert.issuer.rfc4514_string(),
+            "signed_by": f"{signer} CA" if signer else "no CA of this set",
+        }
+    explain = {
+        "idle": "no rotation in progress; stage=prepare starts one",
+        "prepared": "the new CA is made (ca.next.crt) and handed out to no host yet; "
+        "stage=trust puts it into ca.crt beside the current one",
+        "trusted": "ca.crt trusts the current and the new CA; roll it out to every host, "
+        "then stage=reissue signs the leaves with the new CA",
+        "reissued": "the new CA signs; ca.crt still trusts the old one too. Once every host "
+        "runs with the reissued certificates, stage=finish drops the old CA",
+    }[rotation.state]
+    return {
+        "directory": rotation.directory,
+        "state": rotation.state,
+        "next_stage": NEXT_STAGE[rotation.state] if rotation.state != "idle" else None,
+        "explain": explain,
+        "signing_ca": ca_info(rotation.ca.cert),
+        "trusted_cas": [ca_info(cert) for cert in rotation.ca.bundle or [rotation.ca.cert]],
+        "next_ca": ca_info(rotation.next.cert) if rotation.next else None,
+        "leaves": leaves,
+    }
+
+
+def _rotation_specs(rotation, specs, with_next):
+    """The set's members as they stand (leaves as their certificates say), for planning."""
+    out = {"ca": specs["ca"]}
+    if with_next:  # kept as it is: its spec is never used to issue anything
+        out[NEXT_CA] = spec_from_ca(rotation.next.cert)
+    for name, spec in specs.items():
+        if not isinstance(spec, CASpec):
+            out[name] = spec_from_cert(rotation.leaves[name].cert, spec.issuer)
+    return out
+
+
+class RotationRefused(PKIError):
+    """A stage asked for out of order; the message says which stage comes first."""
+
+
+def rotate_ca(
+    pki_root,
+    cluster_tag,
+    specs,
+    stage,
+    *,
+    key_type=None,
+    ca_days=DEFAULT_CA_DAYS,
+    leaf_days=DEFAULT_LEAF_DAYS,
+    keep_keys=True,
+    now=None,
+):
+    """Move the CA rotation of a seed set on by one stage (see the comment above).
+
+    ``prepare``: make the new CA as ca.next.crt/.key.  ``trust``: ca.crt
+    becomes current + new.  ``reissue``: the new CA takes ca.key, ca.crt
+    becomes new + old, every leaf is issued again from the new CA (with its
+    own key unless ``keep_keys=False``).  ``finish``: ca.crt holds the new CA
+    alone.  ``abort`` (before reissue): back to the current CA alone, the new
+    one dropped.  A stage already done changes nothing; one asked for too early
+    raises :class:`RotationRefused` saying what must come first.  Every write
+    goes through :func:`write_plan` under the cluster's lock, after a backup.
+
+    Returns ``(before, after, plan_or_None, backup)``: the state names before
+    and after, the plan written (None when nothing changed), the backup path.
+    """
+    stage = check_rotation_stage(stage)
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    directory = os.path.join(pki_root, cluster_tag)
+    with locked(pki_root, cluster_tag):
+        rot = read_rotation(directory, specs)
+        before = rot.state
+        order = ROTATION_STATES.index(before)
+        plan = None
+        if stage in _STAGE_REACHES and order >= ROTATION_STATES.index(_STAGE_REACHES[stage]):
+            return before, before, None, None  # done already
+        if stage == "prepare":
+            plan = _plan_prepare(rot, specs, now)
+        elif stage == "trust":
+            if before == "idle":
+                raise RotationRefused(
+                    "stage=trust: there is no new CA yet; run stage=prepare first"
+                )
+            plan = _plan_trust(rot, specs, now)
+        elif stage == "reissue":
+            if before == "idle":
+                raise RotationRefused(
+                    "stage=reissue: no rotation in progress; start with stage=prepare"
+                )
+            if before != "trusted":
+                raise RotationRefused(
+                    "stage=reissue: the new CA is not in ca.crt yet, so hosts would refuse "
+                    "certificates it signs; run stage=trust and roll ca.crt out to every host first"
+                )
+            plan = _plan_reissue(rot, specs, keep_keys, now)
+        elif stage == "finish":
+            if before == "idle":
+                return before, before, None, None  # nothing to finish: done already
+            if before != "reissued":
+                raise RotationRefused(
+                    f"stage=finish: the rotation is only {before}; the leaves are still signed "
+                    "by the current CA, so dropping it would break every host. Next: "
+                    f"stage={NEXT_STAGE[before]}"
+                )
+            stale = [
+                f"{n}.crt" for n, item in rot.leaves.items() if rot.signer(item.cert) != "current"
+            ]
+            if stale:
+                raise RotationRefused(
+                    f"stage=finish: {', '.join(stale)} not signed by the new CA yet; run "
+                    "stage=reissue (and roll the result out) before dropping the old CA"
+                )
+            plan = _plan_finish(rot, specs, now)
+        else:  # abort
+            if before == "idle":
+                return before, before, None, None
+            if before == "reissued":
+                raise RotationRefused(
+                    "stage=abort: the leaves are already signed by the new CA; a rotation can "
+                    "only be abandoned before stage=reissue (finish it instead)"
+                )
+            plan = _plan_abort(rot, specs, now)
+        # key_type is the new CA's (prepare); new leaf keys keep their own types.
+        new_ca_key = (key_type or key_type_of(rot.ca.key)) if stage == "prepare" else None
+        backup = write_plan(pki_root, cluster_tag, plan, new_ca_key, ca_days, leaf_days, now)
+        after = read_rotation(directory, specs).state
+        return before, after, plan, backup
+
+
+def _rotation_ca_item(cert, key_item, bundle, action, reason):
+    """The "ca" pair as a stage leaves it: ``cert`` signs (``key_item`` holds its
+    key), ca.crt = ``cert`` followed by the other CAs of ``bundle``."""
+    certs = [cert, *(other for other in bundle if other != cert)]
+    return Item(
+        "ca",
+        cert=cert,
+        key=key_item.key,
+        cert_bytes=b"".join(cert_pem(c) for c in certs),
+        key_bytes=key_item.key_bytes,
+        action=action,
+        reason=reason,
+        bundle=certs if len(certs) > 1 else [],
+    )
+
+
+def spec_from_ca(cert):
+    """The CASpec an existing CA certificate satisfies (its names)."""
+    cns = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    orgs = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
+    return CASpec(common_name=cns[0] if cns else "", organizations=tuple(orgs))
+
+
+def _plan_prepare(rot, specs, now):
+    members = _rotation_specs(rot, specs, with_next=False)
+    current = spec_from_ca(rot.ca.cert)
+    ca_spec = CASpec(_next_ca_name(rot.ca.cert), current.organizations)
+    members = {"ca": members.pop("ca"), NEXT_CA: ca_spec, **members}
+    plan = plan_set(rot.directory, members, renew_before_days=0, now=now)
+    plan.items[NEXT_CA].reason = "the new CA of a rotation (not handed out yet)"
+    return plan
+
+
+def _plan_trust(rot, specs, now):
+    ca = _rotation_ca_item(
+        rot.ca.cert,
+        rot.ca,
+        [rot.ca.cert, rot.next.cert],
+        "rebundled",
+        "trust bundle: the current CA, then the new one",
+    )
+    members = _rotation_specs(rot, specs, with_next=True)
+    return plan_set(rot.directory, members, renew_before_days=0, now=now, cas={"ca": ca})
+
+
+def _plan_reissue(rot, specs, keep_keys, now):
+    ca = _rotation_ca_item(
+        rot.next.cert,
+        rot.next,
+        [rot.next.cert, *rot.ca.bundle],
+        "rotated",
+        "the new CA signs from now on; ca.crt still trusts the old one",
+    )
+    ca.key_checked = False
+    members = _rotation_specs(rot, specs, with_next=False)
+    plan = plan_set(
+        rot.directory, members, keep_keys=keep_keys, renew_before_days=0, now=now, cas={"ca": ca}
+    )
+    for item in plan.items.values():
+        if item.name != "ca" and item.action != "reused":
+            kept = "same key" if item.action == "reissued" else "new key"
+            item.reason = f"signed by the old CA; issued again by the new one ({kept})"
+    plan.drop |= {f"{NEXT_CA}.crt", f"{NEXT_CA}.key"}
+    plan.backup = True
+    return plan
+
+
+def _plan_finish(rot, specs, now):
+    dropped = ", ".join(fingerprint(cert) for cert in rot.old)
+    ca = _rotation_ca_item(
+        rot.ca.cert,
+        rot.ca,
+        [rot.ca.cert],
+        "rebundled",
+        f"old CA dropped from ca.crt: sha256 {dropped}",
+    )
+    members = _rotation_specs(rot, specs, with_next=False)
+    return plan_set(rot.directory, members, renew_before_days=0, now=now, cas={"ca": ca})
+
+
+def _plan_abort(rot, specs, now):
+    members = _rotation_specs(rot, specs, with_next=False)
+    cas = None
+    if rot.old:
+        ca = _rotation_ca_item(
+            rot.ca.cert,
+            rot.ca,
+            [rot.ca.cert],
+            "rebundled",
+            "rotation abandoned: the new CA left ca.crt",
+        )
+        cas = {"ca": ca}
+    plan = plan_set(rot.directory, members, renew_before_days=0, now=now, cas=cas)
+    plan.drop |= {f"{NEXT_CA}.crt", f"{NEXT_CA}.key"}
+    plan.backup = True
+    return plan
 
 
 # Files an expiry report reads: PEM certificates (one or a bundle) and
@@ -2170,6 +2581,17 @@ def _check_cert(info, ref, now):
         if same
         else f"minion sha256 {', '.join(seen)}; master sha256 {', '.join(ref['fingerprints'])}"
     )
+    if not same and (len(seen) > 1 or len(ref["fingerprints"]) > 1):
+        # A CA bundle (a rotation under way): say what is missing or left over.
+        lacks = [fp for fp in ref["fingerprints"] if fp not in seen]
+        extra_cas = [fp for fp in seen if fp not in ref["fingerprints"]]
+        parts = [f"lacks {_short_fp(fp)}" for fp in lacks]
+        parts += [
+            f"still holds {_short_fp(fp)}, which the master's no longer does" for fp in extra_cas
+        ]
+        if not parts:
+            parts = ["the same certificates in another order"]
+        compare = f"{'; '.join(parts)} ({compare})"
     dead = [cert for cert in certs if days_left(cert, now) <= 0]
     if dead:
         when = _iso(dead[0].not_valid_after_utc)

@@ -12,6 +12,7 @@ of every client certificate it accepted, so a test can tell who connected.
 
 import http.server
 import json
+import os
 import ssl
 import threading
 
@@ -51,20 +52,58 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 class TLSServer:
-    """HTTPS on 127.0.0.1 (a free port), client certificates required."""
+    """HTTPS on 127.0.0.1 (``port``, or a free one), client certificates required.
 
-    def __init__(self, cert_file, key_file, client_ca_file):
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(str(cert_file), str(key_file))
-        context.load_verify_locations(cafile=str(client_ca_file))
-        context.verify_mode = ssl.CERT_REQUIRED
+    With ``reload=True`` the three files are read again at each handshake when
+    they changed (and kept as they were while they are missing or do not
+    load): like an apiserver that its kubelet restarted with the files on its
+    host's disk.
+    """
+
+    handler = _Handler
+
+    def __init__(self, cert_file, key_file, client_ca_file, port=0, reload=False):
+        self._files = tuple(str(f) for f in (cert_file, key_file, client_ca_file))
+        self._stamp = self._stamps()
+        context = self._context()
+        if reload:
+            context.sni_callback = self._sni
+        self._current = context
         self.clients = []
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), self.handler)
         self.httpd.owner = self
         self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
         self.port = self.httpd.server_address[1]
         self.url = f"https://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        # A short poll: shutdown() waits for it (0.5 s by default, per server).
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    def _stamps(self):
+        try:
+            return tuple(os.stat(f).st_mtime_ns for f in self._files)
+        except FileNotFoundError:
+            return None
+
+    def _context(self):
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self._files[0], self._files[1])
+        context.load_verify_locations(cafile=self._files[2])
+        context.verify_mode = ssl.CERT_REQUIRED
+        return context
+
+    def _sni(self, conn, server_name, context):
+        stamp = self._stamps()
+        if stamp is not None and stamp != self._stamp:
+            try:
+                fresh = self._context()
+            except (OSError, ssl.SSLError):
+                fresh = None  # half written: keep serving what was there
+            if fresh is not None:
+                fresh.sni_callback = self._sni
+                self._current, self._stamp = fresh, stamp
+        conn.context = self._current
 
     def __enter__(self):
         self._thread.start()
@@ -104,3 +143,25 @@ def kubeconfig(path, server, ca_file, cert_file, key_file, server_name):
     }
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def https_get(port, path, ca_file, cert_file, key_file, server_name, host="127.0.0.1"):
+    """GET ``path`` from ``host:port`` with Python's ssl: the server's certificate
+    checked against ``ca_file`` (one CA or a bundle) and ``server_name``, our
+    client certificate presented.  Returns (status, body); raises ssl.SSLError /
+    OSError when the handshake is refused."""
+    import socket
+
+    context = ssl.create_default_context(cafile=str(ca_file))
+    context.load_cert_chain(str(cert_file), str(key_file))
+    request = f"GET {path} HTTP/1.1\r\nHost: {server_name}\r\nConnection: close\r\n\r\n"
+    with (
+        socket.create_connection((host, port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=server_name) as conn,
+    ):
+        conn.sendall(request.encode())
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body.decode()

@@ -255,3 +255,64 @@ def test_reference_refuses_an_incomplete_set(tmp_path):
     (tmp_path / "d/server.key").unlink()
     with pytest.raises(k8s_pki.SetError, match=r"server\.key: missing on the master"):
         k8s_pki.verify_reference(str(tmp_path / "d"))
+
+
+# --------------------------------------------------------------------------
+# A CA rotation under way: ca.crt is a bundle on the master
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rotating(tmp_path_factory):
+    """A set in each rotation state: {state: folder copy}."""
+    import shutil
+
+    pki = tmp_path_factory.mktemp("rot")
+    specs = k8s_pki.seed_specs()
+    k8s_pki.ensure_set(pki, "r", specs, key_type="ecdsa-p256")
+    out = {"idle": tmp_path_factory.mktemp("idle")}
+    shutil.copytree(pki / "r", out["idle"], dirs_exist_ok=True)
+    stages = (("prepare", "prepared"), ("trust", "trusted"), ("reissue", "reissued"))
+    for stage, state in (*stages, ("finish", "finished")):
+        k8s_pki.rotate_ca(pki, "r", specs, stage)
+        out[state] = tmp_path_factory.mktemp(state)
+        shutil.copytree(pki / "r", out[state], dirs_exist_ok=True)
+    return out
+
+
+def test_a_bundle_laid_down_matches(rotating):
+    for state in ("trusted", "reissued"):
+        reference = k8s_pki.verify_reference(str(rotating[state]))
+        assert len(reference["ca.crt"]["fingerprints"]) == 2
+        assert len(reference["ca.crt"]["patterns"]) == 2
+        seen = observed_from(rotating[state])
+        seen["bundle"]["holds"] = [True, True]
+        checks = by_id(k8s_pki.verify_host(seen, reference, NOW))
+        assert all(c["status"] in k8s_pki.VERIFY_OK for c in checks.values()), checks
+
+
+def test_a_host_without_the_bundle_yet_differs_and_says_which_ca_it_lacks(rotating):
+    reference = k8s_pki.verify_reference(str(rotating["trusted"]))
+    seen = observed_from(rotating["idle"])  # not rolled out yet: the old CA alone
+    seen["bundle"]["holds"] = [True, False]
+    checks = by_id(k8s_pki.verify_host(seen, reference, NOW))
+    new = reference["ca.crt"]["fingerprints"][1]
+    for ident in ("ca.crt", "kubelet-ca.crt", "trust-anchor"):
+        assert checks[ident]["status"] == "differs"
+        assert checks[ident]["detail"].startswith(f"lacks {new[:23]}...")
+    assert checks["trust-bundle"]["status"] == "differs"
+    assert new in checks["trust-bundle"]["detail"]
+    assert checks["kubecfg.crt"]["status"] == "match"  # the leaves did not change
+
+
+def test_after_finish_a_host_still_holding_the_old_ca_differs(rotating):
+    reference = k8s_pki.verify_reference(str(rotating["finished"]))
+    seen = observed_from(rotating["reissued"])  # not rolled out yet: ca.crt still new + old
+    old = k8s_pki.verify_reference(str(rotating["idle"]))["ca.crt"]["fingerprints"][0]
+    checks = by_id(k8s_pki.verify_host(seen, reference, NOW))
+    assert checks["ca.crt"]["status"] == "differs"
+    assert (
+        f"still holds {old[:23]}..., which the master's no longer does"
+        in (checks["ca.crt"]["detail"])
+    )
+    assert checks["server.cert"]["status"] == "match"
