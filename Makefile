@@ -10,9 +10,10 @@ STAMP := $(VENV)/.installed
 # containerd, runc and tini) and busybox-static (real container runtimes for
 # the kubelet.removed tests, started by the tests themselves).
 APT_PACKAGES := openssl ca-certificates util-linux etcd-server etcd-client docker.io busybox-static
-# Two workers: much of the suite waits on daemons and subprocesses.  A short
+# Two workers, a test file each (tests of one file share module fixtures and
+# run in order): much of the suite waits on daemons and subprocesses.  A short
 # --basetemp: the tests' salt daemons put unix sockets under it (108-byte limit).
-PYTEST_ARGS ?= -n 2 --basetemp=/tmp/kf-pytest
+PYTEST_ARGS ?= -n 2 --dist loadfile --basetemp=/tmp/kf-pytest
 
 .PHONY: venv system-deps demo lint test bench clean
 
