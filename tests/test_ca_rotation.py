@@ -515,3 +515,17 @@ def test_tls_old_ca_and_new_ca_clients_at_each_stage(rotation, probes, stage):
         with serve(kept, "reissue") as server:
             client = client_of(probes, "old", kept, "reissue")
             assert python_ok(server, client) and kubectl_ok(server, client, work)
+
+
+def test_check_expiration_as_plain_data_for_orchestrations(master):
+    """table=False: the report itself (what a salt.runner step judges by its
+    retcode), not wrapped for the table outputter."""
+    generate(master, "plain", key_type="ecdsa-p256")
+    check = master["run"]["k8s-helper.check_expiration"]
+    tabled = check(cluster_tag="plain")
+    plain = check(cluster_tag="plain", table=False)
+    assert set(tabled) == {"outputter", "data"}
+    assert "outputter" not in plain and plain["summary"] == tabled["data"]["summary"]
+    assert plain["retcode"] == 0
+    refused = check(cluster_tag="plain", table="maybe")
+    assert refused["retcode"] == 2 and "table: 'maybe' is not a boolean" in refused["error"]
