@@ -1285,6 +1285,9 @@ def plan_set(
         plan.backup = force_regen and any(item.present for item in found.values())
         reason = "force_regen" if plan.backup else "new set"
         plan.items = {name: Item(name, action="generated", reason=reason) for name in specs}
+        if force_regen:  # a new start ends any CA rotation: its new CA goes to the backup only
+            rotation = (f"{NEXT_CA}.crt", f"{NEXT_CA}.key")
+            plan.drop |= {f for f in rotation if os.path.exists(os.path.join(directory, f))}
         return plan
 
     for name, spec in specs.items():

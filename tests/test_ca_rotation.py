@@ -26,6 +26,7 @@ endpoint (no apiserver can be installed here).
 
 import json
 import os
+import pathlib
 import shutil
 import subprocess
 
@@ -529,3 +530,20 @@ def test_check_expiration_as_plain_data_for_orchestrations(master):
     assert plain["retcode"] == 0
     refused = check(cluster_tag="plain", table="maybe")
     assert refused["retcode"] == 2 and "table: 'maybe' is not a boolean" in refused["error"]
+
+
+@pytest.mark.parametrize("done", [("prepare",), ("prepare", "trust")])
+def test_force_regen_in_the_middle_starts_over_without_the_rotation(master, done):
+    """force_regen makes a whole new set: the rotation's new CA is not carried along
+    (it stays in the backup), and the new set is idle."""
+    tag = f"regen-{len(done)}"
+    directory = generate(master, tag, key_type="ecdsa-p256")
+    for step in done:
+        rotate(master, cluster_tag=tag, stage=step)
+    next_ca = (directory / "ca.next.crt").read_bytes()
+    ret = master["run"]["k8s-helper.generate_certs"](cluster_tag=tag, force_regen=True)
+    assert ret.get("result") is not False, ret
+    assert not (directory / "ca.next.crt").exists() and not (directory / "ca.next.key").exists()
+    assert (pathlib.Path(ret["backup"]) / "ca.next.crt").read_bytes() == next_ca
+    assert len(certs_of((directory / "ca.crt").read_bytes())) == 1
+    assert rotate(master, cluster_tag=tag)["state"] == "idle"
