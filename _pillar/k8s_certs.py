@@ -89,7 +89,7 @@ def ext_pillar(minion_id, pillar, cluster_tag="default", masters=None, nodes=Non
         k: v for k, v in k8s_pki.PILLAR_FILES.items() if master or k not in k8s_pki.MASTERS_ONLY
     }
     if pki_root is None:
-        pki_root = (__opts__.get("k8s_helper") or {}).get("pki_root", k8s_pki.DEFAULT_PKI_ROOT)
+        pki_root = k8s_pki.pki_root(__opts__)
     directory = os.path.join(pki_root, tag)
     certs = {}
     for key, filename in files.items():

@@ -52,9 +52,7 @@ def __virtual__():
 
 def ext_pillar(minion_id, pillar, cluster_tag="default", **kwargs):
     """The kubeadm files of ``minion_id``'s host, or nothing when it is not a host of the set."""
-    pki_root = kwargs.pop("pki_root", None) or (__opts__.get("k8s_helper") or {}).get(
-        "pki_root", k8s_pki.DEFAULT_PKI_ROOT
-    )
+    pki_root = kwargs.pop("pki_root", None) or k8s_pki.pki_root(__opts__)
     names = kwargs.pop("names", None) or {}
     if kwargs:
         raise k8s_pki.InputError(f"k8s_kubeadm: {sorted(kwargs)[0]}: unknown option")

@@ -42,7 +42,7 @@ def __virtual__():
 
 
 def _pki_root():
-    return (__opts__.get("k8s_helper") or {}).get("pki_root", k8s_pki.DEFAULT_PKI_ROOT)
+    return k8s_pki.pki_root(__opts__)
 
 
 def _reject_unknown(kwargs):

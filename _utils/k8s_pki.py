@@ -68,6 +68,11 @@ KEY_MODE = 0o600
 DIR_MODE = 0o700
 
 
+def pki_root(opts):
+    """Where the sets live on the master: ``k8s_helper:pki_root`` in its config, or the default."""
+    return (opts.get("k8s_helper") or {}).get("pki_root", DEFAULT_PKI_ROOT)
+
+
 class PKIError(Exception):
     """Anything this module refuses to do; the message is meant for the operator."""
 
