@@ -1734,8 +1734,11 @@ def backups(directory):
         names = os.listdir(os.path.join(directory, BACKUP_DIR))
     except FileNotFoundError:
         return []
-    found = [(name.split("-")[0], int(m.group(1) or 0), name) for name in names
-             if (m := _BACKUP_RE.match(name))]
+    found = [
+        (name.split("-")[0], int(m.group(1) or 0), name)
+        for name in names
+        if (m := _BACKUP_RE.match(name))
+    ]
     return [name for *_, name in sorted(found)]
 
 
@@ -1755,11 +1758,19 @@ def _stage(plan, staging, now, keep=DEFAULT_BACKUP_KEEP):
         # Earlier backups travel along as hard links (they are copies already,
         # shared with no live file); those beyond ``keep`` are left behind.
         def dropped(folder, names):
-            return [n for n in names if folder == backup_dir and _BACKUP_RE.match(n)
-                    and n not in keep_earlier]
+            return [
+                n
+                for n in names
+                if folder == backup_dir and _BACKUP_RE.match(n) and n not in keep_earlier
+            ]
 
-        shutil.copytree(backup_dir, os.path.join(staging, BACKUP_DIR), symlinks=True,
-                        copy_function=_link, ignore=dropped)
+        shutil.copytree(
+            backup_dir,
+            os.path.join(staging, BACKUP_DIR),
+            symlinks=True,
+            copy_function=_link,
+            ignore=dropped,
+        )
     backup, written = None, []
     if plan.backup:
         backup = os.path.join(BACKUP_DIR, now.strftime("%Y%m%dT%H%M%S.%fZ"))
