@@ -1177,6 +1177,8 @@ def check_store(directory):
     if st is None:
         return
     _check_entry(root, st)
+    if not stat.S_ISDIR(st.st_mode):
+        raise SetError(f"{root}: pki_root is not a folder; move it away")
     for name in (f".{tag}.lock", f".{tag}.created"):
         path = os.path.join(root, name)
         st = _lstat(path)
@@ -1635,7 +1637,10 @@ def _make_root(pki_root):
             os.mkdir(folder, mode)
             os.chmod(folder, mode)  # mkdir's mode went through the umask
     _check_ancestors(pki_root)
-    _check_entry(pki_root, os.lstat(pki_root))
+    st = os.lstat(pki_root)
+    _check_entry(pki_root, st)
+    if not stat.S_ISDIR(st.st_mode):
+        raise SetError(f"{pki_root}: pki_root is not a folder; move it away")
 
 
 def _is_ours(st):
@@ -1715,11 +1720,15 @@ def _link(src, dst):
     os.link(src, dst, follow_symlinks=False)
 
 
-def _copy(src, dst, mode):
-    """A real copy of ``src`` (never through a symlink) at ``dst``, with exactly ``mode``."""
+def _copy(src, dst, secret):
+    """A real copy of ``src`` (never through a symlink) at ``dst``.
+
+    A key gets 0600; any other file at most 0644, never more open than ``src``.
+    """
     _parent(dst)
     fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     with os.fdopen(fd, "rb") as handle:
+        mode = KEY_MODE if secret else stat.S_IMODE(os.fstat(fd).st_mode) & CERT_MODE
         _write(dst, handle.read(), mode)
 
 
@@ -1784,7 +1793,7 @@ def _stage(plan, staging, now, keep=DEFAULT_BACKUP_KEEP):
         # its backup, and a backup key is 0600 whatever the live file's mode.
         for rel in _files(target):
             path = os.path.join(staging, backup, rel)
-            _copy(os.path.join(target, rel), path, KEY_MODE if _is_secret(rel) else CERT_MODE)
+            _copy(os.path.join(target, rel), path, _is_secret(rel))
             written.append(path)
     planned = set()
     for item in plan.items.values():

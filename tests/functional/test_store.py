@@ -270,13 +270,14 @@ def test_a_full_disk_fails_cleanly_and_leaves_no_staging(tmp_path):
 
 
 def test_backups_are_copies_with_private_modes(runners, made):
-    os.chmod(made / "server.crt", 0o600)  # a live file's mode must not reach its backup
+    os.chmod(made / "server.crt", 0o600)  # a backup is never more open than its live file
     ret = runners["k8s-helper.renew"]()
     backup = pathlib.Path(ret["backup"])
     for name in ("ca.crt", "ca.key", "server.crt", "server.key", "kubecfg.crt", "kubecfg.key"):
         live, saved = os.lstat(made / name), os.lstat(backup / name)
         assert (live.st_ino, live.st_dev) != (saved.st_ino, saved.st_dev), name
-        assert mode(backup / name) == (0o600 if name.endswith(".key") else 0o644), name
+        want = 0o600 if name.endswith(".key") or name == "server.crt" else 0o644
+        assert mode(backup / name) == want, name
     assert mode(backup) == 0o700 and mode(made / "backup") == 0o700
     saved = (backup / "ca.key").read_bytes()
     with open(made / "ca.key", "r+b") as handle:  # an in-place edit of a live file...
@@ -392,3 +393,11 @@ def test_a_refused_request_on_a_hand_made_set_leaves_no_lock(runners, pki_root):
     ret = runners["k8s-helper.generate_certs"](key_type="ecdsa-p256")
     assert ret["result"] is False
     assert snapshot(pki_root) == before
+
+
+def test_a_pki_root_that_is_a_file_is_refused(runners, pki_root):
+    pki_root.write_bytes(b"not a folder")
+    os.chmod(pki_root, 0o600)
+    ret = runners["k8s-helper.generate_certs"](key_type="ecdsa-p256")
+    assert_refused(ret, f"{pki_root}: pki_root is not a folder")
+    assert pki_root.read_bytes() == b"not a folder"
