@@ -45,6 +45,10 @@ def _pki_root():
     return k8s_pki.pki_root(__opts__)
 
 
+def _backup_keep():
+    return k8s_pki.backup_keep(__opts__)
+
+
 def _reject_unknown(kwargs):
     unknown = sorted(k for k in kwargs if not k.startswith("__"))
     if unknown:
@@ -219,6 +223,7 @@ def generate_certs(
         "key_type": k8s_pki.check_key_type(key_type),
         "ca_days": k8s_pki.check_days(ca_days, "ca_days"),
         "leaf_days": k8s_pki.check_days(days, "days"),
+        "backup_keep": _backup_keep(),
     }
     plan, backup = k8s_pki.ensure_set(_pki_root(), tag, specs, force_regen=force, **options)
     ret = {"cluster_tag": tag, **k8s_pki.describe_plan(plan, backup)}
@@ -426,11 +431,46 @@ def renew(
         key_type=new_key_type,
         leaf_days=leaf_days,
         due_within=due_within,
+        backup_keep=_backup_keep(),
     )
     renewed = [item.name for item in plan.items.values() if item.action != "reused"]
     ret = {"cluster_tag": tag, "renewed": renewed, **k8s_pki.describe_plan(plan, backup)}
     log.info("k8s-helper: cluster %s renewed: %s (backup %s)", tag, ", ".join(renewed), backup)
     return ret
+
+
+@_refusals_exit_nonzero
+def prune_backups(cluster_tag="default", **kwargs):
+    """
+    Remove a cluster's oldest backups, keeping the newest ``k8s_helper:backup_keep``.
+
+    Every write of a set (``generate_certs``, ``renew``, ``rotate_ca``) keeps
+    the files it replaces under ``<pki_root>/<cluster_tag>/backup/<timestamp>/``
+    and already applies the same limit; this applies it now, for instance
+    after lowering ``backup_keep`` in the master config. The live set is not
+    touched. Returns the folders removed and those kept. A missing set is
+    refused with a non-zero exit status.
+
+    cluster_tag : default
+        Which cluster's set.
+
+    The number kept is the master option ``k8s_helper:backup_keep`` (a whole
+    number, at least 1; default 5).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run k8s-helper.prune_backups cluster_tag=prod
+    """
+    _reject_unknown(kwargs)
+    tag = k8s_pki.check_cluster_tag(cluster_tag)
+    keep = _backup_keep()
+    removed = k8s_pki.prune_backups(_pki_root(), tag, keep)
+    directory = os.path.join(_pki_root(), tag)
+    kept = [os.path.join(directory, k8s_pki.BACKUP_DIR, n) for n in k8s_pki.backups(directory)]
+    log.info("k8s-helper: cluster %s: removed %d backup(s)", tag, len(removed))
+    return {"cluster_tag": tag, "backup_keep": keep, "removed": removed, "kept": kept}
 
 
 # --------------------------------------------------------------------------
@@ -536,6 +576,7 @@ def rotate_ca(
         ca_days=ca_validity,
         leaf_days=leaf_days,
         keep_keys=keep,
+        backup_keep=_backup_keep(),
     )
     status = k8s_pki.rotation_status(k8s_pki.read_rotation(directory, specs))
     ret.update(state_before=before, state=after, changed=plan is not None)

@@ -37,6 +37,7 @@ import math
 import os
 import re
 import shutil
+import stat
 from dataclasses import dataclass, field
 
 import yaml
@@ -66,11 +67,26 @@ CA_FILE_ACTIONS = ("rebundled", "rotated")
 CERT_MODE = 0o644
 KEY_MODE = 0o600
 DIR_MODE = 0o700
+# Folders above pki_root that k8s-helper creates itself (/var/salt,
+# /var/salt/k8s-helper): anyone may look, only the master's user may write.
+ANCESTOR_MODE = 0o755
+DEFAULT_BACKUP_KEEP = 5
 
 
 def pki_root(opts):
     """Where the sets live on the master: ``k8s_helper:pki_root`` in its config, or the default."""
     return (opts.get("k8s_helper") or {}).get("pki_root", DEFAULT_PKI_ROOT)
+
+
+def backup_keep(opts):
+    """How many backups a set keeps: ``k8s_helper:backup_keep`` (a whole number >= 1), or 5."""
+    value = (opts.get("k8s_helper") or {}).get("backup_keep", DEFAULT_BACKUP_KEEP)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(
+            f"k8s_helper:backup_keep: must be a whole number of at least 1, not {value!r}; "
+            "fix it in the master config"
+        )
+    return value
 
 
 class PKIError(Exception):
@@ -1061,12 +1077,153 @@ def read_file(path):
         return None
 
 
+# --------------------------------------------------------------------------
+# Who may touch the store.  Everything under pki_root must belong to the
+# master's user (the process's effective uid) and be writable by it alone;
+# private keys (and kubeconfigs, which embed one) readable by it alone; no
+# symlink anywhere.  Each folder above pki_root must belong to that user or
+# root and not be writable by group/others (unless sticky, like /tmp): whoever
+# can write a folder on the way can swap what lies below it.  Anything else is
+# refused, naming the path, what is wrong and how to fix it.
+# --------------------------------------------------------------------------
+
+
+def _is_secret(rel):
+    """A file of a set that holds a private key (backups included)."""
+    return rel.endswith(".key") or rel.endswith(KUBECONFIG_SUFFIXES)
+
+
+def _owner_fix(path):
+    return f"chown {os.geteuid()} {path} (the master's user) or move it away"
+
+
+def _check_entry(path, st, secret=False):
+    """Refuse ``path`` (its lstat ``st``) unless the master's user alone controls it."""
+    if stat.S_ISLNK(st.st_mode):
+        raise SetError(
+            f"{path}: is a symbolic link; k8s-helper never follows links in its store. "
+            "Replace it with the real folder or file"
+        )
+    if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
+        raise SetError(f"{path}: is neither a folder nor a regular file; move it away")
+    if st.st_uid != os.geteuid():
+        raise SetError(
+            f"{path}: owned by uid {st.st_uid}, not by the master's user "
+            f"(uid {os.geteuid()}); fix: {_owner_fix(path)}"
+        )
+    if st.st_mode & 0o022:
+        raise SetError(
+            f"{path}: writable by group or others (mode {st.st_mode & 0o7777:04o}); "
+            f"fix: chmod go-w {path}"
+        )
+    if secret and st.st_mode & 0o077:
+        raise SetError(
+            f"{path}: a private key readable by group or others (mode "
+            f"{st.st_mode & 0o7777:04o}); fix: chmod 600 {path}, and consider the key exposed"
+        )
+
+
+def _check_ancestors(path):
+    """Refuse a folder above ``path`` that someone else could use to swap it."""
+    seen = set()
+    for start in (os.path.abspath(path), os.path.realpath(path)):
+        folder = os.path.dirname(start)
+        while True:
+            if folder not in seen:
+                seen.add(folder)
+                try:
+                    link = os.lstat(folder)
+                    st = os.stat(folder)
+                except FileNotFoundError:
+                    st = None
+                if st is not None:
+                    for who in (link, st):
+                        if who.st_uid not in (0, os.geteuid()):
+                            raise SetError(
+                                f"{folder}: above pki_root, owned by uid {who.st_uid}, neither "
+                                f"root nor the master's user; fix: chown root {folder}, or "
+                                "choose another k8s_helper:pki_root"
+                            )
+                    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+                        raise SetError(
+                            f"{folder}: above pki_root, writable by group or others (mode "
+                            f"{st.st_mode & 0o7777:04o}), so they could swap the folders below; "
+                            f"fix: chmod go-w {folder}"
+                        )
+            parent = os.path.dirname(folder)
+            if parent == folder:
+                break
+            folder = parent
+
+
+def _lstat(path):
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
+def check_store(directory):
+    """Refuse a set folder (``<pki_root>/<tag>``), its pki_root or anything in them not ours.
+
+    Checks the folders above pki_root, pki_root itself, the set's lock and
+    record of made CAs, and every folder and file of the set (backups too).
+    A missing pki_root or set is fine: nothing to trust yet.
+    """
+    directory = os.path.normpath(directory)
+    root, tag = os.path.split(directory)
+    _check_ancestors(root)
+    st = _lstat(root)
+    if st is None:
+        return
+    _check_entry(root, st)
+    if not stat.S_ISDIR(st.st_mode):
+        raise SetError(f"{root}: pki_root is not a folder; move it away")
+    for name in (f".{tag}.lock", f".{tag}.created"):
+        path = os.path.join(root, name)
+        st = _lstat(path)
+        if st is not None:
+            _check_entry(path, st)
+    st = _lstat(directory)
+    if st is None:
+        return
+    _check_entry(directory, st)
+    if not os.path.isdir(directory):
+        raise SetError(f"{directory}: is not a folder; move it away")
+    for dirpath, dirnames, filenames in os.walk(directory):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            _check_entry(path, os.lstat(path), secret=name in filenames and _is_secret(name))
+
+
+def _read_store_file(path, secret=False):
+    """The bytes of a file of the store, or None; refused unless only we control it.
+
+    Opened without following a symlink, and checked on the open file, so what
+    is checked is what is read.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise SetError(
+                f"{path}: is a symbolic link; k8s-helper never follows links in its store. "
+                "Replace it with the real file"
+            ) from None
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        _check_entry(path, os.fstat(fd), secret=secret)
+        return handle.read()
+
+
 def read_pair(directory, name):
     """The pair ``name`` as found in ``directory`` (parsed); SetError if it is broken."""
     item = Item(
         name,
-        cert_bytes=read_file(os.path.join(directory, f"{name}.crt")),
-        key_bytes=read_file(os.path.join(directory, f"{name}.key")),
+        cert_bytes=_read_store_file(os.path.join(directory, f"{name}.crt")),
+        key_bytes=_read_store_file(os.path.join(directory, f"{name}.key"), secret=True),
     )
     try:
         if item.cert_bytes is not None:
@@ -1093,8 +1250,8 @@ def read_keypair(directory, name):
     """The bare key pair ``name`` (``.key`` + ``.pub``); SetError if it is broken."""
     item = Item(
         name,
-        key_bytes=read_file(os.path.join(directory, f"{name}.key")),
-        pub_bytes=read_file(os.path.join(directory, f"{name}.pub")),
+        key_bytes=_read_store_file(os.path.join(directory, f"{name}.key"), secret=True),
+        pub_bytes=_read_store_file(os.path.join(directory, f"{name}.pub")),
     )
     public = None
     try:
@@ -1115,7 +1272,7 @@ def _same_public_key(public, key):
 
 def read_kubeconfig(directory, name):
     """The kubeconfig file ``name``, its embedded certificate and key parsed."""
-    item = Item(name, file_bytes=read_file(os.path.join(directory, name)))
+    item = Item(name, file_bytes=_read_store_file(os.path.join(directory, name), secret=True))
     if item.file_bytes is None:
         return item
     try:
@@ -1164,14 +1321,14 @@ def _created_path(directory):
 
 def created_cas(directory):
     """The fingerprints of the CAs k8s-helper created for the set at ``directory``."""
-    data = read_file(_created_path(directory)) or b""
+    data = _read_store_file(_created_path(directory)) or b""
     return {line.split()[0] for line in data.decode("ascii", "replace").splitlines() if line}
 
 
 def _record_created(directory, cas):
     """Add ``{fingerprint: name}`` to the record of CAs made here (atomic rewrite)."""
     path = _created_path(directory)
-    old = (read_file(path) or b"").decode("ascii", "replace")
+    old = (_read_store_file(path) or b"").decode("ascii", "replace")
     lines = [line for line in old.splitlines() if line.strip()]
     lines += [f"{fp} {name}" for fp, name in cas.items()]
     tmp = f"{path}.tmp"
@@ -1462,21 +1619,76 @@ def _scratch(pki_root, cluster_tag):
     )
 
 
+def _make_root(pki_root):
+    """Create pki_root (0700) and its missing ancestors (0755), whatever the umask.
+
+    The folders made here belong to the master's user (the process's); then
+    the whole way down is checked, for folders that were already there.
+    """
+    pki_root = os.path.abspath(pki_root)
+    missing = []
+    folder = pki_root
+    while _lstat(folder) is None:
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    for folder in reversed(missing):
+        mode = DIR_MODE if folder == pki_root else ANCESTOR_MODE
+        with contextlib.suppress(FileExistsError):  # another writer made it meanwhile
+            os.mkdir(folder, mode)
+            os.chmod(folder, mode)  # mkdir's mode went through the umask
+    _check_ancestors(pki_root)
+    st = os.lstat(pki_root)
+    _check_entry(pki_root, st)
+    if not stat.S_ISDIR(st.st_mode):
+        raise SetError(f"{pki_root}: pki_root is not a folder; move it away")
+
+
+def _is_ours(st):
+    """A scratch folder a writer of ours made: a real folder, the master's user's, 0700."""
+    return (
+        stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and st.st_mode & 0o7777 == DIR_MODE
+    )
+
+
+def _clear_scratch(path):
+    """Remove a scratch folder a killed writer left; refuse one that is not ours."""
+    st = _lstat(path)
+    if st is None:
+        return
+    if not _is_ours(st):
+        raise SetError(
+            f"{path}: left in pki_root, but not a scratch folder k8s-helper made (a real "
+            f"folder of the master's user, mode 0700); look at it and remove it yourself"
+        )
+    shutil.rmtree(path)  # does not follow symlinks inside
+
+
 @contextlib.contextmanager
 def locked(pki_root, cluster_tag):
     """Serialise writers of one cluster's set, and clear what a killed writer left."""
-    os.makedirs(pki_root, mode=DIR_MODE, exist_ok=True)
-    fd = os.open(os.path.join(pki_root, f".{cluster_tag}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    _make_root(pki_root)
+    target = os.path.join(pki_root, cluster_tag)
+    check_store(target)
+    lock = os.path.join(pki_root, f".{cluster_tag}.lock")
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
+        fd = os.open(lock, flags, KEY_MODE)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise SetError(f"{lock}: is a symbolic link; remove it") from None
+        raise
+    try:
+        _check_entry(lock, os.fstat(fd))
         fcntl.flock(fd, fcntl.LOCK_EX)
         staging, old = _scratch(pki_root, cluster_tag)
-        target = os.path.join(pki_root, cluster_tag)
-        if os.path.isdir(old) and not os.path.isdir(target):
+        st = _lstat(old)
+        if st is not None and _is_ours(st) and _lstat(target) is None:
             os.rename(old, target)  # a writer died between the fallback's two renames
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+        _clear_scratch(staging)
+        _clear_scratch(old)
         with contextlib.suppress(FileNotFoundError):  # a record of made CAs half written
             os.unlink(_created_path(target) + ".tmp")
+        check_store(target)  # what a killed writer left is ours too
         yield
     finally:
         os.close(fd)
@@ -1505,17 +1717,69 @@ def _parent(path):
 
 def _link(src, dst):
     _parent(dst)
-    os.link(src, dst)
+    os.link(src, dst, follow_symlinks=False)
 
 
-def _stage(plan, staging, now):
-    """Build the complete new cluster folder at ``staging``; returns the backup's path."""
+def _copy(src, dst, secret):
+    """A real copy of ``src`` (never through a symlink) at ``dst``.
+
+    A key gets 0600; any other file at most 0644, never more open than ``src``.
+    """
+    _parent(dst)
+    fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        mode = KEY_MODE if secret else stat.S_IMODE(os.fstat(fd).st_mode) & CERT_MODE
+        _write(dst, handle.read(), mode)
+
+
+# A backup's folder name: when it was made (UTC), "-<n>" for a second one in
+# the same microsecond.  Anything else in backup/ is left alone.
+_BACKUP_RE = re.compile(r"^\d{8}T\d{6}\.\d{6}Z(?:-(\d+))?$")
+
+
+def backups(directory):
+    """The backup folders of a set (names under ``backup/``), oldest first."""
+    try:
+        names = os.listdir(os.path.join(directory, BACKUP_DIR))
+    except FileNotFoundError:
+        return []
+    found = [
+        (name.split("-")[0], int(m.group(1) or 0), name)
+        for name in names
+        if (m := _BACKUP_RE.match(name))
+    ]
+    return [name for *_, name in sorted(found)]
+
+
+def _stage(plan, staging, now, keep=DEFAULT_BACKUP_KEEP):
+    """Build the complete new cluster folder at ``staging``; returns the backup's path.
+
+    Of the earlier backups, only the newest are carried along, so that the
+    set holds at most ``keep`` of them, the new one included.
+    """
     os.mkdir(staging, DIR_MODE)
     os.chmod(staging, DIR_MODE)
     target = plan.directory
-    backups = os.path.join(target, BACKUP_DIR)
-    if os.path.isdir(backups):  # earlier backups travel along (hard links: no copying)
-        shutil.copytree(backups, os.path.join(staging, BACKUP_DIR), copy_function=os.link)
+    earlier = backups(target)
+    keep_earlier = set(earlier[max(len(earlier) - (keep - 1 if plan.backup else keep), 0) :])
+    backup_dir = os.path.join(target, BACKUP_DIR)
+    if os.path.isdir(backup_dir):
+        # Earlier backups travel along as hard links (they are copies already,
+        # shared with no live file); those beyond ``keep`` are left behind.
+        def dropped(folder, names):
+            return [
+                n
+                for n in names
+                if folder == backup_dir and _BACKUP_RE.match(n) and n not in keep_earlier
+            ]
+
+        shutil.copytree(
+            backup_dir,
+            os.path.join(staging, BACKUP_DIR),
+            symlinks=True,
+            copy_function=_link,
+            ignore=dropped,
+        )
     backup, written = None, []
     if plan.backup:
         backup = os.path.join(BACKUP_DIR, now.strftime("%Y%m%dT%H%M%S.%fZ"))
@@ -1525,8 +1789,12 @@ def _stage(plan, staging, now):
                 break
             taken = os.path.join(staging, f"{backup}-{n}")
         backup = os.path.relpath(taken, staging)
+        # Real copies, not links: a later edit of a live file must not reach
+        # its backup, and a backup key is 0600 whatever the live file's mode.
         for rel in _files(target):
-            _link(os.path.join(target, rel), os.path.join(staging, backup, rel))
+            path = os.path.join(staging, backup, rel)
+            _copy(os.path.join(target, rel), path, _is_secret(rel))
+            written.append(path)
     planned = set()
     for item in plan.items.values():
         for rel, data, mode, kept in _outputs(item, plan.specs.get(item.name)):
@@ -1572,6 +1840,7 @@ def ensure_set(
     keep_keys=False,
     renew_before_days=DEFAULT_RENEW_BEFORE_DAYS,
     now=None,
+    backup_keep=DEFAULT_BACKUP_KEEP,
 ):
     """Make sure ``<pki_root>/<cluster_tag>`` holds a complete, valid set.
 
@@ -1579,33 +1848,46 @@ def ensure_set(
     plan changes something; when it does, the whole folder is replaced in one
     rename, so a reader (or a crash) sees the old set or the new one, never a mix.
     Whenever an existing pair is replaced (``force_regen``, ``renew`` or drift),
-    the previous files are kept under ``backup/<timestamp>/``.  With
-    ``key_type=None`` each new key is of the same type as the key it replaces.
+    the previous files are kept under ``backup/<timestamp>/``, and only the
+    newest ``backup_keep`` backups stay.  With ``key_type=None`` each new key
+    is of the same type as the key it replaces.  A store someone else could
+    have changed is refused (:func:`check_store`) before anything is read.
     """
     now = now or datetime.datetime.now(datetime.timezone.utc)
     directory = os.path.join(pki_root, cluster_tag)
     decide = dict(renew_before_days=renew_before_days, now=now)
+    check_store(directory)
     if not force_regen and not renew and os.path.isdir(directory):
         # Fast path, no lock: a valid set is left alone without writing anything.
-        with contextlib.suppress(SetError):  # a writer mid-swap: decide again under the lock
+        try:
             plan = plan_set(directory, specs, **decide)
             if not plan.changed:
                 return plan, None
+        except SetError:
+            # Perhaps a writer mid-swap: decide again under the lock.  Where no
+            # writer ever took the lock there is none; refuse, creating nothing.
+            if _lstat(os.path.join(pki_root, f".{cluster_tag}.lock")) is None:
+                raise
     with locked(pki_root, cluster_tag):
         plan = plan_set(
             directory, specs, force_regen=force_regen, renew=renew, keep_keys=keep_keys, **decide
         )
         if not plan.changed:
             return plan, None
-        backup = write_plan(pki_root, cluster_tag, plan, key_type, ca_days, leaf_days, now)
+        backup = write_plan(
+            pki_root, cluster_tag, plan, key_type, ca_days, leaf_days, now, backup_keep
+        )
         return plan, backup
 
 
-def write_plan(pki_root, cluster_tag, plan, key_type, ca_days, leaf_days, now):
+def write_plan(
+    pki_root, cluster_tag, plan, key_type, ca_days, leaf_days, now, keep=DEFAULT_BACKUP_KEEP
+):
     """Make what ``plan`` asks for and swap the new folder in; returns the backup's path.
 
     The one writer of a set: :func:`ensure_set` and the CA rotation both end
-    here.  The caller holds :func:`locked` and made ``plan`` under it.
+    here.  The caller holds :func:`locked` and made ``plan`` under it.  On any
+    failure (a full disk included) the staging folder is removed again.
     """
     specs = plan.specs
     _fill(plan, specs, key_type, ca_days, leaf_days, now)
@@ -1617,9 +1899,38 @@ def write_plan(pki_root, cluster_tag, plan, key_type, ca_days, leaf_days, now):
     if made:
         _record_created(plan.directory, made)
     staging, old = _scratch(pki_root, cluster_tag)
-    backup = _stage(plan, staging, now)
-    _commit(staging, old, plan.directory)
+    try:
+        backup = _stage(plan, staging, now, keep)
+        _commit(staging, old, plan.directory)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(staging)
+        raise
     return backup
+
+
+def prune_backups(pki_root, cluster_tag, keep=DEFAULT_BACKUP_KEEP):
+    """Remove all but the newest ``keep`` backups of a set; returns the removed folders' paths.
+
+    Each old backup folder is removed under the set's lock; the live files are
+    not touched.
+    """
+    directory = os.path.join(pki_root, cluster_tag)
+    check_store(directory)
+    if not os.path.isdir(directory):
+        raise SetError(
+            f"{directory}: no certificate set for cluster {cluster_tag!r}; nothing to prune"
+        )
+    removed = []
+    with locked(pki_root, cluster_tag):
+        names = backups(directory)
+        for name in names[: max(len(names) - keep, 0)]:
+            path = os.path.join(directory, BACKUP_DIR, name)
+            shutil.rmtree(path)
+            removed.append(path)
+        if removed:
+            _fsync_dir(os.path.join(directory, BACKUP_DIR))
+    return removed
 
 
 def describe_plan(plan, backup=None):
@@ -1804,6 +2115,7 @@ def renew_set(
     leaf_days=DEFAULT_LEAF_DAYS,
     due_within=None,
     now=None,
+    backup_keep=DEFAULT_BACKUP_KEEP,
 ):
     """Issue the named leaves (all leaves by default) again from the set's own CA.
 
@@ -1822,6 +2134,7 @@ def renew_set(
     now = now or datetime.datetime.now(datetime.timezone.utc)
     directory = os.path.join(pki_root, cluster_tag)
     names = check_renew_names(certs, specs)
+    check_store(directory)
     if not os.path.isdir(directory):
         raise SetError(
             f"{directory}: no certificate set for cluster {cluster_tag!r}; run generate_certs first"
@@ -1852,6 +2165,7 @@ def renew_set(
         keep_keys=keep_keys,
         renew_before_days=0,
         now=now,
+        backup_keep=backup_keep,
     )
     for name, reason in due.items():  # say why it was due, not just "requested"
         if reason and plan.items[name].reason == "renewal requested":
@@ -1925,6 +2239,7 @@ def _next_ca_name(cert):
 
 def read_rotation(directory, specs):
     """Read a seed set's CA, its next CA and its leaves; :class:`SetError` if unusable."""
+    check_store(directory)
     if not os.path.isdir(directory):
         raise SetError(f"{directory}: no certificate set here; run generate_certs first")
     others = [n for n, sp in specs.items() if isinstance(sp, CASpec) and n != "ca"]
@@ -2039,6 +2354,7 @@ def rotate_ca(
     leaf_days=DEFAULT_LEAF_DAYS,
     keep_keys=True,
     now=None,
+    backup_keep=DEFAULT_BACKUP_KEEP,
 ):
     """Move the CA rotation of a seed set on by one stage (see the comment above).
 
@@ -2057,6 +2373,7 @@ def rotate_ca(
     stage = check_rotation_stage(stage)
     now = now or datetime.datetime.now(datetime.timezone.utc)
     directory = os.path.join(pki_root, cluster_tag)
+    read_rotation(directory, specs)  # a missing or unusable set: refused, nothing created
     with locked(pki_root, cluster_tag):
         rot = read_rotation(directory, specs)
         before = rot.state
@@ -2112,7 +2429,9 @@ def rotate_ca(
             plan = _plan_abort(rot, specs, now)
         # key_type is the new CA's (prepare); new leaf keys keep their own types.
         new_ca_key = (key_type or key_type_of(rot.ca.key)) if stage == "prepare" else None
-        backup = write_plan(pki_root, cluster_tag, plan, new_ca_key, ca_days, leaf_days, now)
+        backup = write_plan(
+            pki_root, cluster_tag, plan, new_ca_key, ca_days, leaf_days, now, backup_keep
+        )
         after = read_rotation(directory, specs).state
         return before, after, plan, backup
 
@@ -2284,6 +2603,7 @@ def expiry_report(directory, specs=None, renew_before_days=DEFAULT_RENEW_BEFORE_
     with status ``unreadable`` and the reason.
     """
     now = now or datetime.datetime.now(datetime.timezone.utc)
+    check_store(directory)
     if not os.path.isdir(directory):
         raise SetError(f"{directory}: no certificate set here")
     members = {f"{name}.crt": name for name in specs or ()}
@@ -2543,6 +2863,7 @@ def verify_reference(directory, now=None):
     bundle for (one per CA certificate of ``ca.crt``).
     """
     now = now or datetime.datetime.now(datetime.timezone.utc)
+    check_store(directory)
     if not os.path.isdir(directory):
         raise SetError(f"{directory}: no certificate set here; run generate_certs first")
     ref = {}

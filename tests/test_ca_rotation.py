@@ -312,6 +312,7 @@ def _external_ca(master):
     key = k8s_pki.new_key("ecdsa-p256")
     (directory / "ca.crt").write_bytes(k8s_pki.cert_pem(k8s_pki.build_ca(key, "corp-ca")))
     (directory / "ca.key").write_bytes(k8s_pki.key_pem(key))
+    os.chmod(directory / "ca.key", 0o600)  # a key readable by others is refused
     generate(master, "ext", key_type="ecdsa-p256")
     return "ext", "a CA k8s-helper did not create"
 

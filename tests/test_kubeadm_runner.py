@@ -227,6 +227,7 @@ def test_external_ca_force_regen_refused_through_salt_run(master_conf, pki_root)
     key = k8s_pki.new_key("ecdsa-p256")
     (pki_root / "default/ca.crt").write_bytes(k8s_pki.cert_pem(k8s_pki.build_ca(key, "corp")))
     (pki_root / "default/ca.key").write_bytes(k8s_pki.key_pem(key))
+    os.chmod(pki_root / "default/ca.key", 0o600)
     args = ["profile=kubeadm", f"masters={MASTERS_CLI}", "key_type=ecdsa-p256"]
     with support.event_sink(master_conf):
         proc = support.salt_run(master_conf, "k8s-helper.generate_certs", *args)

@@ -426,6 +426,7 @@ def test_expiry_report_reads_ca_bundles_kubeconfigs_and_subfolders(pki_root):
         f"users:\n- name: admin\n  user:\n    client-certificate-data: {b64('kubecfg.crt')}\n"
         f"    client-key-data: {b64('kubecfg.key')}\n"
     )
+    os.chmod(directory / "admin.conf", 0o600)  # it embeds a key: others may not read it
     (directory / "garbage.pem").write_text("not a certificate\n")
     report = k8s_pki.expiry_report(str(directory), k8s_pki.seed_specs(), now=NOW)
     by_name = {e["name"]: e for e in report["certificates"]}

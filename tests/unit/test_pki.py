@@ -241,7 +241,7 @@ def test_fallback_without_rename_exchange(tmp_path, monkeypatch):
     assert not (tmp_path / ".default.old").exists()
     # A writer killed between its two renames leaves only .default.old behind.
     os.rename(tmp_path / "default", tmp_path / ".default.old")
-    (tmp_path / ".default.staging").mkdir()
+    (tmp_path / ".default.staging").mkdir(mode=0o700)  # as a writer makes it
     before = snapshot(tmp_path / ".default.old")
     plan, _ = generate(tmp_path, force_regen=True)
     assert os.path.isdir(tmp_path / "default")
