@@ -10,6 +10,12 @@ States for taking a Kubernetes master or node down and bringing it up.
     succeeds without changes. ``kubernetes.kubelet.removed`` uses it after
     stopping the kubelet.
 
+``k8s_node.prerequisites_met``
+    Checks, before ``kubernetes.running`` writes anything, that the host can
+    run a kubelet at all: the kubelet binary, its service known to the init
+    system, and the container runtime's daemon. Fails naming what is missing
+    and how to get it; changes nothing.
+
 ``k8s_node.key_pair_validated``
     Checks a private key and its public key given in pillar (the
     service-account pair ``sa.key``/``sa.pub``) before anything is written:
@@ -18,6 +24,7 @@ States for taking a Kubernetes master or node down and bringing it up.
 """
 
 import logging
+import os
 import shlex
 
 import salt.utils.path
@@ -39,6 +46,9 @@ __virtualname__ = "k8s_node"
 
 RUNTIMES = ("docker", "containerd")
 CONTAINERD_CLIS = ("auto", "crictl", "ctr")
+#: The daemons of the container runtimes a kubelet can use, by runtime: what
+#: the precheck looks for to say which runtime a host has.
+RUNTIME_DAEMONS = {"containerd": "containerd", "docker": "dockerd", "cri-o": "crio"}
 
 
 def __virtual__():
@@ -248,6 +258,86 @@ def containers_absent(
         ret["result"] = False
         ret["comment"] = f"Could not remove the containers: {err}"
         return ret
+
+
+def _kubelet_problems(binary, service):
+    problems = []
+    if not os.path.isfile(binary):
+        problems.append(
+            f"kubelet binary not found at {binary}: install the kubelet package "
+            "(or set kubernetes:lookup:kubelet:binary to where it is)"
+        )
+    elif not os.access(binary, os.X_OK):
+        problems.append(f"kubelet binary {binary} is not executable")
+    if not __salt__["service.available"](service):
+        problems.append(
+            f"the {service} service is unknown to the init system: install the kubelet "
+            "package, which brings its unit (or set kubernetes:lookup:kubelet:service)"
+        )
+    return problems
+
+
+def _runtime_problems(container_runtime, daemon):
+    """What is wrong with the runtime (list) and what was found (text)."""
+    found = {runtime: salt.utils.path.which(name) for runtime, name in RUNTIME_DAEMONS.items()}
+    wanted = salt.utils.path.which(daemon)
+    if wanted:
+        return [], f"container runtime {container_runtime} ({wanted})"
+    others = [f"{runtime} ({path})" for runtime, path in found.items() if path]
+    if others:
+        return [
+            f"kubernetes:container_runtime is {container_runtime}, but its daemon {daemon} "
+            f"is not installed; found {', '.join(others)}: install {container_runtime} or "
+            "set kubernetes:container_runtime to the runtime this host has"
+        ], ""
+    return [
+        f"no container runtime ({', '.join(RUNTIME_DAEMONS)}) found: install one "
+        f"(containerd, or docker with cri-dockerd) and set kubernetes:container_runtime "
+        f"(now {container_runtime}, which needs {daemon})"
+    ], ""
+
+
+def prerequisites_met(
+    name="kubelet", binary="/usr/bin/kubelet", container_runtime="docker", daemon=""
+):
+    """
+    Check that this host can run a kubelet; changes nothing.
+
+    name : kubelet
+        The kubelet's service: the init system must know it (its unit or init
+        script comes with the kubelet package).
+    binary : /usr/bin/kubelet
+        Where the kubelet binary must be (the service's drop-in runs it).
+    container_runtime : docker
+        The runtime pillar ``kubernetes:container_runtime`` names.
+    daemon : ''
+        Its daemon, looked up on PATH; empty: dockerd for docker, containerd
+        for containerd.
+
+    Fails, saying what is missing and how to get it, when the binary, the
+    service or the runtime's daemon is not there (also in test mode):
+    otherwise the kubelet's service would fail to start with no reason given.
+    Whether the runtime runs is not checked: the kubelet waits for it.
+
+    .. code-block:: yaml
+
+        kubernetes-kubelet-prerequisites-met:
+          k8s_node.prerequisites_met:
+            - name: kubelet
+            - binary: /usr/bin/kubelet
+            - container_runtime: containerd
+    """
+    ret = _ret(name)
+    daemon = daemon or RUNTIME_DAEMONS.get(container_runtime, container_runtime)
+    problems = _kubelet_problems(binary, name)
+    runtime_problems, runtime_found = _runtime_problems(container_runtime, daemon)
+    problems += runtime_problems
+    if problems:
+        ret["comment"] = "This host cannot run a kubelet: " + "; ".join(problems)
+        return ret
+    ret["result"] = True
+    ret["comment"] = f"kubelet {binary}, service {name}, {runtime_found}"
+    return ret
 
 
 def key_pair_validated(name="kubernetes:service_account", key="sa.key", pub="sa.pub"):
