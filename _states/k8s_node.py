@@ -97,6 +97,31 @@ def _finish(ret, removed, what, extra):
     return ret
 
 
+def _no_daemon(ret, runtime, binary, socket):
+    """The tool is there but its daemon is not running: ``ret`` saying so, or None.
+
+    Only a unix socket that does not exist counts (nothing listens there, so no
+    container runs through it); a daemon that exists but fails to answer is an
+    error the caller reports.  Nothing can be listed without the daemon, so the
+    comment says plainly that nothing was removed rather than "no containers".
+    """
+    if not socket.startswith("/") or os.path.exists(socket):
+        return None
+    ret["result"] = True
+    ret["comment"] = (
+        f"{runtime}'s command-line tool is installed ({binary}), but no {runtime} daemon "
+        f"is running: its socket {socket} does not exist. Nothing was removed; containers "
+        f"it keeps on disk stay until it runs again (then apply this again to remove them)"
+    )
+    return ret
+
+
+def _docker_socket(host):
+    """The unix socket the docker CLI talks to, or "" when it is not a unix socket."""
+    host = host or os.environ.get("DOCKER_HOST", "") or "unix:///var/run/docker.sock"
+    return host[len("unix://") :] if host.startswith("unix://") else ""
+
+
 def _docker(ret, cli, host, images, volumes):
     binary = salt.utils.path.which(cli)
     if not binary:
@@ -104,6 +129,8 @@ def _docker(ret, cli, host, images, volumes):
         ret["comment"] = (
             f"docker's command-line tool ({cli}) is not installed: no containers to remove"
         )
+        return ret
+    if _no_daemon(ret, "docker", binary, _docker_socket(host)):
         return ret
     base = [binary] + (["--host", host] if host else [])
     what = f"docker through {binary}" + (f" at {host}" if host else "")
@@ -220,9 +247,11 @@ def containers_absent(
         docker only: also remove the containers' anonymous volumes and every
         volume.
 
-    Succeeds without changes when the tool is not installed. Fails, naming
-    the command and its error, when the runtime does not answer or a
-    container is still there afterwards.
+    Succeeds without changes when the tool is not installed, and when its
+    daemon is not running (its unix socket does not exist: the comment says
+    so, and that nothing was removed). Fails, naming the command and its
+    error, when a daemon is there but does not answer, or a container is
+    still there afterwards.
 
     .. code-block:: yaml
 
@@ -250,6 +279,11 @@ def containers_absent(
                 f"containerd's command-line tool ({' or '.join(tools)}) is not installed: "
                 "no containers to remove"
             )
+            return ret
+        tool = found.get("crictl") or found["ctr"]
+        # ctr's default socket; crictl without an address tries several itself
+        socket = address or ("" if found.get("crictl") else "/run/containerd/containerd.sock")
+        if _no_daemon(ret, "containerd", tool, socket):
             return ret
         if found.get("crictl"):
             return _crictl(ret, found["crictl"], address, bool(images), bool(volumes))
