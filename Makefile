@@ -17,9 +17,15 @@ PYTEST_ARGS ?= -n 2 --dist loadfile --basetemp=/tmp/kf-pytest
 
 .PHONY: venv system-deps demo lint test bench clean
 
+# The venv gets the formula's dependencies and tools, not the formula itself:
+# installed, its salt.loader entry point would hand every Salt in the venv the
+# modules, and the tests could no longer check the ways the README installs it
+# (sync from file_roots, *_dirs).  The tests load it from the checkout;
+# tests/integration/test_packaging.py installs it into a venv of its own.
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,lint]'
+	$(BIN)/pip uninstall -q -y --disable-pip-version-check kubernetes-formula
 	touch $@
 
 venv: $(STAMP)

@@ -35,11 +35,32 @@ def _date(iso):
     return f"{iso[:10]} {iso[11:16]} UTC" if iso else "-"
 
 
-def _expiry(data):
+def _days(value):
+    return f"{value:g} day{'' if value == 1 else 's'}"
+
+
+def _window(data):
+    """The renewal rule as applied: threshold_days, or for a certificate that does not
+    live longer than that, the last third of its lifetime (named, with its window)."""
     threshold = data.get("renew_before_days")
+    rule = f"renew-soon: fewer than {threshold} days left"
+    shorter = [
+        f"{cert['name']} {_days(cert['renew_window_days'])}"
+        for cert in data["certificates"]
+        if cert.get("renew_window_days", threshold) != threshold
+    ]
+    if shorter:
+        rule += (
+            f", or for a certificate valid {threshold} days or less, the last third of its "
+            f"lifetime ({', '.join(shorter)})"
+        )
+    return rule
+
+
+def _expiry(data):
     lines = [
         f"Certificates of cluster {data.get('cluster_tag')!r} in {data.get('directory')}",
-        f"(checked {_date(data.get('checked_at'))}; renew-soon: fewer than {threshold} days left)",
+        f"(checked {_date(data.get('checked_at'))}; {_window(data)})",
         "",
     ]
     rows = []
@@ -64,7 +85,8 @@ def _expiry(data):
     lines += ["", f"{len(data['certificates'])} certificates: {counts}"]
     event = data.get("event")
     if event:
-        lines.append(f"event {event['tag']}: {'fired' if event['fired'] else 'not fired'}")
+        why = event.get("why") or ("fired" if event["fired"] else "not fired")
+        lines.append(f"event {event['tag']}: {why}")
     return "\n".join(lines)
 
 

@@ -294,6 +294,18 @@ def _fire_master_event(data, tag):
         return bool(event.fire_event(data, tag))
 
 
+def _event_why(alert, sent):
+    """Why the expiry event was or was not fired, in words (the two cases differ)."""
+    if alert is None:
+        return "not fired: nothing is due (every certificate is ok)"
+    if not sent:
+        return (
+            f"not fired: no master event bus answered at {__opts__['sock_dir']} "
+            "(is the salt-master running?)"
+        )
+    return "fired: " + ", ".join(alert["renew"] + alert["cas"]) + " need attention"
+
+
 @_refusals_exit_nonzero
 def check_expiration(
     cluster_tag="default", threshold_days=90, fire_event=False, table=True, **kwargs
@@ -349,7 +361,7 @@ def check_expiration(
         alert = k8s_pki.expiry_alert(report)
         event_tag = EXPIRY_EVENT_TAG.format(cluster_tag=tag)
         sent = alert is not None and _fire_master_event({"cluster_tag": tag, **alert}, event_tag)
-        data["event"] = {"tag": event_tag, "fired": sent}
+        data["event"] = {"tag": event_tag, "fired": sent, "why": _event_why(alert, sent)}
         if alert is not None and not sent:
             log.warning("k8s-helper: could not fire %s (is the master running?)", event_tag)
     data["retcode"] = 1 if summary["expired"] or summary["unreadable"] else 0
@@ -383,8 +395,13 @@ def renew(
     certificate the set does not have, is refused with nothing changed; so is
     a set with a missing leaf (``generate_certs`` issues it) or an expired CA.
 
-    After a renewal, refresh pillar and apply ``kubernetes.certs.present`` so
-    the hosts get the new files.
+    After a renewal, refresh pillar and apply ``kubernetes.running`` so the
+    hosts get the new files and the kubelet and the static pods restart. The
+    return ends with ``restart``, the components that read a renewed file
+    (from the apiserver's pair: kube-apiserver, and kube-controller-manager
+    when a new ``server.key`` signs service-account tokens; from ``kubecfg``:
+    the kubelet, kube-proxy, kube-controller-manager, kube-scheduler), and
+    ``next``, that advice in one line.
 
     cluster_tag : default
         Which cluster's set to renew.
@@ -435,6 +452,8 @@ def renew(
     )
     renewed = [item.name for item in plan.items.values() if item.action != "reused"]
     ret = {"cluster_tag": tag, "renewed": renewed, **k8s_pki.describe_plan(plan, backup)}
+    ret["restart"] = _must_restart(plan, renewed)
+    ret["next"] = _after_renewal(ret["restart"])
     log.info("k8s-helper: cluster %s renewed: %s (backup %s)", tag, ", ".join(renewed), backup)
     return ret
 
@@ -471,6 +490,49 @@ def prune_backups(cluster_tag="default", **kwargs):
     kept = [os.path.join(directory, k8s_pki.BACKUP_DIR, n) for n in k8s_pki.backups(directory)]
     log.info("k8s-helper: cluster %s: removed %d backup(s)", tag, len(removed))
     return {"cluster_tag": tag, "backup_keep": keep, "removed": removed, "kept": kept}
+
+
+# Who reads each leaf of the seed set, as kubernetes.running wires the hosts:
+# what must restart once it is renewed and handed out.
+_READERS = {
+    "server": ["kube-apiserver (masters: server.cert, server.key)"],
+    "kubecfg": [
+        "kubelet (every host: its kubeconfig)",
+        "kube-proxy (every host: its kubeconfig)",
+        "kube-controller-manager (masters: its kubeconfig)",
+        "kube-scheduler (masters: its kubeconfig)",
+    ],
+}
+_SA_SIGNER = "kube-controller-manager (masters: server.key signs service-account tokens)"
+
+
+def _must_restart(plan, renewed):
+    """The components that read a renewed file, each once, in a stable order."""
+    restart = []
+    for name in renewed:
+        restart += _READERS.get(name, [f"whatever reads {name}.crt"])
+    item = plan.items.get("server")
+    signs_tokens = "sa" not in plan.items and not os.path.exists(
+        os.path.join(plan.directory, "sa.key")
+    )
+    if "server" in renewed and item is not None and item.action == "generated" and signs_tokens:
+        restart.append(_SA_SIGNER)
+    return list(dict.fromkeys(restart))
+
+
+def _after_renewal(restart):
+    """The one line that ends a renewal: how to hand the files out, and what must restart."""
+    if not restart:
+        return "nothing renewed: nothing to hand out or restart"
+    text = (
+        "hand the renewed files out: saltutil.refresh_pillar, then state.apply "
+        "kubernetes.running (it restarts the kubelet and rolls the control plane's static "
+        "pods; kubernetes.certs.present alone restarts nothing); these must restart: "
+        + "; ".join(restart)
+    )
+    if any(reader.startswith("kube-proxy") for reader in restart):
+        text += "; kube-proxy is not run by the formula: restart it yourself"
+    return text
 
 
 # --------------------------------------------------------------------------

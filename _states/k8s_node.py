@@ -10,6 +10,12 @@ States for taking a Kubernetes master or node down and bringing it up.
     succeeds without changes. ``kubernetes.kubelet.removed`` uses it after
     stopping the kubelet.
 
+``k8s_node.prerequisites_met``
+    Checks, before ``kubernetes.running`` writes anything, that the host can
+    run a kubelet at all: the kubelet binary, its service known to the init
+    system, and the container runtime's daemon. Fails naming what is missing
+    and how to get it; changes nothing.
+
 ``k8s_node.key_pair_validated``
     Checks a private key and its public key given in pillar (the
     service-account pair ``sa.key``/``sa.pub``) before anything is written:
@@ -18,6 +24,7 @@ States for taking a Kubernetes master or node down and bringing it up.
 """
 
 import logging
+import os
 import shlex
 
 import salt.utils.path
@@ -39,6 +46,9 @@ __virtualname__ = "k8s_node"
 
 RUNTIMES = ("docker", "containerd")
 CONTAINERD_CLIS = ("auto", "crictl", "ctr")
+#: The daemons of the container runtimes a kubelet can use, by runtime: what
+#: the precheck looks for to say which runtime a host has.
+RUNTIME_DAEMONS = {"containerd": "containerd", "docker": "dockerd", "cri-o": "crio"}
 
 
 def __virtual__():
@@ -87,6 +97,31 @@ def _finish(ret, removed, what, extra):
     return ret
 
 
+def _no_daemon(ret, runtime, binary, socket):
+    """The tool is there but its daemon is not running: ``ret`` saying so, or None.
+
+    Only a unix socket that does not exist counts (nothing listens there, so no
+    container runs through it); a daemon that exists but fails to answer is an
+    error the caller reports.  Nothing can be listed without the daemon, so the
+    comment says plainly that nothing was removed rather than "no containers".
+    """
+    if not socket.startswith("/") or os.path.exists(socket):
+        return None
+    ret["result"] = True
+    ret["comment"] = (
+        f"{runtime}'s command-line tool is installed ({binary}), but no {runtime} daemon "
+        f"is running: its socket {socket} does not exist. Nothing was removed; containers "
+        f"it keeps on disk stay until it runs again (then apply this again to remove them)"
+    )
+    return ret
+
+
+def _docker_socket(host):
+    """The unix socket the docker CLI talks to, or "" when it is not a unix socket."""
+    host = host or os.environ.get("DOCKER_HOST", "") or "unix:///var/run/docker.sock"
+    return host[len("unix://") :] if host.startswith("unix://") else ""
+
+
 def _docker(ret, cli, host, images, volumes):
     binary = salt.utils.path.which(cli)
     if not binary:
@@ -94,6 +129,8 @@ def _docker(ret, cli, host, images, volumes):
         ret["comment"] = (
             f"docker's command-line tool ({cli}) is not installed: no containers to remove"
         )
+        return ret
+    if _no_daemon(ret, "docker", binary, _docker_socket(host)):
         return ret
     base = [binary] + (["--host", host] if host else [])
     what = f"docker through {binary}" + (f" at {host}" if host else "")
@@ -210,9 +247,11 @@ def containers_absent(
         docker only: also remove the containers' anonymous volumes and every
         volume.
 
-    Succeeds without changes when the tool is not installed. Fails, naming
-    the command and its error, when the runtime does not answer or a
-    container is still there afterwards.
+    Succeeds without changes when the tool is not installed, and when its
+    daemon is not running (its unix socket does not exist: the comment says
+    so, and that nothing was removed). Fails, naming the command and its
+    error, when a daemon is there but does not answer, or a container is
+    still there afterwards.
 
     .. code-block:: yaml
 
@@ -241,6 +280,11 @@ def containers_absent(
                 "no containers to remove"
             )
             return ret
+        tool = found.get("crictl") or found["ctr"]
+        # ctr's default socket; crictl without an address tries several itself
+        socket = address or ("" if found.get("crictl") else "/run/containerd/containerd.sock")
+        if _no_daemon(ret, "containerd", tool, socket):
+            return ret
         if found.get("crictl"):
             return _crictl(ret, found["crictl"], address, bool(images), bool(volumes))
         return _ctr(ret, found["ctr"], address, namespace, bool(images), bool(volumes))
@@ -248,6 +292,86 @@ def containers_absent(
         ret["result"] = False
         ret["comment"] = f"Could not remove the containers: {err}"
         return ret
+
+
+def _kubelet_problems(binary, service):
+    problems = []
+    if not os.path.isfile(binary):
+        problems.append(
+            f"kubelet binary not found at {binary}: install the kubelet package "
+            "(or set kubernetes:lookup:kubelet:binary to where it is)"
+        )
+    elif not os.access(binary, os.X_OK):
+        problems.append(f"kubelet binary {binary} is not executable")
+    if not __salt__["service.available"](service):
+        problems.append(
+            f"the {service} service is unknown to the init system: install the kubelet "
+            "package, which brings its unit (or set kubernetes:lookup:kubelet:service)"
+        )
+    return problems
+
+
+def _runtime_problems(container_runtime, daemon):
+    """What is wrong with the runtime (list) and what was found (text)."""
+    found = {runtime: salt.utils.path.which(name) for runtime, name in RUNTIME_DAEMONS.items()}
+    wanted = salt.utils.path.which(daemon)
+    if wanted:
+        return [], f"container runtime {container_runtime} ({wanted})"
+    others = [f"{runtime} ({path})" for runtime, path in found.items() if path]
+    if others:
+        return [
+            f"kubernetes:container_runtime is {container_runtime}, but its daemon {daemon} "
+            f"is not installed; found {', '.join(others)}: install {container_runtime} or "
+            "set kubernetes:container_runtime to the runtime this host has"
+        ], ""
+    return [
+        f"no container runtime ({', '.join(RUNTIME_DAEMONS)}) found: install one "
+        f"(containerd, or docker with cri-dockerd) and set kubernetes:container_runtime "
+        f"(now {container_runtime}, which needs {daemon})"
+    ], ""
+
+
+def prerequisites_met(
+    name="kubelet", binary="/usr/bin/kubelet", container_runtime="docker", daemon=""
+):
+    """
+    Check that this host can run a kubelet; changes nothing.
+
+    name : kubelet
+        The kubelet's service: the init system must know it (its unit or init
+        script comes with the kubelet package).
+    binary : /usr/bin/kubelet
+        Where the kubelet binary must be (the service's drop-in runs it).
+    container_runtime : docker
+        The runtime pillar ``kubernetes:container_runtime`` names.
+    daemon : ''
+        Its daemon, looked up on PATH; empty: dockerd for docker, containerd
+        for containerd.
+
+    Fails, saying what is missing and how to get it, when the binary, the
+    service or the runtime's daemon is not there (also in test mode):
+    otherwise the kubelet's service would fail to start with no reason given.
+    Whether the runtime runs is not checked: the kubelet waits for it.
+
+    .. code-block:: yaml
+
+        kubernetes-kubelet-prerequisites-met:
+          k8s_node.prerequisites_met:
+            - name: kubelet
+            - binary: /usr/bin/kubelet
+            - container_runtime: containerd
+    """
+    ret = _ret(name)
+    daemon = daemon or RUNTIME_DAEMONS.get(container_runtime, container_runtime)
+    problems = _kubelet_problems(binary, name)
+    runtime_problems, runtime_found = _runtime_problems(container_runtime, daemon)
+    problems += runtime_problems
+    if problems:
+        ret["comment"] = "This host cannot run a kubelet: " + "; ".join(problems)
+        return ret
+    ret["result"] = True
+    ret["comment"] = f"kubelet {binary}, service {name}, {runtime_found}"
+    return ret
 
 
 def key_pair_validated(name="kubernetes:service_account", key="sa.key", pub="sa.pub"):

@@ -40,6 +40,7 @@ MANIFESTS = {
     name: f"/etc/kubernetes/manifests/{name}.yaml"
     for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
 }
+KUBELET_BINARY = "/usr/bin/kubelet"
 KUBELET_CONFIG = "/var/lib/kubelet/config.yaml"
 KUBELET_ENV = "/etc/default/kubelet"
 KUBELET_DROPIN = "/etc/systemd/system/kubelet.service.d/20-kubernetes-formula.conf"
@@ -215,9 +216,11 @@ def yaml_of(tree, path):
 
 
 def new_node(make_sandbox, base, name, minion_id, kubelet=True):
-    """A fresh sandbox with (optionally) a kubelet init script, and a Node minion in it."""
+    """A fresh sandbox with (optionally) the kubelet installed (an init script and a
+    stand-in binary at /usr/bin/kubelet), and a Node minion in it."""
     box = make_sandbox(name)
     sysv = services.SysV(box, pathlib.Path(base) / f"{name}-bin")
     if kubelet:
         sysv.install("kubelet")
+        sysv.install_binary(KUBELET_BINARY)
     return Node(box, pathlib.Path(base) / f"{name}-minion", sysv, minion_id=minion_id)

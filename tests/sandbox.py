@@ -1,4 +1,4 @@
-"""Run commands as root against a throwaway copy of /etc, /var, /srv and /usr/local.
+"""Run commands as root against a throwaway copy of /etc, /var, /srv, /usr/local and /usr/bin.
 
 Each :meth:`Sandbox.run` starts a private mount namespace (``unshare --mount
 --propagation private``) and mounts an overlay over each of those folders: the
@@ -25,7 +25,8 @@ import shutil
 import subprocess
 import sys
 
-OVERLAID = ("/etc", "/var", "/srv", "/usr/local")
+# /usr/bin: where packages put binaries (a stand-in kubelet, tests/services.py).
+OVERLAID = ("/etc", "/var", "/srv", "/usr/local", "/usr/bin")
 EMPTIED = ("/etc/ca-certificates/update.d",)
 
 # Prints, as JSON, every entry under the given paths: kind, mode, owner, and the

@@ -82,6 +82,14 @@ class SysV:
         script.chmod(0o755)
         self.run(["update-rc.d", name, "defaults"], check=True)
 
+    def install_binary(self, path):
+        """A stand-in executable at ``path`` in the sandbox (what a package would bring:
+        kubernetes.running checks that the kubelet binary is there before anything)."""
+        binary = self.box.upper(path)
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        binary.write_text("#!/bin/sh\n# test stand-in: never run by the tests\nexit 0\n")
+        binary.chmod(0o755)
+
     def actions(self, name):
         """What the service was asked to do so far: ['start', 'restart', 'stop', ...]."""
         data = self.box.read(f"/var/log/{name}.actions")

@@ -13,6 +13,7 @@ not coming up.
 """
 
 import os
+import socket as socketlib
 
 import pytest
 import runtimes
@@ -231,8 +232,36 @@ def test_docker_images_and_volumes_go_when_pillar_asks(docker_node, dockerd, set
     dockerd.import_busybox()  # for whoever comes next
 
 
-def test_docker_daemon_unreachable_fails_naming_it(docker_node, sets, work):
+def _dead_socket(path):
+    """A unix socket file nothing listens on: a daemon that is there but does not answer."""
+    sock = socketlib.socket(socketlib.AF_UNIX)
+    sock.bind(str(path))
+    sock.close()  # the file stays; connecting to it is refused
+    return path
+
+
+def test_docker_daemon_not_running_says_so_and_removes_nothing(docker_node, dockerd, sets, work):
+    """The docker CLI is installed, no daemon runs (its socket does not exist)."""
+    dockerd.cli("run", "-d", "--network", "none", "--name", "c9", runtimes.IMAGE, *runtimes.SLEEP)
     socket = work / "no-such-docker.sock"
+    lookup = {"runtime": {"docker": {"host": f"unix://{socket}"}}}
+    docker_node.pillar(node_pillar(sets["a"], "node", lookup=lookup))
+    proc, states = _apply(docker_node)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    state = states[CONTAINERS]
+    assert state["result"] is True and state["changes"] == {}
+    assert state["comment"].startswith("docker's command-line tool is installed (/")
+    assert (
+        f"), but no docker daemon is running: its socket {socket} does not exist. "
+        "Nothing was removed;"
+    ) in state["comment"]
+    # another daemon's containers are not touched
+    assert dockerd.containers() == {"c9": "running"}
+    dockerd.cli("rm", "--force", "c9")
+
+
+def test_docker_daemon_unreachable_fails_naming_it(docker_node, sets, work):
+    socket = _dead_socket(work / "dead-docker.sock")
     lookup = {"runtime": {"docker": {"host": f"unix://{socket}"}}}
     docker_node.pillar(node_pillar(sets["a"], "node", lookup=lookup))
     proc, states = _apply(docker_node)
@@ -318,3 +347,30 @@ def test_ctr_removes_images_when_pillar_asks(ctr_node, containerd, sets):
     }
     assert containerd.containers() == [] and containerd.images() == []
     assert containerd.images("default") == [runtimes.IMAGE]
+
+
+def test_ctr_daemon_not_running_says_so(ctr_node, containerd, sets, work):
+    socket = work / "no-such-containerd.sock"
+    lookup = {"runtime": {"containerd": {"cli": "ctr", "address": str(socket)}}}
+    ctr_node.pillar(node_pillar(sets["a"], "node", container_runtime="containerd", lookup=lookup))
+    proc, states = _apply(ctr_node)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    state = states[CONTAINERS]
+    assert state["result"] is True and state["changes"] == {}
+    assert "containerd's command-line tool is installed (" in state["comment"]
+    assert (
+        f"no containerd daemon is running: its socket {socket} does not exist" in (state["comment"])
+    )
+    assert "Nothing was removed" in state["comment"]
+
+
+def test_ctr_daemon_unreachable_fails_naming_it(ctr_node, sets, work):
+    socket = _dead_socket(work / "dead-containerd.sock")
+    lookup = {"runtime": {"containerd": {"cli": "ctr", "address": str(socket)}}}
+    ctr_node.pillar(node_pillar(sets["a"], "node", container_runtime="containerd", lookup=lookup))
+    proc, states = _apply(ctr_node)
+    assert proc.returncode != 0
+    state = states[CONTAINERS]
+    assert state["result"] is False
+    assert state["comment"].startswith("Could not remove the containers: ")
+    assert str(socket) in state["comment"]

@@ -360,3 +360,13 @@ def test_kubernetes_kubelet_is_the_kubelet_alone(renderer, sets):
     assert not [
         s for s in states if s.startswith(("kubernetes-controlplane", "kubernetes-running"))
     ]
+
+
+@pytest.mark.parametrize("role", ["master", "node"])
+def test_state_apply_kubernetes_is_the_whole_host(renderer, sets, role):
+    """`state.apply kubernetes` (kubernetes/init.sls) renders exactly kubernetes.running."""
+    pillar = node_pillar(sets["a"], role)
+    top = render(renderer, pillar, sls="kubernetes")
+    assert top == render(renderer, pillar)
+    assert "kubernetes-kubelet-prerequisites-met" in top
+    assert "kubernetes-kubelet-service-running" in top

@@ -13,6 +13,9 @@ config view`` and used by the real ``kubectl`` against a TLS server presenting
 the generated apiserver certificate and requiring a client certificate.
 """
 
+import os
+import shutil
+
 import pytest
 import support
 import tlsserver
@@ -463,3 +466,80 @@ def test_bad_role_writes_nothing(new_sandbox, work, sets):
     assert 'kubernetes:role must be master or node, not "controlplane"' in proc.stdout + proc.stderr
     assert node.box.tree(*WATCHED) == before
     assert node.sysv.actions("kubelet") == []
+
+
+# --------------------------------------------------------------------------
+# Prerequisites: a host that cannot run a kubelet is told why, nothing written
+# --------------------------------------------------------------------------
+
+PREREQ = "kubernetes-kubelet-prerequisites-met"
+
+
+def _hide(node, *names):
+    """Make ``names`` (binaries on the host's PATH) absent inside this node's sandbox:
+    /dev/null, not executable, bound over each in every call's namespace."""
+    paths = sorted({os.path.realpath(p) for p in map(shutil.which, names) if p})
+    prelude = "".join(f"mount --bind /dev/null {p}\n" for p in paths)
+    wrap = node.sysv.argv
+    node.sysv.argv = lambda argv: ["sh", "-ec", prelude + 'exec "$@"', "hide", *wrap(argv)]
+    proc = node.sysv.run(["sh", "-c", f"command -v {' '.join(names)} || true"])
+    assert proc.stdout.strip() == "", f"still installed: {proc.stdout}"
+
+
+def _refused(node, pillar, *args):
+    """Apply kubernetes.running, expecting the precheck to stop it: its comment."""
+    before = node.box.tree(*WATCHED)
+    node.pillar(pillar)
+    proc, states = node.call("state.apply", RUNNING, *args)
+    assert proc.returncode != 0, proc.stdout
+    states = by_id(states)
+    if not args:  # failhard: the run stops at the precheck (test mode goes on, writing nothing)
+        assert list(states) == [PREREQ], list(states)
+    assert states[PREREQ]["result"] is False
+    assert states[PREREQ]["changes"] == {}
+    assert node.box.tree(*WATCHED) == before
+    assert node.sysv.actions("kubelet") == []
+    return states[PREREQ]["comment"]
+
+
+@pytest.mark.parametrize("args", [(), ("test=True",)], ids=["apply", "test"])
+def test_no_kubelet_installed_says_so_and_writes_nothing(new_sandbox, work, sets, args):
+    name = "nokubelet-" + ("test" if args else "apply")
+    node = new_node(new_sandbox, work, name, "k8s-node-7", kubelet=False)
+    comment = _refused(node, node_pillar(sets["a"], "node"), *args)
+    assert comment.startswith("This host cannot run a kubelet: ")
+    assert "kubelet binary not found at /usr/bin/kubelet: install the kubelet package" in comment
+    assert "the kubelet service is unknown to the init system" in comment
+    assert "container runtime" not in comment  # the host has docker.io
+
+
+def test_no_container_runtime_says_so_and_writes_nothing(new_sandbox, work, sets):
+    node = new_node(new_sandbox, work, "noruntime", "k8s-node-8")
+    _hide(node, "dockerd", "containerd", "crio")
+    comment = _refused(node, node_pillar(sets["a"], "node"))
+    assert comment == (
+        "This host cannot run a kubelet: no container runtime (containerd, docker, cri-o) "
+        "found: install one (containerd, or docker with cri-dockerd) and set "
+        "kubernetes:container_runtime (now docker, which needs dockerd)"
+    )
+
+
+def test_other_runtime_installed_names_it(new_sandbox, work, sets):
+    if not shutil.which("containerd"):
+        pytest.skip("containerd not installed: make system-deps installs docker.io")
+    node = new_node(new_sandbox, work, "otherruntime", "k8s-node-9")
+    _hide(node, "dockerd")
+    comment = _refused(node, node_pillar(sets["a"], "node"))
+    assert "kubernetes:container_runtime is docker, but its daemon dockerd is not installed" in (
+        comment
+    )
+    assert f"found containerd ({shutil.which('containerd')})" in comment
+    # with the runtime it has, the same host comes up
+    node.pillar(node_pillar(sets["a"], "node", container_runtime="containerd"))
+    proc, states = node.call("state.apply", RUNNING)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert by_id(states)[PREREQ]["comment"] == (
+        f"kubelet /usr/bin/kubelet, service kubelet, container runtime containerd "
+        f"({shutil.which('containerd')})"
+    )
+    assert node.sysv.actions("kubelet") == ["start"]

@@ -10,7 +10,9 @@
 
     Images and volumes stay unless kubernetes:lookup:cleanup:images / volumes
     say otherwise.  A host without the runtime's command-line tool has no
-    containers to remove: the state says so and succeeds. #}
+    containers to remove: the state says so and succeeds.  So does a host whose
+    runtime daemon is not running (its socket does not exist): the comment
+    says that nothing was removed. #}
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ '/map.jinja' import mapdata as kubernetes, node with context %}
 {%- if node.runtime_errors %}

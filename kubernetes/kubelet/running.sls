@@ -6,7 +6,12 @@
     its KubeletConfiguration (client CA, container runtime, and on masters the
     static pod folder), the service's environment and systemd drop-in, and the
     service itself, enabled, running and restarted whenever one of the files it
-    reads changes. #}
+    reads changes.
+
+    First of all (order: first, failhard) the prerequisites: the kubelet
+    binary, its service and the container runtime's daemon must be installed;
+    otherwise the run stops there, saying what is missing, before anything is
+    written. #}
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ '/map.jinja' import mapdata as kubernetes, node with context %}
 {%- if node.errors %}
@@ -22,6 +27,15 @@
 
 include:
   - {{ tplroot }}.certs.present
+
+kubernetes-kubelet-prerequisites-met:
+  k8s_node.prerequisites_met:
+    - name: {{ kubelet.service | json }}
+    - binary: {{ kubelet.binary | json }}
+    - container_runtime: {{ node.container_runtime | json }}
+    - daemon: {{ runtime.daemon | json }}
+    - order: first
+    - failhard: True
 
 kubernetes-kubelet-kubeconfig-file-managed:
   file.managed:

@@ -264,7 +264,102 @@ def test_fire_event_without_a_master_says_so(runners, pki_root):
     """No master daemon here: the event cannot be fired, and the report says it was not."""
     make_set(pki_root, age_days=300)
     data = runners["k8s-helper.check_expiration"](fire_event=True)["data"]
+    sock_dir = data["event"].pop("why").split(" at ")[1].split(" ")[0]
     assert data["event"] == {"tag": "k8s-helper/expiry/default", "fired": False}
+    assert sock_dir.endswith("/var/run/salt/master")
     data = runners["k8s-helper.check_expiration"](fire_event=True, threshold_days=30)["data"]
-    assert data["event"] == {"tag": "k8s-helper/expiry/default", "fired": False}
+    assert data["event"] == {
+        "tag": "k8s-helper/expiry/default",
+        "fired": False,
+        "why": "not fired: nothing is due (every certificate is ok)",
+    }
     assert data["summary"]["renew-soon"] == 0  # nothing to say: nothing was tried
+
+
+def test_fire_event_table_says_why_not(master_conf, pki_root):
+    """The table says why: something due but no master (no one listens on its socket)."""
+    make_set(pki_root, age_days=300)
+    proc = salt_run(master_conf, "k8s-helper.check_expiration", "fire_event=True", out=None)
+    assert proc.returncode == 0, proc.stderr
+    line = proc.stdout.splitlines()[-1]
+    assert line.startswith(
+        "event k8s-helper/expiry/default: not fired: no master event bus answered at "
+    ), line
+    assert line.endswith("/var/run/salt/master (is the salt-master running?)")
+
+
+def test_fire_event_table_says_fired_or_nothing_due(sink, pki_root):
+    """With something listening on the master's event socket: fired, or nothing due."""
+    make_set(pki_root, age_days=300)
+    proc = salt_run(sink, "k8s-helper.check_expiration", "fire_event=True", out=None)
+    assert proc.stdout.splitlines()[-1] == (
+        "event k8s-helper/expiry/default: fired: kubecfg, server need attention"
+    )
+    proc = salt_run(
+        sink, "k8s-helper.check_expiration", "fire_event=True", "threshold_days=30", out=None
+    )
+    assert proc.stdout.splitlines()[-1] == (
+        "event k8s-helper/expiry/default: not fired: nothing is due (every certificate is ok)"
+    )
+
+
+def test_check_expiration_header_states_the_window_applied(sink, pki_root):
+    """threshold_days 90 and leaves valid 30 days: their window is the last third (10 days)."""
+    specs = k8s_pki.seed_specs()
+    k8s_pki.ensure_set(pki_root, "default", specs, key_type="ecdsa-p256", leaf_days=30)
+    proc = salt_run(sink, "k8s-helper.check_expiration", out=None)
+    assert proc.returncode == 0, proc.stderr
+    header = proc.stdout.splitlines()[1]
+    assert header.endswith(
+        "; renew-soon: fewer than 90 days left, or for a certificate valid 90 days or less, "
+        "the last third of its lifetime (kubecfg.crt 10 days, server.crt 10 days))"
+    ), header
+    # 30 days left, a 10-day window: ok (not "fewer than 90 days left")
+    rows = {line.split()[0]: line.split()[1] for line in proc.stdout.splitlines()[4:7]}
+    assert rows == {"ca.crt": "ok", "kubecfg.crt": "ok", "server.crt": "ok"}
+    proc = salt_run(sink, "k8s-helper.check_expiration", "threshold_days=20", out=None)
+    assert proc.stdout.splitlines()[1].endswith("; renew-soon: fewer than 20 days left)")
+
+
+KUBECFG_READERS = [
+    "kubelet (every host: its kubeconfig)",
+    "kube-proxy (every host: its kubeconfig)",
+    "kube-controller-manager (masters: its kubeconfig)",
+    "kube-scheduler (masters: its kubeconfig)",
+]
+APISERVER = "kube-apiserver (masters: server.cert, server.key)"
+SIGNER = "kube-controller-manager (masters: server.key signs service-account tokens)"
+
+
+def test_renew_says_what_must_restart(runners, pki_root):
+    directory = make_set(pki_root)
+    renew = runners["k8s-helper.renew"]
+    ret = renew(certs="kubecfg")
+    assert ret["restart"] == KUBECFG_READERS
+    assert ret["next"].endswith("; kube-proxy is not run by the formula: restart it yourself")
+    # a new server.key also signs the service-account tokens (no sa.key in the set)
+    assert renew(certs="server")["restart"] == [APISERVER, SIGNER]
+    # the same key: the tokens are not concerned
+    assert renew(certs="server", keep_keys=True)["restart"] == [APISERVER]
+    ret = renew()
+    assert ret["renewed"] == ["server", "kubecfg"]
+    # kube-controller-manager twice: it reads its kubeconfig and signs with server.key
+    assert ret["restart"] == [APISERVER, *KUBECFG_READERS, SIGNER]
+    nothing = renew(threshold_days=1)
+    assert nothing["renewed"] == [] and nothing["restart"] == []
+    assert nothing["next"] == "nothing renewed: nothing to hand out or restart"
+    assert (directory / "ca.crt").is_file()
+
+
+def test_renew_with_a_dedicated_token_key_restarts_only_the_apiserver(runners, pki_root):
+    ret = runners["k8s-helper.generate_certs"](service_account_key=True, key_type="ecdsa-p256")
+    assert ret["files"]["sa.key"]["action"] == "generated"
+    assert runners["k8s-helper.renew"](certs="server")["restart"] == [APISERVER]
+
+
+def test_renew_output_ends_with_what_must_restart(sink, pki_root):
+    make_set(pki_root)
+    proc = salt_run(sink, "k8s-helper.renew", "certs=server", "keep_keys=True", out=None)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.rstrip().splitlines()
+    assert lines[-2:] == ["restart:", f"    - {APISERVER}"], lines[-6:]

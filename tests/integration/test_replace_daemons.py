@@ -295,6 +295,7 @@ def cluster(salt_factories, tmp_path_factory, host_untouched):
             script.write_text(INIT_SCRIPT.format(name="kubelet"))
             script.chmod(0o755)
             sysv.run(["update-rc.d", "kubelet", "defaults"], check=True)
+            sysv.install_binary("/usr/bin/kubelet")  # kubernetes.running checks it is there
             hosts[minion] = master.salt_minion_daemon(
                 minion,
                 factory_class=Host,
