@@ -65,6 +65,8 @@ def _expiry(data):
     event = data.get("event")
     if event:
         lines.append(f"event {event['tag']}: {'fired' if event['fired'] else 'not fired'}")
+    if data.get("html"):
+        lines.append(f"HTML report: {data['html']}")
     return "\n".join(lines)
 
 

@@ -2279,7 +2279,7 @@ def expiry_report(directory, specs=None, renew_before_days=DEFAULT_RENEW_BEFORE_
 
     Returns a plain dict: ``certificates`` (one entry per certificate: name,
     file, kind, subject, issuer, serial, sha256, not_before, not_after,
-    days_left, status; ``member`` when the file is a pair of ``specs``), and
+    days_left, status, renew_from; ``member`` when the file is a pair of ``specs``), and
     ``summary`` (a count per status).  A file that cannot be read is an entry
     with status ``unreadable`` and the reason.
     """
@@ -2320,6 +2320,11 @@ def expiry_report(directory, specs=None, renew_before_days=DEFAULT_RENEW_BEFORE_
                     "not_after": info["not_after"],
                     "days_left": int(days_left(cert, now)),  # whole days, toward zero
                     "status": expiry_status(cert, renew_before_days, now),
+                    # when it enters its renewal window (what the HTML report draws)
+                    "renew_from": _iso(
+                        cert.not_valid_after_utc
+                        - datetime.timedelta(days=renewal_window_days(cert, renew_before_days))
+                    ),
                 }
             )
     if not entries:
