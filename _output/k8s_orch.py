@@ -156,11 +156,16 @@ def _runner(ret):
     return []
 
 
-def _status(step):
+_ORDER = ("FAILED", "changed", "ok", "skipped", "would change", "test")
+
+
+def _status(key, step):
     if step.get("result") is None:
         return "would change" if step.get("changes") else "test"
     if step.get("result"):
-        return "changed" if step.get("changes") else "ok"
+        # a runner's or a function's return is not a change on a host
+        changed = _state_fun(key) == "salt.state" and step.get("changes")
+        return "changed" if changed else "ok"
     if str(step.get("comment", "")).startswith("One or more requisite failed"):
         return "skipped"
     return "FAILED"
@@ -168,8 +173,8 @@ def _status(step):
 
 def _step(key, step):
     fun = _state_fun(key)
-    status = _status(step)
-    lines = [f"{status.upper() if status == 'FAILED' else status:8} {_state_id(key)}"]
+    status = _status(key, step)
+    lines = [f"{status:8} {_state_id(key)}"]
     changes = step.get("changes") if isinstance(step.get("changes"), dict) else {}
     if status == "skipped":
         return lines
@@ -195,10 +200,10 @@ def _orchestration(name, steps):
     counts = {}
     for key, step in ordered:
         lines += ["  " + line for line in _step(key, step)]
-        status = _status(step)
+        status = _status(key, step)
         counts[status] = counts.get(status, 0) + 1
     seconds = sum(step.get("duration", 0) or 0 for step in steps.values()) / 1000
-    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    summary = ", ".join(f"{counts[status]} {status}" for status in _ORDER if status in counts)
     lines.append(f"{len(ordered)} steps: {summary} ({seconds:.1f} s)")
     return lines
 

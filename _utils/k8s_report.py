@@ -28,7 +28,7 @@ COLOURS = {
     "unreadable": "#757575",
 }
 HTML_MODE = 0o644  # a report holds names and dates only: readable by whoever reads reports
-_WIDTH = 640  # pixels of a timeline
+_WIDTH = 560  # pixels of a timeline
 _ROW = 22
 
 _CSS = """
@@ -40,6 +40,7 @@ p.meta { color: #555; margin: 0.2em 0; }
 table { border-collapse: collapse; }
 th, td { padding: 2px 8px; text-align: left; vertical-align: middle; font-size: 0.9em; }
 td.date { white-space: nowrap; }
+td.cert { max-width: 19em; }
 th { background: #eee; }
 tr + tr td { border-top: 1px solid #e4e4e4; }
 td.num { text-align: right; }
@@ -94,9 +95,7 @@ class _Scale:
         index = self.start.year * 12 + self.start.month  # the month after start's
         while True:
             year, month = divmod(index, 12)
-            when = self.start.replace(
-                year=year, month=month + 1, day=1, hour=0, minute=0, second=0
-            )
+            when = self.start.replace(year=year, month=month + 1, day=1, hour=0, minute=0, second=0)
             if when > self.end:
                 return
             if month % months == 0:
@@ -115,10 +114,9 @@ def _scale_for(entries, now):
 def _axis(scale, now):
     parts = [f'<svg width="{_WIDTH}" height="{_ROW}" role="img" aria-label="time axis">']
     for x, label in scale.ticks():
-        parts.append(
-            f'<line x1="{x}" y1="14" x2="{x}" y2="{_ROW}" stroke="#999"/>'
-            f'<text x="{x + 2}" y="11">{_esc(label)}</text>'
-        )
+        parts.append(f'<line x1="{x}" y1="14" x2="{x}" y2="{_ROW}" stroke="#999"/>')
+        if x < _WIDTH - 40:  # a label that fits
+            parts.append(f'<text x="{x + 2}" y="11">{_esc(label)}</text>')
     today = scale.x(now)
     parts.append(
         f'<line x1="{today}" y1="0" x2="{today}" y2="{_ROW}" stroke="#000" stroke-width="2"/>'
@@ -139,7 +137,10 @@ def _bar(entry, scale, now):
     parts = [
         f'<svg width="{_WIDTH}" height="{_ROW}" role="img" aria-label="{_esc(title)}">',
         f"<title>{_esc(title)}</title>",
-        *(f'<line x1="{x}" y1="0" x2="{x}" y2="{_ROW}" stroke="#e3e3e3"/>' for x, _ in scale.ticks()),
+        *(
+            f'<line x1="{x}" y1="0" x2="{x}" y2="{_ROW}" stroke="#e3e3e3"/>'
+            for x, _ in scale.ticks()
+        ),
         f'<rect class="validity" x="{start}" y="5" width="{max(end - start, 1)}" height="12" '
         f'fill="{colour}"/>',
     ]
@@ -151,8 +152,7 @@ def _bar(entry, scale, now):
         )
     today = scale.x(now)
     parts.append(
-        f'<line x1="{today}" y1="0" x2="{today}" y2="{_ROW}" stroke="#000" stroke-width="2"/>'
-        "</svg>"
+        f'<line x1="{today}" y1="0" x2="{today}" y2="{_ROW}" stroke="#000" stroke-width="2"/></svg>'
     )
     return "".join(parts)
 
@@ -167,14 +167,14 @@ def _status(status):
 def _table(title, rows, scale, now):
     out = [
         f"<h3>{_esc(title)}</h3>",
-        '<table><tr><th>Certificate</th><th>Status</th><th>Not before</th><th>Not after</th>'
+        "<table><tr><th>Certificate</th><th>Status</th><th>Not before</th><th>Not after</th>"
         "<th>Days left</th><th>Renew from</th>"
         f'<th class="timeline">{_axis(scale, now)}</th></tr>',
     ]
     for entry in rows:
         out.append(
             f'<tr class="cert" data-status="{_esc(entry["status"])}">'
-            f'<td><span class="name">{_esc(entry["name"])}</span><br>'
+            f'<td class="cert"><span class="name">{_esc(entry["name"])}</span><br>'
             f'<span class="subject">{_esc(entry["subject"])} '
             f"(issuer {_esc(entry['issuer'])})</span></td>"
             f"<td>{_status(entry['status'])}</td>"
@@ -268,7 +268,7 @@ def render_html(reports, now=None):
     for report in reports:
         entries = report["certificates"]
         out += [
-            f'<h2>Cluster {_esc(report["cluster_tag"])}</h2>',
+            f"<h2>Cluster {_esc(report['cluster_tag'])}</h2>",
             f'<p class="meta">{_esc(report["directory"])}; renew-soon: fewer than '
             f"{_esc(report['renew_before_days'])} days left (a certificate living no longer "
             "than that: its last third).</p>",
