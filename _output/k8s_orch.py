@@ -10,7 +10,7 @@ orchestration, its status (``ok``, ``changed``, ``FAILED``, ``skipped``) and
 what matters: per host, the states that changed, the services (re)started or
 stopped, the health check's answer; for a failure, the host, the state and its
 comment.  The return itself is unchanged: ``--out=json`` (or ``--out=highstate``)
-still prints everything.  Any other data goes to the ``highstate`` outputter.
+still prints everything.  Any other data goes to the ``nested`` outputter.
 
 The master finds this module through ``outputter_dirs`` or after
 ``salt-run saltutil.sync_output``.
@@ -209,7 +209,9 @@ def _orchestration(name, steps):
 
 
 def output(data, **kwargs):  # pylint: disable=unused-argument
-    """An orchestration's return as a summary; anything else as ``highstate``."""
+    """An orchestration's return as a summary; anything else as ``nested``."""
+    if isinstance(data, dict) and isinstance(data.get("data"), dict) and "outputter" in data:
+        data = data["data"]  # salt-run hands over the whole return (as to highstate)
     if not isinstance(data, dict) or not data:
         return _fallback(data)
     lines = []
@@ -227,4 +229,7 @@ def output(data, **kwargs):  # pylint: disable=unused-argument
 def _fallback(data):
     import salt.output  # noqa: PLC0415
 
-    return salt.output.out_format(data, "highstate", __opts__)
+    # Without "output" in the options: --out=k8s_orch there would bring the
+    # data straight back here.
+    opts = {key: value for key, value in __opts__.items() if key != "output"}
+    return salt.output.out_format(data, "nested", opts)

@@ -393,6 +393,7 @@ def test_an_unhealthy_master_stops_the_run_and_the_rest_is_untouched(cluster):
     # What the operator reads (--out=k8s_orch): the failed step, the host and
     # the health check's reason, each on one line; the steps after it skipped.
     lines = ret.stdout.splitlines()
+    assert f"  FAILED   {prefix}-{MASTERS[0]}-healthz" in lines, ret.stdout + ret.stderr
     failed = lines.index(f"  FAILED   {prefix}-{MASTERS[0]}-healthz")
     assert lines[failed + 1].startswith(
         f"    {MASTERS[0]}: the apiserver at https://127.0.0.1:{cluster.ports[MASTERS[0]]}/healthz "
@@ -458,6 +459,7 @@ def test_replace_with_the_prepared_set_rolls_everything(cluster):
     # The summary: the failed clean-up and the verify that ran after it, both
     # reported; per host what changed and what the kubelet did.
     lines = ret.stdout.splitlines()
+    assert f"  FAILED   {prefix}-cluster-cleanup" in lines, ret.stdout + ret.stderr
     failed = lines.index(f"  FAILED   {prefix}-cluster-cleanup")
     assert lines[failed + 1].startswith(
         f"    {MASTERS[0]}: no cluster reachable at https://127.0.0.1:{cluster.api_port} "
