@@ -235,13 +235,26 @@ class Cluster:
         # salt-run's own console log level (factories would make it critical)
         ret = self.run.run(*args, f"--out={out}", "--log-level=warning")
         self.outputs.append(ret.stdout + ret.stderr)
-        (event,) = [
-            event
-            for event in self.events.get_events([(self.master.id, "salt/run/*/ret")], started)
-            if event.data.get("fun") == "runner.state.orchestrate"
-        ]
-        self.returns.append(event.data["return"])
-        return ret, steps(event.data["return"])
+        data = self._orchestrate_return(started)
+        self.returns.append(data)
+        return ret, steps(data)
+
+    def _orchestrate_return(self, after):
+        """The return of the state.orchestrate run started after ``after``, from
+        its ``salt/run/<jid>/ret`` event (salt-run fires it as it exits; the
+        master relays it to the tests' event listener a moment later)."""
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            found = [
+                event.data["return"]
+                for event in self.events.get_events([(self.master.id, "salt/run/*/ret")], after)
+                if event.data.get("fun") == "runner.state.orchestrate"
+            ]
+            if found:
+                (data,) = found
+                return data
+            time.sleep(0.2)
+        raise AssertionError("no salt/run/<jid>/ret event of state.orchestrate reached the tests")
 
 
 def steps(data):
@@ -465,7 +478,9 @@ def test_replace_with_the_prepared_set_rolls_everything(cluster):
         f"    {MASTERS[0]}: no cluster reachable at https://127.0.0.1:{cluster.api_port} "
     )
     verified = lines.index(f"  ok       {prefix}-verify")
-    assert lines[verified + 1] == "    4 minion(s): 4 consistent, 0 with problems, 0 not answering"
+    assert lines[verified + 1].startswith(
+        "    4 minion(s): 4 consistent, 0 with problems, 0 not answering; paths: "
+    ), ret.stdout
     assert f"    {NODES[0]}: 25 states, 7 changed" in lines
     assert "      service kubelet: Service restarted" in lines
     health = lines[lines.index(f"  ok       {prefix}-{MASTERS[1]}-healthz") + 1]
