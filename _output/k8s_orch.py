@@ -52,15 +52,17 @@ def _host_states(minion, states):
     """Lines for one host's state run: failures in full, the rest counted."""
     ordered = sorted(states.items(), key=lambda item: item[1].get("__run_num__", 0))
     changed, services, failed = [], [], []
+    count = 0  # states that changed something (several may name the same file)
     for key, state in ordered:
         if state.get("result") is False:
             failed.append((key, state))
         elif state.get("changes"):
+            count += 1
             if _state_fun(key).startswith("service."):
                 services.append(f"{state.get('name', _state_id(key))}: {_short(state['comment'])}")
             elif (state.get("name") or _state_id(key)) not in changed:
                 changed.append(state.get("name") or _state_id(key))
-    head = f"  {minion}: {len(ordered)} states, {len(changed) + len(services)} changed"
+    head = f"  {minion}: {len(ordered)} states, {count} changed"
     if failed:
         head += f", {len(failed)} failed"
     lines = [head]
