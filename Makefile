@@ -8,8 +8,9 @@ STAMP := $(VENV)/.installed
 # Debian packages the tests drive as independent peers: etcd-server and
 # etcd-client (the kubeadm profile's etcd certificates), docker.io (it brings
 # containerd, runc and tini) and busybox-static (real container runtimes for
-# the kubelet.removed tests, started by the tests themselves).
-APT_PACKAGES := openssl ca-certificates util-linux etcd-server etcd-client docker.io busybox-static
+# the kubelet.removed tests, started by the tests themselves), chromium (renders
+# check_expiration's HTML report headless in its test).
+APT_PACKAGES := openssl ca-certificates util-linux etcd-server etcd-client docker.io busybox-static chromium
 # Two workers, a test file each (tests of one file share module fixtures and
 # run in order): much of the suite waits on daemons and subprocesses.  A short
 # --basetemp: the tests' salt daemons put unix sockets under it (108-byte limit).

@@ -87,6 +87,8 @@ def _expiry(data):
     if event:
         why = event.get("why") or ("fired" if event["fired"] else "not fired")
         lines.append(f"event {event['tag']}: {why}")
+    if data.get("html"):
+        lines.append(f"HTML report: {data['html']}")
     return "\n".join(lines)
 
 

@@ -20,6 +20,7 @@ import os
 
 try:
     import k8s_pki
+    import k8s_report
 
     HAS_PKI = True
 except ImportError as _err:  # cryptography missing, or _utils not synced
@@ -308,7 +309,7 @@ def _event_why(alert, sent):
 
 @_refusals_exit_nonzero
 def check_expiration(
-    cluster_tag="default", threshold_days=90, fire_event=False, table=True, **kwargs
+    cluster_tag="default", threshold_days=90, fire_event=False, table=True, html=None, **kwargs
 ):
     """
     Report when each certificate of a cluster's set expires.
@@ -338,6 +339,11 @@ def check_expiration(
         Print a table. ``False`` returns the report as plain data: what an
         orchestration's ``salt.runner`` step needs (Salt judges a tabled
         return by the rules of state results and would call it failed).
+    html : None
+        Also write the report as one self-contained HTML page (a timeline of
+        every certificate against today and its renewal window, by status) to
+        this absolute path; its folder must exist, a symbolic link there is
+        refused. Written atomically, mode 0644 (names and dates, no key).
 
     CLI Example:
 
@@ -346,12 +352,14 @@ def check_expiration(
         salt-run k8s-helper.check_expiration
         salt-run k8s-helper.check_expiration cluster_tag=prod threshold_days=30 --out=json
         salt-run k8s-helper.check_expiration cluster_tag=prod fire_event=True
+        salt-run k8s-helper.check_expiration cluster_tag=prod html=/var/tmp/prod-certs.html
     """
     _reject_unknown(kwargs)
     tag = k8s_pki.check_cluster_tag(cluster_tag)
     threshold = k8s_pki.check_days(threshold_days, "threshold_days")
     fire = k8s_pki.check_bool(fire_event, "fire_event")
     tabled = k8s_pki.check_bool(table, "table")
+    page = None if html is None else k8s_report.check_html_path(html)
     report = k8s_pki.expiry_report(
         os.path.join(_pki_root(), tag), k8s_pki.seed_specs(), renew_before_days=threshold
     )
@@ -364,6 +372,8 @@ def check_expiration(
         data["event"] = {"tag": event_tag, "fired": sent, "why": _event_why(alert, sent)}
         if alert is not None and not sent:
             log.warning("k8s-helper: could not fire %s (is the master running?)", event_tag)
+    if page:
+        data["html"] = k8s_report.write_html(page, k8s_report.render_html([data]))
     data["retcode"] = 1 if summary["expired"] or summary["unreadable"] else 0
     log.info(
         "k8s-helper: cluster %s: %s",

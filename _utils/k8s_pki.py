@@ -2598,8 +2598,8 @@ def expiry_report(directory, specs=None, renew_before_days=DEFAULT_RENEW_BEFORE_
 
     Returns a plain dict: ``certificates`` (one entry per certificate: name,
     file, kind, subject, issuer, serial, sha256, not_before, not_after,
-    days_left, status, renew_window_days; ``member`` when the file is a pair
-    of ``specs``), and
+    days_left, status, renew_window_days, renew_from; ``member`` when the file is a
+    pair of ``specs``), and
     ``summary`` (a count per status).  A file that cannot be read is an entry
     with status ``unreadable`` and the reason.
     """
@@ -2628,6 +2628,8 @@ def expiry_report(directory, specs=None, renew_before_days=DEFAULT_RENEW_BEFORE_
             entries.append({**base, "status": "unreadable", "error": f"{rel}: no certificate"})
         for label, cert in found:
             info = describe_cert(cert)
+            # the window applied to this one (shorter for a short-lived one)
+            window = renewal_window_days(cert, renew_before_days)
             entries.append(
                 {
                     **base,
@@ -2641,8 +2643,9 @@ def expiry_report(directory, specs=None, renew_before_days=DEFAULT_RENEW_BEFORE_
                     "not_after": info["not_after"],
                     "days_left": int(days_left(cert, now)),  # whole days, toward zero
                     "status": expiry_status(cert, renew_before_days, now),
-                    # the window applied to this one (shorter for a short-lived one)
-                    "renew_window_days": round(renewal_window_days(cert, renew_before_days), 1),
+                    "renew_window_days": round(window, 1),
+                    # when it enters that window (what the HTML report draws)
+                    "renew_from": _iso(cert.not_valid_after_utc - datetime.timedelta(days=window)),
                 }
             )
     if not entries:

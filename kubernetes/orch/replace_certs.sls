@@ -14,9 +14,11 @@
     4. the nodes: refresh_pillar, kubernetes.running, in batches;
     5. on the first master, kubectl deletes the service-account token secrets
        of kube-system and rolls the listed workloads (k8s_cluster.cleanup);
-    6. salt-run k8s-helper.verify on every host of the cluster.
-    Every step requires the one before: the first failure stops the run, and
-    the hosts after it are left as they were.
+    6. salt-run k8s-helper.verify on every host of the cluster (after the
+       clean-up, even when it failed: both are reported).
+    Every other step requires the one before: the first failure stops the
+    run, and the hosts after it are left as they were.
+    Add --out=k8s_orch for a short summary per step and host (_output/k8s_orch.py).
 
     Pillar k8s_replace (all optional):
       cluster_tag        default
@@ -87,8 +89,10 @@
 {%- endif %}
 {%- if cleanup is not sameas false %}
 {{ rolling.cleanup(prefix ~ '-cluster-cleanup', masters[0], cleanup, last) }}
-{%-   set last = prefix ~ '-cluster-cleanup' %}
 {%- endif %}
+{#- verify requires the roll-out, not the clean-up: a clean-up that fails
+    (no cluster API) must not hide what the hosts hold.  Written after it,
+    it runs after it (states run in the order written). #}
 {%- if args.get('verify', True) %}
 {{ rolling.verify(prefix ~ '-verify', tag, cluster, 'compound', last) }}
 {%- endif %}

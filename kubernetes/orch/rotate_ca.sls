@@ -19,7 +19,8 @@
       5. (trust and finish) k8s_cluster.cleanup on the first master: the
          listed workloads restart one pod at a time (the token secrets are
          kept unless cleanup: {delete_token_secrets: true});
-      6. k8s-helper.verify on every host.
+      6. k8s-helper.verify on every host (after the clean-up, even when it
+         failed).
     No kubelet.removed: the kubelet restarts, the pods keep running.
 
     Pillar k8s_rotate: stage (required), cluster_tag (default), and as for
@@ -98,8 +99,8 @@
 {%-   endif %}
 {%-   if cleanup is not sameas false %}
 {{ rolling.cleanup(prefix ~ '-cluster-cleanup', masters[0], cleanup, last) }}
-{%-     set last = prefix ~ '-cluster-cleanup' %}
 {%-   endif %}
+{#-   verify requires the roll-out, not the clean-up (see replace_certs.sls). #}
 {%-   if args.get('verify', True) %}
 {{ rolling.verify(prefix ~ '-verify', tag, cluster, 'compound', last) }}
 {%-   endif %}
