@@ -62,6 +62,7 @@ def _expiry(data):
     summary = data.get("summary", {})
     counts = ", ".join(f"{count} {status}" for status, count in summary.items())
     lines += ["", f"{len(data['certificates'])} certificates: {counts}"]
+    lines += [f"notice: {notice}" for notice in data.get("notices", [])]
     event = data.get("event")
     if event:
         lines.append(f"event {event['tag']}: {'fired' if event['fired'] else 'not fired'}")
