@@ -1453,9 +1453,9 @@ def _fill(plan, specs, key_type, ca_days, leaf_days, now):
             _, requested = capped_end(ca.cert, leaf_days, now)
             if requested is not None:
                 item.capped = (
-                    f"valid until the end of {spec.issuer} {_iso(item.cert.not_valid_after_utc)}, "
-                    f"not {_iso(requested)} ({leaf_days} days): a certificate cannot outlive "
-                    "its CA"
+                    f"valid until {spec.issuer}.crt ends ({_iso(item.cert.not_valid_after_utc)}), "
+                    f"not until {_iso(requested)} ({leaf_days} days asked): a certificate "
+                    "cannot outlive its CA"
                 )
         item.cert_bytes = cert_pem(item.cert)
         if isinstance(spec, KubeconfigSpec):
