@@ -135,8 +135,11 @@ def generate_certs(
     ``O=system:masters``) to ``<pki_root>/<cluster_tag>/``. A complete, valid set
     is left exactly as it is; missing leaves are issued from the existing CA, and
     a leaf whose names no longer match the arguments, that is not signed by the
-    CA, or that expires within 90 days is reissued (with a new key); the return
-    says why (``reason``). The CA is only replaced with ``force_regen=True``.
+    CA, or that expires within 90 days is reissued (with a new key, but for
+    ``server.key`` when it signs the service-account tokens: see
+    ``service_account_key``); the return says why (``reason``). No leaf
+    outlives its CA: one that would ends with the CA (``capped`` says so). The
+    CA is only replaced with ``force_regen=True``.
     Whenever existing files are replaced, the previous set is first kept under
     ``<cluster_tag>/backup/<timestamp>/``.
 
@@ -166,9 +169,10 @@ def generate_certs(
         How long the leaf certificates are valid, in days.
     service_account_key : False
         Also make ``sa.key``/``sa.pub``, a key pair of its own for signing
-        service-account tokens (the seed signs them with ``server.key``, so a
-        new serving certificate invalidates every token). Kept across
-        renewals and drift; only ``force_regen`` replaces it.
+        service-account tokens (the seed signs them with ``server.key``, which
+        drift and renewal therefore keep; only ``force_regen`` and ``renew
+        rotate_token_key=True`` replace it, invalidating every token). Kept
+        across renewals and drift; only ``force_regen`` replaces it.
     profile : seed
         ``seed``: the set above. ``kubeadm``: kubeadm's layout and identities:
         ``ca``, ``front-proxy-ca``, ``etcd/ca``, ``apiserver-kubelet-client``,

@@ -174,7 +174,8 @@ def test_renew_through_salt_run(sink, pki_root):
     assert "api.example.com" in data["files"]["server.crt"]["sans"]
     for name in ("ca.crt", "ca.key", "kubecfg.crt", "kubecfg.key"):
         assert (directory / name).read_bytes() == before[name], name
-    assert (directory / "server.key").read_bytes() != before["server.key"]
+    # server.key also signs the service-account tokens (no sa.key): kept
+    assert (directory / "server.key").read_bytes() == before["server.key"]
     openssl("verify", "-CAfile", directory / "ca.crt", directory / "server.crt")
     backup = data["backup"]
     assert {p.name for p in pki_root.joinpath(backup).iterdir()} == set(before)
@@ -225,7 +226,7 @@ def test_generate_certs_drift_through_salt_run(sink, pki_root):
         sink, "k8s-helper.generate_certs", "key_type=ecdsa-p256", "extra_sans=[lb.example.com]"
     )
     assert proc.returncode == 0
-    assert drift["files"]["server.crt"]["action"] == "generated"
+    assert drift["files"]["server.crt"]["action"] == "reissued"  # same token-signing key
     assert drift["files"]["server.crt"]["reason"] == "names or usages differ from those requested"
     assert drift["files"]["kubecfg.crt"]["action"] == "reused"
     assert drift["files"]["ca.crt"]["action"] == "reused"
