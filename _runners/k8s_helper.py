@@ -60,9 +60,7 @@ def _check_call(func, args, kwargs):
     try:
         signature.bind(*args, **kwargs)
     except TypeError as err:
-        named = [
-            p.name for p in signature.parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD
-        ]
+        named = [p.name for p in signature.parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD]
         if len(args) > len(named):
             raise k8s_pki.InputError(
                 f"too many positional arguments: {func.__name__} takes at most {len(named)} "

@@ -1284,7 +1284,8 @@ def _plan_keypair(item, name, renew):
     return item
 
 
-TOKEN_KEY_LEAF = "server"
+# The leaf whose key (in the seed layout, without sa.key) signs the tokens.
+TOKEN_KEY_LEAF = "server"  # noqa: S105 - a pair name, not a secret
 
 
 def token_signing_leaf(directory, specs):
@@ -1959,13 +1960,13 @@ def renew_set(
             )
         derived[name] = spec_from_cert(item.cert, spec.issuer)
         kept_type = key_type_of(item.key) if item.key is not None else None
-        if name == token_leaf and name in names and not rotate_token_key:
-            if key_type is not None and kept_type not in (None, key_type):
-                raise InputError(
-                    f"key_type: {name}.key is kept (it signs service-account tokens), so it "
-                    f"stays {kept_type}; add rotate_token_key=True for a new {key_type} key "
-                    "(every token must then be reissued)"
-                )
+        keeps_token_key = name == token_leaf and name in names and not rotate_token_key
+        if keeps_token_key and key_type is not None and kept_type not in (None, key_type):
+            raise InputError(
+                f"key_type: {name}.key is kept (it signs service-account tokens), so it "
+                f"stays {kept_type}; add rotate_token_key=True for a new {key_type} key "
+                "(every token must then be reissued)"
+            )
         if due_within is not None and name in names:
             due[name] = renewal_due(item.cert, due_within, now, ca_certs.get(spec.issuer))
             if not due[name]:

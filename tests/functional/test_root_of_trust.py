@@ -406,4 +406,6 @@ def test_rotation_finish_and_abort_say_ca_crt_changed(cli):
     assert "hand it out to every host" in message
     # Abandoned before any host saw the new CA: ca.crt did not change.
     stage(conf, "abp", "prepare")
-    assert stage(conf, "abp", "abort") == "stage=abort: prepared -> idle; nothing to do on the hosts"
+    assert (
+        stage(conf, "abp", "abort") == "stage=abort: prepared -> idle; nothing to do on the hosts"
+    )

@@ -30,7 +30,11 @@ CASES = [
     (k8s_pki.check_endpoint, "fe80::1%eth0", "control_plane_endpoint: "),
     (k8s_pki.check_endpoint, "[fe80::1%eth0]:6443", "control_plane_endpoint: "),
     (lambda v: k8s_pki.check_hosts([{"name": v, "ip": "192.0.2.1"}], "masters"), "m1\n", "masters"),
-    (lambda v: k8s_pki.check_hosts([{"name": "m1", "ip": v}], "masters"), "fe80::1%eth0", "masters"),
+    (
+        lambda v: k8s_pki.check_hosts([{"name": "m1", "ip": v}], "masters"),
+        "fe80::1%eth0",
+        "masters",
+    ),
     (lambda v: k8s_pki.kubeadm_host_files(v, True), "m1\n", "host: "),
 ]
 
