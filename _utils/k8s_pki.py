@@ -2488,7 +2488,8 @@ def _outliving_leaves(parsed):
         if entry["kind"] != "leaf":
             continue
         for ca_entry, ca_cert in cas:
-            if signed_by(cert, ca_cert) and cert.not_valid_after_utc > ca_cert.not_valid_after_utc:
+            # the dates first: one signature check only where it matters
+            if cert.not_valid_after_utc > ca_cert.not_valid_after_utc and signed_by(cert, ca_cert):
                 entry["notice"] = (
                     f"outlives its CA ({ca_entry['name']}): refused from "
                     f"{ca_entry['not_after']} on, not {entry['not_after']}"
