@@ -83,6 +83,7 @@ def _expiry(data):
     summary = data.get("summary", {})
     counts = ", ".join(f"{count} {status}" for status, count in summary.items())
     lines += ["", f"{len(data['certificates'])} certificates: {counts}"]
+    lines += [f"notice: {notice}" for notice in data.get("notices", [])]
     event = data.get("event")
     if event:
         why = event.get("why") or ("fired" if event["fired"] else "not fired")

@@ -15,6 +15,7 @@ arguments, reads the master's options and shapes what ``salt-run`` prints.
 """
 
 import functools
+import inspect
 import logging
 import os
 
@@ -56,6 +57,23 @@ def _reject_unknown(kwargs):
         raise k8s_pki.InputError(f"{unknown[0]}: unknown argument")
 
 
+def _check_call(func, args, kwargs):
+    """Refuse a call ``func`` cannot take (too many positional arguments, one
+    given twice) with a message naming the problem: Python's TypeError would
+    surface as an internal error."""
+    signature = inspect.signature(func)
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as err:
+        named = [p.name for p in signature.parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD]
+        if len(args) > len(named):
+            raise k8s_pki.InputError(
+                f"too many positional arguments: {func.__name__} takes at most {len(named)} "
+                f"({', '.join(named)}), got {len(args)}; name them, e.g. {named[0]}=..."
+            ) from None
+        raise k8s_pki.InputError(f"{func.__name__}: {err}") from None
+
+
 def _failed(message):
     """What salt-run prints, and exits non-zero on, for a request it refused."""
     log.error("k8s-helper: %s", message)
@@ -72,6 +90,7 @@ def _refusals_exit_nonzero(func):
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
+            _check_call(func, args, kwargs)
             ret = func(*args, **kwargs)
         except k8s_pki.PKIError as err:
             ret = _failed(str(err))
@@ -119,8 +138,11 @@ def generate_certs(
     ``O=system:masters``) to ``<pki_root>/<cluster_tag>/``. A complete, valid set
     is left exactly as it is; missing leaves are issued from the existing CA, and
     a leaf whose names no longer match the arguments, that is not signed by the
-    CA, or that expires within 90 days is reissued (with a new key); the return
-    says why (``reason``). The CA is only replaced with ``force_regen=True``.
+    CA, or that expires within 90 days is reissued (with a new key, but for
+    ``server.key`` when it signs the service-account tokens: see
+    ``service_account_key``); the return says why (``reason``). No leaf
+    outlives its CA: one that would ends with the CA (``capped`` says so). The
+    CA is only replaced with ``force_regen=True``.
     Whenever existing files are replaced, the previous set is first kept under
     ``<cluster_tag>/backup/<timestamp>/``.
 
@@ -150,9 +172,10 @@ def generate_certs(
         How long the leaf certificates are valid, in days.
     service_account_key : False
         Also make ``sa.key``/``sa.pub``, a key pair of its own for signing
-        service-account tokens (the seed signs them with ``server.key``, so a
-        new serving certificate invalidates every token). Kept across
-        renewals and drift; only ``force_regen`` replaces it.
+        service-account tokens (the seed signs them with ``server.key``, which
+        drift and renewal therefore keep; only ``force_regen`` and ``renew
+        rotate_token_key=True`` replace it, invalidating every token). Kept
+        across renewals and drift; only ``force_regen`` replaces it.
     profile : seed
         ``seed``: the set above. ``kubeadm``: kubeadm's layout and identities:
         ``ca``, ``front-proxy-ca``, ``etcd/ca``, ``apiserver-kubelet-client``,
@@ -247,7 +270,7 @@ KUBEADM_PILLAR_KEY = "kubernetes:kubeadm"
 
 def _hosts_from_pillar(minion):
     """``(masters, nodes)`` as the pillar of ``minion`` has them (checked)."""
-    if not isinstance(minion, str) or not minion.strip():
+    if not isinstance(minion, str) or not minion.strip() or minion != minion.strip():
         raise k8s_pki.InputError(f"pillar_minion: {minion!r} is not a minion id")
     pillar = __salt__["pillar.show_pillar"](minion)
     data = pillar
@@ -391,6 +414,7 @@ def renew(
     key_type=None,
     days=365,
     threshold_days=None,
+    rotate_token_key=False,
     **kwargs,
 ):
     """
@@ -398,7 +422,9 @@ def renew(
 
     Each renewed certificate says exactly what the one it replaces says
     (subject, SANs, usages) with new dates and serial, and a new key unless
-    ``keep_keys=True``. The previous files are first kept under
+    ``keep_keys=True`` - but for ``server.key`` when the set has no ``sa.key``:
+    it also signs the cluster's service-account tokens, so it is kept unless
+    ``rotate_token_key=True``. The previous files are first kept under
     ``<pki_root>/<cluster_tag>/backup/<timestamp>/``. Leaves not named are kept,
     except any that are already unusable (expired, or not signed by the CA):
     those are reissued too, and the return says why. Naming a CA, or a
@@ -429,6 +455,10 @@ def renew(
         Renew only those of ``certs`` that are due: fewer than this many days
         left (``check_expiration``'s ``renew-soon`` or ``expired``). A second
         run then changes nothing; this is what the expiry reactor uses.
+    rotate_token_key : False
+        Give ``server`` a new key although it signs the service-account tokens
+        (sets without ``sa.key``). Every token then fails once kube-apiserver
+        restarts with it: the return's ``warnings`` say so; reissue them.
 
     CLI Example:
 
@@ -438,10 +468,12 @@ def renew(
         salt-run k8s-helper.renew cluster_tag=prod certs=server
         salt-run k8s-helper.renew cluster_tag=prod certs='[server, kubecfg]' keep_keys=True
         salt-run k8s-helper.renew cluster_tag=prod threshold_days=90
+        salt-run k8s-helper.renew cluster_tag=prod certs=server rotate_token_key=True
     """
     _reject_unknown(kwargs)
     tag = k8s_pki.check_cluster_tag(cluster_tag)
     keep = k8s_pki.check_bool(keep_keys, "keep_keys")
+    rotate_token = k8s_pki.check_bool(rotate_token_key, "rotate_token_key")
     new_key_type = None if key_type in (None, "") else k8s_pki.check_key_type(key_type)
     leaf_days = k8s_pki.check_days(days, "days")
     due_within = (
@@ -455,6 +487,7 @@ def renew(
         k8s_pki.seed_specs(),
         certs,
         keep_keys=keep,
+        rotate_token_key=rotate_token,
         key_type=new_key_type,
         leaf_days=leaf_days,
         due_within=due_within,
@@ -557,6 +590,12 @@ _ROTATION_NEXT = {
     "reissued": "hand the reissued certificates out to every host and restart what reads "
     "them (kubernetes.orch.rotate_ca); next: stage=finish",
 }
+# finish, and abort after trust, leave the rotation idle with another ca.crt:
+# every host still holds the bundle until it gets the new file.
+_CA_CRT_CHANGED = (
+    "ca.crt changed ({what}): hand it out to every host and restart what reads it "
+    "(kubernetes.orch.rotate_ca does both)"
+)
 
 
 @_refusals_exit_nonzero
@@ -655,7 +694,11 @@ def rotate_ca(
     if plan is None:
         ret["message"] = f"stage={stage}: nothing to do, the rotation is {after}"
     else:
-        ret["message"] = f"stage={stage}: {before} -> {after}; {_ROTATION_NEXT[after]}"
+        hosts = _ROTATION_NEXT[after]
+        if after == "idle" and plan.items["ca"].action in k8s_pki.CA_FILE_ACTIONS:
+            what = "the new CA alone" if stage == "finish" else "the current CA alone"
+            hosts = _CA_CRT_CHANGED.format(what=f"it now holds {what}")
+        ret["message"] = f"stage={stage}: {before} -> {after}; {hosts}"
         ret.update(k8s_pki.describe_plan(plan, backup))
     ret["status"] = status
     log.info("k8s-helper: cluster %s rotate_ca %s: %s -> %s", tag, stage, before, after)
@@ -730,7 +773,7 @@ def _seconds(value, name):
         seconds = int(value)
     except (TypeError, ValueError):
         seconds = 0
-    if isinstance(value, bool) or seconds <= 0 or str(seconds) != str(value).strip():
+    if isinstance(value, bool) or seconds <= 0 or str(seconds) != str(value):
         raise k8s_pki.InputError(f"{name}: {value!r} is not a positive whole number of seconds")
     return seconds
 

@@ -105,12 +105,15 @@ class SetError(PKIError):
 # Input checks
 # --------------------------------------------------------------------------
 
-_TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-_LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+# Every check matches the whole string (fullmatch): with re.match, "$" also
+# matches before a trailing newline, which would then reach a SAN or a path.
+_TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+_LABEL_RE = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+_DAYS_RE = re.compile(r"-?[0-9]+")  # ASCII digits: int() also takes "٣٦٥", "1_000", " +5 "
 
 
 def check_cluster_tag(value):
-    if not isinstance(value, str) or not _TAG_RE.match(value) or ".." in value:
+    if not isinstance(value, str) or not _TAG_RE.fullmatch(value) or ".." in value:
         raise InputError(
             f"cluster_tag: {value!r} is not a safe folder name; use 1-63 letters, digits, "
             "'.', '_' or '-', starting with a letter or digit, and no '..'"
@@ -119,16 +122,25 @@ def check_cluster_tag(value):
 
 
 def check_ip(value, name="api_service_address"):
+    """An IPv4 or IPv6 address, exactly as given (no spaces, no IPv6 zone)."""
     try:
-        return ipaddress.ip_address(str(value).strip())
+        address = ipaddress.ip_address(value if isinstance(value, str) else str(value))
     except ValueError:
         raise InputError(f"{name}: {value!r} is not an IPv4 or IPv6 address") from None
+    if getattr(address, "scope_id", None):
+        # A certificate cannot hold the zone: the SAN would never equal the
+        # request, and every run would issue the certificate again.
+        raise InputError(
+            f"{name}: {value!r} is a scoped IPv6 address; a certificate holds no zone "
+            "(%...): give the address without it"
+        )
+    return address
 
 
 def check_dns_name(value, name="api_server_fqdn"):
     text = value if isinstance(value, str) else ""
     labels = text.rstrip(".").split(".")
-    if not text or len(text) > 253 or not all(_LABEL_RE.match(label) for label in labels):
+    if not text or len(text) > 253 or not all(_LABEL_RE.fullmatch(label) for label in labels):
         raise InputError(
             f"{name}: {value!r} is not a valid DNS name (labels of letters, digits and '-', "
             "joined by '.')"
@@ -151,10 +163,9 @@ def check_bool(value, name):
 def check_days(value, name):
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise InputError(f"{name}: {value!r} is not a whole number of days")
-    try:
-        days = int(value)
-    except ValueError:
-        raise InputError(f"{name}: {value!r} is not a whole number of days") from None
+    if isinstance(value, str) and not _DAYS_RE.fullmatch(value):
+        raise InputError(f"{name}: {value!r} is not a whole number of days (digits 0-9 only)")
+    days = int(value)
     if days <= 0:
         raise InputError(f"{name}: {value!r} must be a positive number of days")
     if days > 36500:
@@ -179,11 +190,13 @@ def split_sans(values, name="extra_sans"):
         raise InputError(f"{name}: {values!r} is not a list of DNS names and IP addresses")
     dns, ips = [], []
     for value in values:
-        text = str(value).strip()
+        text = str(value).strip(" ")  # "a, b": the spaces after commas
         try:
-            ips.append(ipaddress.ip_address(text))
+            ipaddress.ip_address(text)
         except ValueError:
             dns.append(check_dns_name(text, name))
+        else:
+            ips.append(check_ip(text, name))
     return tuple(dns), tuple(ips)
 
 
@@ -218,9 +231,10 @@ def _name(common_name, organizations=()):
     return x509.Name(attrs)
 
 
-def _builder(subject, issuer, public_key, days, now):
+def _builder(subject, issuer, public_key, days, now, not_after=None):
     """What every certificate shares: names, serial, validity window, SKI."""
     now = now or datetime.datetime.now(datetime.timezone.utc)
+    not_after = not_after or now + datetime.timedelta(days=days)
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -228,7 +242,7 @@ def _builder(subject, issuer, public_key, days, now):
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + datetime.timedelta(days=days))
+        .not_valid_after(not_after)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
     )
 
@@ -321,10 +335,37 @@ class KubeconfigSpec:
         )
 
 
+def _authority_key_id(ca_cert):
+    """The AKI of what ``ca_cert`` signs: its SKI, or - for a CA brought without
+    one - the identifier computed from its public key the same way (RFC 5280)."""
+    try:
+        ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key())
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+
+
+def capped_end(ca_cert, days, now=None):
+    """When a leaf asked for ``days`` from ``now`` ends: never after its CA does.
+
+    Returns ``(not_after, requested or None)``; ``requested`` is the end that was
+    asked for when the CA's end cut it short.
+    """
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    requested = now + datetime.timedelta(days=days)
+    ca_end = ca_cert.not_valid_after_utc
+    return (ca_end, requested) if requested > ca_end else (requested, None)
+
+
 def issue_leaf(spec, key, ca_cert, ca_key, days=DEFAULT_LEAF_DAYS, now=None):
-    """A certificate for ``key`` signed by the CA, saying what ``spec`` asks."""
+    """A certificate for ``key`` signed by the CA, saying what ``spec`` asks.
+
+    It ends after ``days``, or with its CA if that comes first (a leaf that
+    outlives its CA is refused by every client from the CA's end on).
+    """
     is_rsa = isinstance(key, rsa.RSAPrivateKey)
-    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    not_after, _ = capped_end(ca_cert, days, now)
     builder = (
         _builder(
             _name(spec.common_name, spec.organizations),
@@ -332,6 +373,7 @@ def issue_leaf(spec, key, ca_cert, ca_key, days=DEFAULT_LEAF_DAYS, now=None):
             key.public_key(),
             days,
             now,
+            not_after,
         )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
@@ -349,10 +391,7 @@ def issue_leaf(spec, key, ca_cert, ca_key, days=DEFAULT_LEAF_DAYS, now=None):
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage(spec.extended_key_usages), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
-            critical=False,
-        )
+        .add_extension(_authority_key_id(ca_cert), critical=False)
     )
     sans = [x509.DNSName(n) for n in spec.dns_names]
     sans += [x509.IPAddress(ip) for ip in spec.ip_addresses]
@@ -726,12 +765,13 @@ def check_hosts(value, name, need_ip=True):
 
 def check_endpoint(value, name="control_plane_endpoint"):
     """``host`` or ``host:port`` (``[v6]:port``) -> ``(host, port)``; host a DNS name or IP."""
-    text = value.strip() if isinstance(value, str) else ""
+    text = value if isinstance(value, str) else ""
     with contextlib.suppress(ValueError):  # a bare IPv6 address, no port
-        return str(ipaddress.IPv6Address(text)), KUBEADM_PORT
+        ipaddress.IPv6Address(text)
+        return str(check_ip(text, name)), KUBEADM_PORT
     host, port = text, KUBEADM_PORT
-    match = re.match(r"^\[([0-9A-Fa-f:.]+)\](?::(\d+))?$", text) or re.match(
-        r"^([^:\[\]]+)(?::(\d+))?$", text
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::([0-9]{1,5}))?", text) or re.fullmatch(
+        r"([^:\[\]]+)(?::([0-9]{1,5}))?", text
     )
     if match:
         host, port = match.group(1), int(match.group(2) or KUBEADM_PORT)
@@ -740,9 +780,10 @@ def check_endpoint(value, name="control_plane_endpoint"):
             f"{name}: {value!r} is not host[:port] (a DNS name or IP address, port 1-65535)"
         )
     try:
-        return str(ipaddress.ip_address(host)), port
+        ipaddress.ip_address(host)
     except ValueError:
         return check_dns_name(host, name), port
+    return str(check_ip(host, name)), port
 
 
 def _url(host, port):
@@ -1039,6 +1080,7 @@ class Item:
     # Every certificate of <name>.crt when it holds more than one (a CA's trust
     # bundle during a rotation); ``cert`` is then the one ``key`` belongs to.
     bundle: list = field(default_factory=list)
+    capped: str = ""  # issued to end with its CA, sooner than asked: says so
 
     @property
     def present(self):
@@ -1062,6 +1104,7 @@ class Plan:
     # Files of the folder (relative paths) the new set leaves out: they remain
     # only in the backup (e.g. ca.next.crt/.key once a rotation promoted them).
     drop: set = field(default_factory=set)
+    warnings: list = field(default_factory=list)  # what the operator must act on
 
     @property
     def changed(self):
@@ -1352,7 +1395,7 @@ def _leaf_drift(item, spec, ca, renew_before_days, now):
         return f"not signed by the current {spec.issuer}"
     if not satisfies(item.cert, spec):
         return "names or usages differ from those requested"
-    return renewal_due(item.cert, renew_before_days, now)
+    return renewal_due(item.cert, renew_before_days, now, ca.cert)
 
 
 def _kubeconfig_drift(item, spec, ca):
@@ -1398,6 +1441,33 @@ def _plan_keypair(item, name, renew):
     return item
 
 
+# The leaf whose key (in the seed layout, without sa.key) signs the tokens.
+TOKEN_KEY_LEAF = "server"  # noqa: S105 - a pair name, not a secret
+
+
+def token_signing_leaf(directory, specs):
+    """The leaf whose key also signs the cluster's service-account tokens, or None.
+
+    In the seed layout kube-apiserver signs (and verifies) tokens with
+    ``server.key`` unless the set has a key pair of its own (``sa.key``): a new
+    ``server.key`` then invalidates every token in the cluster.
+    """
+    if TOKEN_KEY_LEAF not in specs or not isinstance(specs[TOKEN_KEY_LEAF], LeafSpec):
+        return None
+    if "sa" in specs or os.path.exists(os.path.join(directory, "sa.key")):
+        return None
+    return TOKEN_KEY_LEAF
+
+
+def token_key_warning(name):
+    return (
+        f"{name}.key is new and it also signs the cluster's service-account tokens (the set "
+        "has no sa.key): every token signed with the old key is refused once kube-apiserver "
+        "runs with the new one; reissue them (delete the service-account token Secrets, "
+        "restart the pods that use tokens; see docs/lifecycle.md)"
+    )
+
+
 def plan_set(
     directory,
     specs,
@@ -1405,6 +1475,7 @@ def plan_set(
     force_regen=False,
     renew=(),
     keep_keys=False,
+    rotate_token_key=False,
     renew_before_days=DEFAULT_RENEW_BEFORE_DAYS,
     now=None,
     cas=None,
@@ -1424,6 +1495,10 @@ def plan_set(
     ``cas`` maps CA names to items the caller has already decided (a CA
     rotation: a trust bundle rewritten, or the next CA put in place); the
     leaves are then judged against those.
+
+    The key that signs service-account tokens (:func:`token_signing_leaf`) is
+    kept whenever its leaf is issued again, unless ``rotate_token_key``; a new
+    one in an existing set adds a warning to the plan.
     """
     now = now or datetime.datetime.now(datetime.timezone.utc)
     for name in renew:
@@ -1452,6 +1527,7 @@ def plan_set(
             plan.drop |= {f for f in rotation if os.path.exists(os.path.join(directory, f))}
         return plan
 
+    token_leaf = token_signing_leaf(directory, specs)
     for name, spec in specs.items():
         item = found[name]
         if isinstance(spec, CASpec) and cas and name in cas:
@@ -1497,6 +1573,10 @@ def plan_set(
             )
         if reason:
             reuse_key = keep_keys and item.key is not None and reason != "missing"
+            if name == token_leaf:
+                reuse_key = item.key is not None and not rotate_token_key
+                if not reuse_key:
+                    plan.warnings.append(token_key_warning(name))
             item.action = "reissued" if reuse_key else "generated"
             plan.backup = plan.backup or item.present
             if not reuse_key:
@@ -1528,6 +1608,13 @@ def _fill(plan, specs, key_type, ca_days, leaf_days, now):
                 ca.key, ca.key_checked = load_key(ca.key_bytes, f"{ca.name}.key"), True
             leaf = spec.leaf if isinstance(spec, KubeconfigSpec) else spec
             item.cert = issue_leaf(leaf, item.key, ca.cert, ca.key, leaf_days, now=now)
+            _, requested = capped_end(ca.cert, leaf_days, now)
+            if requested is not None:
+                item.capped = (
+                    f"valid until {spec.issuer}.crt ends ({_iso(item.cert.not_valid_after_utc)}), "
+                    f"not until {_iso(requested)} ({leaf_days} days asked): a certificate "
+                    "cannot outlive its CA"
+                )
         item.cert_bytes = cert_pem(item.cert)
         if isinstance(spec, KubeconfigSpec):
             ca_pem = plan.items[spec.issuer].cert_bytes
@@ -1838,6 +1925,7 @@ def ensure_set(
     force_regen=False,
     renew=(),
     keep_keys=False,
+    rotate_token_key=False,
     renew_before_days=DEFAULT_RENEW_BEFORE_DAYS,
     now=None,
     backup_keep=DEFAULT_BACKUP_KEEP,
@@ -1870,7 +1958,13 @@ def ensure_set(
                 raise
     with locked(pki_root, cluster_tag):
         plan = plan_set(
-            directory, specs, force_regen=force_regen, renew=renew, keep_keys=keep_keys, **decide
+            directory,
+            specs,
+            force_regen=force_regen,
+            renew=renew,
+            keep_keys=keep_keys,
+            rotate_token_key=rotate_token_key,
+            **decide,
         )
         if not plan.changed:
             return plan, None
@@ -1961,6 +2055,8 @@ def describe_plan(plan, backup=None):
             }
         if item.reason:
             files[f"{item.name}.crt"]["reason"] = item.reason
+        if item.capped:
+            files[f"{item.name}.crt"]["capped"] = item.capped
     described = {
         "directory": plan.directory,
         "changed": plan.changed,
@@ -1969,6 +2065,8 @@ def describe_plan(plan, backup=None):
     }
     if plan.drop:  # files the new folder left out (kept in the backup)
         described["removed"] = sorted(plan.drop)
+    if plan.warnings:
+        described["warnings"] = list(plan.warnings)
     return described
 
 
@@ -2002,6 +2100,8 @@ def _describe_other(directory, item, spec):
         first = item.name
     if item.reason:
         entries[first]["reason"] = item.reason
+    if item.capped:
+        entries[first]["capped"] = item.capped
     return entries
 
 
@@ -2024,11 +2124,18 @@ def renewal_window_days(cert, renew_before_days=DEFAULT_RENEW_BEFORE_DAYS):
     return renew_before_days if renew_before_days < math.floor(lifetime) else lifetime / 3
 
 
-def renewal_due(cert, renew_before_days=DEFAULT_RENEW_BEFORE_DAYS, now=None):
-    """Why the certificate must be renewed now ("expired", "expires in ..."), or ""."""
+def renewal_due(cert, renew_before_days=DEFAULT_RENEW_BEFORE_DAYS, now=None, ca_cert=None):
+    """Why the certificate must be renewed now ("expired", "expires in ..."), or "".
+
+    A leaf that already ends with its CA (``ca_cert``) is not due before it
+    expires: a new one could not last a moment longer (see :func:`issue_leaf`),
+    and reissuing it on every run would only churn keys.
+    """
     left = days_left(cert, now)
     if left <= 0:
         return "expired"
+    if ca_cert is not None and cert.not_valid_after_utc >= ca_cert.not_valid_after_utc:
+        return ""
     window = renewal_window_days(cert, renew_before_days)
     if left < window:
         return f"expires in {_days_text(left)} (renewal window: {_days_text(window)})"
@@ -2111,6 +2218,7 @@ def renew_set(
     certs=None,
     *,
     keep_keys=False,
+    rotate_token_key=False,
     key_type=None,
     leaf_days=DEFAULT_LEAF_DAYS,
     due_within=None,
@@ -2130,6 +2238,10 @@ def renew_set(
 
     With ``due_within`` (days), only those of the named leaves that are due
     (:func:`renewal_due`) are renewed: running it twice renews once.
+
+    The key that signs service-account tokens (``server.key`` without ``sa.key``)
+    is kept unless ``rotate_token_key``; the plan's warnings then say that the
+    tokens must be reissued.
     """
     now = now or datetime.datetime.now(datetime.timezone.utc)
     directory = os.path.join(pki_root, cluster_tag)
@@ -2139,10 +2251,19 @@ def renew_set(
         raise SetError(
             f"{directory}: no certificate set for cluster {cluster_tag!r}; run generate_certs first"
         )
-    derived, due = {}, {}
+    token_leaf = token_signing_leaf(directory, specs)
+    if rotate_token_key and token_leaf is None:
+        raise InputError(
+            "rotate_token_key: this set signs service-account tokens with sa.key, which renew "
+            "never replaces; leave rotate_token_key out"
+        )
+    if rotate_token_key and token_leaf not in names:
+        raise InputError(f"rotate_token_key: only with {token_leaf} among certs")
+    derived, due, ca_certs = {}, {}, {}
     for name, spec in specs.items():
         if isinstance(spec, CASpec):
             derived[name] = spec
+            ca_certs[name] = read_pair(directory, name).cert
             continue
         item = read_pair(directory, name)
         if item.cert is None:
@@ -2151,8 +2272,16 @@ def renew_set(
                 "generate_certs issues it (with the cluster's names)"
             )
         derived[name] = spec_from_cert(item.cert, spec.issuer)
+        kept_type = key_type_of(item.key) if item.key is not None else None
+        keeps_token_key = name == token_leaf and name in names and not rotate_token_key
+        if keeps_token_key and key_type is not None and kept_type not in (None, key_type):
+            raise InputError(
+                f"key_type: {name}.key is kept (it signs service-account tokens), so it "
+                f"stays {kept_type}; add rotate_token_key=True for a new {key_type} key "
+                "(every token must then be reissued)"
+            )
         if due_within is not None and name in names:
-            due[name] = renewal_due(item.cert, due_within, now)
+            due[name] = renewal_due(item.cert, due_within, now, ca_certs.get(spec.issuer))
             if not due[name]:
                 names = tuple(n for n in names if n != name)
     plan, backup = ensure_set(
@@ -2163,6 +2292,7 @@ def renew_set(
         leaf_days=leaf_days,
         renew=names,
         keep_keys=keep_keys,
+        rotate_token_key=rotate_token_key,
         renew_before_days=0,
         now=now,
         backup_keep=backup_keep,
@@ -2492,7 +2622,13 @@ def _plan_reissue(rot, specs, keep_keys, now):
     ca.key_checked = False
     members = _rotation_specs(rot, specs, with_next=False)
     plan = plan_set(
-        rot.directory, members, keep_keys=keep_keys, renew_before_days=0, now=now, cas={"ca": ca}
+        rot.directory,
+        members,
+        keep_keys=keep_keys,
+        rotate_token_key=not keep_keys,  # keep_keys=False asks for new keys, this one too
+        renew_before_days=0,
+        now=now,
+        cas={"ca": ca},
     )
     for item in plan.items.values():
         if item.name != "ca" and item.action != "reused":
@@ -2608,7 +2744,7 @@ def expiry_report(directory, specs=None, renew_before_days=DEFAULT_RENEW_BEFORE_
     if not os.path.isdir(directory):
         raise SetError(f"{directory}: no certificate set here")
     members = {f"{name}.crt": name for name in specs or ()}
-    entries = []
+    entries, parsed = [], []
     for rel in sorted(_files(directory)):
         if os.path.basename(rel).startswith(".") or not rel.endswith(
             PEM_SUFFIXES + KUBECONFIG_SUFFIXES
@@ -2648,8 +2784,10 @@ def expiry_report(directory, specs=None, renew_before_days=DEFAULT_RENEW_BEFORE_
                     "renew_from": _iso(cert.not_valid_after_utc - datetime.timedelta(days=window)),
                 }
             )
+            parsed.append((entries[-1], cert))
     if not entries:
         raise SetError(f"{directory}: no certificate found")
+    notices = _outliving_leaves(parsed)
     summary = {status: 0 for status in STATUSES}
     for entry in entries:
         summary[entry["status"]] += 1
@@ -2659,7 +2797,36 @@ def expiry_report(directory, specs=None, renew_before_days=DEFAULT_RENEW_BEFORE_
         "renew_before_days": renew_before_days,
         "certificates": entries,
         "summary": summary,
+        **({"notices": notices} if notices else {}),
     }
+
+
+def _outliving_leaves(parsed):
+    """Flag each leaf that ends after the CA that signed it, and that CA.
+
+    From the CA's end on every client refuses the leaf, whatever its own date
+    says (an external CA of short life, or a set older than the capping in
+    :func:`issue_leaf`).  Adds a ``notice`` to those entries; returns the notices.
+    """
+    cas = [(entry, cert) for entry, cert in parsed if entry["kind"] == "ca"]
+    notices, short_cas = [], {}
+    for entry, cert in parsed:
+        if entry["kind"] != "leaf":
+            continue
+        for ca_entry, ca_cert in cas:
+            # the dates first: one signature check only where it matters
+            if cert.not_valid_after_utc > ca_cert.not_valid_after_utc and signed_by(cert, ca_cert):
+                entry["notice"] = (
+                    f"outlives its CA ({ca_entry['name']}): refused from "
+                    f"{ca_entry['not_after']} on, not {entry['not_after']}"
+                )
+                notices.append(f"{entry['name']}: {entry['notice']}")
+                short_cas.setdefault(id(ca_entry), (ca_entry, []))[1].append(entry["name"])
+                break
+    for ca_entry, leaves in short_cas.values():
+        ca_entry["notice"] = f"ends before leaves it signs: {', '.join(leaves)}"
+        notices.append(f"{ca_entry['name']}: {ca_entry['notice']}")
+    return notices
 
 
 def expiry_alert(report):

@@ -275,7 +275,10 @@ def test_reissue_with_new_keys(master):
     """keep_keys=False: new keys, each of the type of the key it replaces; the
     key type asked for at prepare is the new CA's alone."""
     directory = generate(master, "newkeys", key_type="ecdsa-p256")
-    master["run"]["k8s-helper.renew"](cluster_tag="newkeys", key_type="ecdsa-p384")
+    renewed = master["run"]["k8s-helper.renew"](
+        cluster_tag="newkeys", key_type="ecdsa-p384", rotate_token_key=True
+    )
+    assert renewed["changed"], renewed
     rotate(master, cluster_tag="newkeys", stage="prepare", key_type="rsa-2048")
     new_ca_key = k8s_pki.load_key((directory / "ca.next.key").read_bytes())
     assert k8s_pki.key_type_of(new_ca_key) == "rsa-2048"
@@ -283,6 +286,8 @@ def test_reissue_with_new_keys(master):
     before = read_files(directory)
     ret = rotate(master, cluster_tag="newkeys", stage="reissue", keep_keys=False)
     after = read_files(directory)
+    # server.key signs the service-account tokens (no sa.key): the return says so
+    assert "service-account tokens" in ret["warnings"][0]
     for leaf in ("server", "kubecfg"):
         assert after[f"{leaf}.key"] != before[f"{leaf}.key"]
         assert ret["files"][f"{leaf}.key"]["action"] == "generated"

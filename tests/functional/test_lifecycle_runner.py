@@ -174,7 +174,8 @@ def test_renew_through_salt_run(sink, pki_root):
     assert "api.example.com" in data["files"]["server.crt"]["sans"]
     for name in ("ca.crt", "ca.key", "kubecfg.crt", "kubecfg.key"):
         assert (directory / name).read_bytes() == before[name], name
-    assert (directory / "server.key").read_bytes() != before["server.key"]
+    # server.key also signs the service-account tokens (no sa.key): kept
+    assert (directory / "server.key").read_bytes() == before["server.key"]
     openssl("verify", "-CAfile", directory / "ca.crt", directory / "server.crt")
     backup = data["backup"]
     assert {p.name for p in pki_root.joinpath(backup).iterdir()} == set(before)
@@ -225,7 +226,7 @@ def test_generate_certs_drift_through_salt_run(sink, pki_root):
         sink, "k8s-helper.generate_certs", "key_type=ecdsa-p256", "extra_sans=[lb.example.com]"
     )
     assert proc.returncode == 0
-    assert drift["files"]["server.crt"]["action"] == "generated"
+    assert drift["files"]["server.crt"]["action"] == "reissued"  # same token-signing key
     assert drift["files"]["server.crt"]["reason"] == "names or usages differ from those requested"
     assert drift["files"]["kubecfg.crt"]["action"] == "reused"
     assert drift["files"]["ca.crt"]["action"] == "reused"
@@ -337,14 +338,15 @@ def test_renew_says_what_must_restart(runners, pki_root):
     ret = renew(certs="kubecfg")
     assert ret["restart"] == KUBECFG_READERS
     assert ret["next"].endswith("; kube-proxy is not run by the formula: restart it yourself")
-    # a new server.key also signs the service-account tokens (no sa.key in the set)
-    assert renew(certs="server")["restart"] == [APISERVER, SIGNER]
-    # the same key: the tokens are not concerned
-    assert renew(certs="server", keep_keys=True)["restart"] == [APISERVER]
-    ret = renew()
+    # renewal keeps server.key (it signs the service-account tokens: no sa.key in the set)
+    assert renew(certs="server")["restart"] == [APISERVER]
+    # a new token-signing key, asked for: its signer must restart too
+    assert renew(certs="server", rotate_token_key=True)["restart"] == [APISERVER, SIGNER]
+    ret = renew(rotate_token_key=True)
     assert ret["renewed"] == ["server", "kubecfg"]
     # kube-controller-manager twice: it reads its kubeconfig and signs with server.key
     assert ret["restart"] == [APISERVER, *KUBECFG_READERS, SIGNER]
+    assert renew()["restart"] == [APISERVER, *KUBECFG_READERS]
     nothing = renew(threshold_days=1)
     assert nothing["renewed"] == [] and nothing["restart"] == []
     assert nothing["next"] == "nothing renewed: nothing to hand out or restart"

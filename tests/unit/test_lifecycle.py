@@ -126,14 +126,18 @@ def test_leaves_in_the_window_are_reissued_from_the_same_ca_with_a_backup(pki_ro
     p, backup = k8s_pki.ensure_set(pki_root, "default", k8s_pki.seed_specs(), now=NOW)
     assert actions(p) == {
         "ca": ("reused", ""),
-        "server": ("generated", "expires in 65 days (renewal window: 90 days)"),
+        # server.key also signs the service-account tokens (no sa.key): kept
+        "server": ("reissued", "expires in 65 days (renewal window: 90 days)"),
         "kubecfg": ("generated", "expires in 65 days (renewal window: 90 days)"),
     }
-    # The CA is byte-identical (the same inode, even); the leaves are new, with new keys.
+    # The CA is byte-identical (the same inode, even); the leaves are new, with new keys
+    # but for the token-signing server.key.
     assert (directory / "ca.crt").read_bytes() == old["ca.crt"]
     assert (directory / "ca.key").read_bytes() == old["ca.key"]
-    for name in ("server.crt", "server.key", "kubecfg.crt", "kubecfg.key"):
+    for name in ("server.crt", "kubecfg.crt", "kubecfg.key"):
         assert (directory / name).read_bytes() != old[name], name
+    assert (directory / "server.key").read_bytes() == old["server.key"]
+    assert "warnings" not in k8s_pki.describe_plan(p, backup)
     for name in ("server.crt", "kubecfg.crt"):
         assert k8s_pki.days_left(load(directory, name), NOW) == pytest.approx(365, abs=0.01)
     verify(directory, "server.crt")
@@ -148,7 +152,7 @@ def test_leaves_in_the_window_are_reissued_from_the_same_ca_with_a_backup(pki_ro
 def test_expired_leaf_is_reissued_with_reason_expired(pki_root):
     directory = make_set(pki_root, made=NOW - 400 * DAY)
     p = plan(directory)
-    assert actions(p)["server"] == ("generated", "expired")
+    assert actions(p)["server"] == ("reissued", "expired")  # the token-signing key is kept
     assert actions(p)["kubecfg"] == ("generated", "expired")
     assert actions(p)["ca"] == ("reused", "")
 
@@ -171,7 +175,7 @@ def test_san_drift_reissues_only_the_server(pki_root, changed):
     p, backup = k8s_pki.ensure_set(pki_root, "default", specs, key_type=FAST, now=NOW + DAY)
     assert actions(p) == {
         "ca": ("reused", ""),
-        "server": ("generated", "names or usages differ from those requested"),
+        "server": ("reissued", "names or usages differ from those requested"),
         "kubecfg": ("reused", ""),
     }
     assert backup is not None
@@ -197,7 +201,7 @@ def test_leaf_from_a_foreign_ca_is_reissued(pki_root):
     for name in ("server.crt", "server.key"):
         (directory / name).write_bytes((foreign / name).read_bytes())
     p, _ = k8s_pki.ensure_set(pki_root, "default", k8s_pki.seed_specs(), key_type=FAST, now=NOW)
-    assert actions(p)["server"] == ("generated", "not signed by the current ca")
+    assert actions(p)["server"] == ("reissued", "not signed by the current ca")
     assert actions(p)["kubecfg"] == ("reused", "")
     verify(directory, "server.crt")
 
@@ -247,7 +251,10 @@ def test_renew_one_leaf_with_new_key(pki_root):
     directory = make_set(pki_root, api_server_fqdn="api.example.com", extra_sans="192.0.2.7")
     old = {name: (directory / name).read_bytes() for name in k8s_pki_files()}
     old_server = load(directory, "server.crt")
-    p, backup = k8s_pki.renew_set(pki_root, "default", k8s_pki.seed_specs(), "server", now=NOW)
+    p, backup = k8s_pki.renew_set(
+        pki_root, "default", k8s_pki.seed_specs(), "server", rotate_token_key=True, now=NOW
+    )
+    assert p.warnings and "service-account tokens" in p.warnings[0]
     assert actions(p) == {
         "ca": ("reused", ""),
         "server": ("generated", "renewal requested"),
@@ -287,12 +294,22 @@ def test_renew_keep_keys_reissues_with_the_same_key(pki_root):
 def test_renew_all_by_default_and_key_type_follows_the_old_key(pki_root):
     directory = make_set(pki_root, key_type="rsa-2048")
     p, _ = k8s_pki.renew_set(pki_root, "default", k8s_pki.seed_specs(), None, now=NOW)
-    assert {n for n, (a, _) in actions(p).items() if a == "generated"} == {"server", "kubecfg"}
+    assert {n for n, (a, _) in actions(p).items() if a == "generated"} == {"kubecfg"}
     for name in ("server.key", "kubecfg.key"):
         key = k8s_pki.load_key((directory / name).read_bytes())
         assert k8s_pki.key_type_of(key) == "rsa-2048"
+    with pytest.raises(k8s_pki.InputError, match="key_type: server.key is kept"):
+        k8s_pki.renew_set(
+            pki_root, "default", k8s_pki.seed_specs(), "server", key_type="ecdsa-p384", now=NOW
+        )
     p, _ = k8s_pki.renew_set(
-        pki_root, "default", k8s_pki.seed_specs(), "server", key_type="ecdsa-p384", now=NOW
+        pki_root,
+        "default",
+        k8s_pki.seed_specs(),
+        "server",
+        key_type="ecdsa-p384",
+        rotate_token_key=True,
+        now=NOW,
     )
     assert k8s_pki.key_type_of(k8s_pki.load_key((directory / "server.key").read_bytes())) == (
         "ecdsa-p384"
@@ -471,7 +488,7 @@ def test_renew_due_within_renews_only_what_is_due_once(pki_root):
     p, backup = k8s_pki.renew_set(pki_root, "default", specs, "server", due_within=60, now=NOW)
     assert not p.changed and backup is None  # 65 days left: not due within 60
     p, backup = k8s_pki.renew_set(pki_root, "default", specs, "server", due_within=90, now=NOW)
-    assert actions(p)["server"] == ("generated", "expires in 65 days (renewal window: 90 days)")
+    assert actions(p)["server"] == ("reissued", "expires in 65 days (renewal window: 90 days)")
     assert actions(p)["kubecfg"] == ("reused", "")  # not named
     before = snapshot(directory)
     p, backup = k8s_pki.renew_set(pki_root, "default", specs, None, due_within=90, now=NOW)
