@@ -922,11 +922,18 @@ def check_kubeadm_host(files, where="kubernetes:kubeadm_pki:files", now=None):
     if missing:
         problems.append(f"{where}: missing {', '.join(missing)}")
 
-    def text(rel):
+    def text(rel, labels=None, count=1):
+        """The file's bytes; PEM (``labels``) checked strictly, exactly as written."""
         value = files[rel]
         if not isinstance(value, str):
             raise PKIError(f"{where}:{rel}: expected text, got {type(value).__name__}")
+        if labels:
+            strict_pem(value, labels, f"{where}:{rel}", count, indented=False)
         return value.encode("utf-8", "replace")
+
+    def embedded(data, rel, what, labels, count=1):
+        strict_pem(data, labels, f"{where}:{rel}: {what}", count, indented=False)
+        return data
 
     def dated(cert, label):
         if days_left(cert, now) <= 0:
@@ -936,7 +943,9 @@ def check_kubeadm_host(files, where="kubernetes:kubeadm_pki:files", now=None):
 
     for rel in (k for k in KUBEADM_HOST_FILES if k in files and k.endswith(".crt")):
         try:
-            certs[rel] = cert = load_cert(text(rel), f"{where}:{rel}")
+            # A CA file may be a bundle (old and new CA during a rotation).
+            many = None if rel in _KUBEADM_CAS.values() else 1
+            certs[rel] = cert = load_cert(text(rel, CERT_LABELS, many), f"{where}:{rel}")
         except PKIError as err:
             problems.append(str(err))
             continue
@@ -956,7 +965,7 @@ def check_kubeadm_host(files, where="kubernetes:kubeadm_pki:files", now=None):
             problems.append(f"{where}:{key_rel}: missing while {rel} is given")
             continue
         try:
-            key = load_key(text(key_rel), f"{where}:{key_rel}", validate=False)
+            key = load_key(text(key_rel, PRIVATE_KEY_LABELS), f"{where}:{key_rel}", validate=False)
         except PKIError as err:
             problems.append(str(err))
             continue
@@ -964,8 +973,10 @@ def check_kubeadm_host(files, where="kubernetes:kubeadm_pki:files", now=None):
             problems.append(f"{where}:{key_rel}: does not belong to {rel}")
     if "pki/sa.key" in files or "pki/sa.pub" in files:
         try:
-            key = load_key(text("pki/sa.key"), f"{where}:pki/sa.key", validate=False)
-            public = load_public_key(text("pki/sa.pub"), f"{where}:pki/sa.pub")
+            key = load_key(
+                text("pki/sa.key", PRIVATE_KEY_LABELS), f"{where}:pki/sa.key", validate=False
+            )
+            public = load_public_key(text("pki/sa.pub", PUBLIC_KEY_LABELS), f"{where}:pki/sa.pub")
             if not _same_public_key(public, key):
                 problems.append(f"{where}:pki/sa.pub: does not belong to pki/sa.key")
         except (PKIError, KeyError) as err:
@@ -974,9 +985,12 @@ def check_kubeadm_host(files, where="kubernetes:kubeadm_pki:files", now=None):
     for rel in (k for k in KUBEADM_HOST_FILES if k in files and k.endswith(".conf")):
         try:
             conf = parse_kubeconfig(text(rel), f"{where}:{rel}")
-            cert = load_cert(conf.cert_bytes, f"{where}:{rel}")
-            key = load_key(conf.key_bytes, f"{where}:{rel}", validate=False)
-            embedded = load_certs(conf.ca_bytes, f"{where}:{rel}")
+            cert_pem = embedded(conf.cert_bytes, rel, "client-certificate-data", CERT_LABELS)
+            key_pem = embedded(conf.key_bytes, rel, "client-key-data", PRIVATE_KEY_LABELS)
+            ca_pem = embedded(conf.ca_bytes, rel, "certificate-authority-data", CERT_LABELS, None)
+            cert = load_cert(cert_pem, f"{where}:{rel}")
+            key = load_key(key_pem, f"{where}:{rel}", validate=False)
+            embedded_cas = load_certs(ca_pem, f"{where}:{rel}")
         except PKIError as err:
             problems.append(str(err))
             continue
@@ -985,7 +999,7 @@ def check_kubeadm_host(files, where="kubernetes:kubeadm_pki:files", now=None):
             problems.append(f"{where}:{rel}: its key does not belong to its certificate")
         if ca is not None and not signed_by(cert, ca):
             problems.append(f"{where}:{rel}: not signed by pki/ca.crt")
-        if ca is not None and ca not in embedded:
+        if ca is not None and ca not in embedded_cas:
             problems.append(f"{where}:{rel}: does not hold pki/ca.crt as its CA")
         report[rel] = {**describe_cert(cert), "server": conf.server}
     if problems:
@@ -2401,9 +2415,80 @@ def normalize_pem(text):
     return "\n".join(line for line in lines if line) + "\n"
 
 
-def _pem_text(value, where):
+CERT_LABELS = ("CERTIFICATE",)
+PRIVATE_KEY_LABELS = ("PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY")
+PUBLIC_KEY_LABELS = ("PUBLIC KEY",)
+_PEM_BEGIN_RE = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----")
+_BASE64_LINE_RE = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+_PEM_KINDS = {
+    CERT_LABELS: "certificate",
+    PRIVATE_KEY_LABELS: "private key",
+    PUBLIC_KEY_LABELS: "public key",
+}
+
+
+def strict_pem(text, labels, where, count=None, indented=True):
+    """Check that ``text`` is PEM and nothing else: complete blocks of ``labels``.
+
+    Only whitespace may come between blocks: text before, after or between
+    them (a pasted comment, a shell error, a foreign certificate glued on with
+    junk), a block of another type (a key where a certificate belongs), a
+    block without its END line, or a line inside a block that is not base64
+    is refused.  ``count`` is the number of blocks wanted (None: one or more).
+    ``indented`` tolerates whitespace around every line and blank lines, as
+    the seed's ``indent()`` pillar produces (the states write the text
+    stripped, :func:`normalize_pem`); without it, only trailing whitespace is
+    tolerated (what is checked is what gets written).  Raises
+    :class:`PKIError` naming ``where`` and a line number, never quoting the
+    text (it may be a key).  Returns the number of blocks.
+    """
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    wanted = " or ".join(labels)
+    what = f"{where}: not a PEM {_PEM_KINDS.get(labels, 'file')}"
+    blocks, label, start = 0, None, 0
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip() if indented else raw.rstrip(" \t\r")
+        if label is None:
+            if not line:
+                continue
+            begin = _PEM_BEGIN_RE.fullmatch(line)
+            if not begin:
+                raise PKIError(f"{what}: line {number}: text outside a PEM block")
+            if begin.group(1) not in labels:
+                # Named in lower case: no output may carry a key's PEM header.
+                found = begin.group(1).lower()
+                raise PKIError(f"{what}: line {number}: a {found} block, not {wanted.lower()}")
+            label, start, body = begin.group(1), number, 0
+        elif line == f"-----END {label}-----":
+            if not body:
+                raise PKIError(f"{what}: the {label} block of line {start} is empty")
+            blocks, label = blocks + 1, None
+        elif _BASE64_LINE_RE.fullmatch(line):
+            body += 1
+        elif not line and indented:
+            continue
+        else:
+            raise PKIError(
+                f"{what}: line {number}: not base64 inside the {label} block of line {start}"
+            )
+    if label is not None:
+        raise PKIError(
+            f"{what}: the {label} block of line {start} is not terminated "
+            f"(no -----END {label}----- line)"
+        )
+    if not blocks:
+        raise PKIError(f"{what}: no {wanted} block")
+    if count is not None and blocks != count:
+        raise PKIError(f"{where}: holds {blocks} PEM blocks, expected {count}")
+    return blocks
+
+
+def _pem_text(value, where, labels, count=None):
+    """Pillar PEM text, checked strictly, as the states write it (lines stripped)."""
     if not isinstance(value, str):
         raise PKIError(f"{where}: expected PEM text, got {type(value).__name__}")
+    strict_pem(value, labels, where, count)
     return normalize_pem(value).encode("utf-8", "replace")
 
 
@@ -2448,7 +2533,9 @@ def check_distribution(certs, where="kubernetes:certs", now=None):
     try:
         if DIST_CA not in certs:
             raise PKIError(f"{where}:{DIST_CA}: missing")
-        cas = load_certs(_pem_text(certs[DIST_CA], f"{where}:{DIST_CA}"), f"{where}:{DIST_CA}")
+        cas = load_certs(
+            _pem_text(certs[DIST_CA], f"{where}:{DIST_CA}", CERT_LABELS), f"{where}:{DIST_CA}"
+        )
         for index, ca in enumerate(cas):
             label = DIST_CA if len(cas) == 1 else f"{DIST_CA}[{index}]"
             if not is_ca(ca):
@@ -2469,7 +2556,7 @@ def check_distribution(certs, where="kubernetes:certs", now=None):
             problems.append(f"{where}:{other}: missing while {present[0]} is given")
             continue
         try:
-            cert_data = _pem_text(certs[cert_name], f"{where}:{cert_name}")
+            cert_data = _pem_text(certs[cert_name], f"{where}:{cert_name}", CERT_LABELS)
             found = load_certs(cert_data, f"{where}:{cert_name}")
             if len(found) != 1:
                 raise PKIError(
@@ -2477,7 +2564,7 @@ def check_distribution(certs, where="kubernetes:certs", now=None):
                 )
             cert = found[0]
             key = load_key(
-                _pem_text(certs[key_name], f"{where}:{key_name}"),
+                _pem_text(certs[key_name], f"{where}:{key_name}", PRIVATE_KEY_LABELS, 1),
                 f"{where}:{key_name}",
                 validate=False,
             )
@@ -2517,6 +2604,67 @@ def bundle_has(bundle, cert):
         return True
     wanted = base64.b64encode(cert.public_bytes(serialization.Encoding.DER))
     return any(b"".join(body.split()) == wanted for body in _PEM_CERT_RE.findall(bundle))
+
+
+_PEM_MARKER_RE = re.compile(rb"-----(BEGIN|END) ([A-Z0-9 ]+)-----")
+
+
+def bundle_problem(bundle):
+    """Why the system trust bundle (bytes) would not load, or None when it loads.
+
+    Every ``BEGIN`` must be closed by its ``END`` before the next block starts,
+    and every block must be a certificate that parses: one bad block and
+    OpenSSL, Python's ssl and Go refuse the whole file.  Text between blocks
+    (RedHat's comments) is fine.  The reason names block numbers, not text.
+    """
+    open_at, blocks = None, 0
+    for marker in _PEM_MARKER_RE.finditer(bundle):
+        kind, label = marker.group(1), marker.group(2).decode()
+        if kind == b"BEGIN":
+            if open_at is not None:
+                return f"block {blocks + 1} is not terminated before the next one starts"
+            open_at = marker
+            continue
+        if open_at is None or open_at.group(2) != marker.group(2):
+            return f"an END {label} line without its BEGIN after block {blocks}"
+        blocks += 1
+        if label != "CERTIFICATE":
+            return f"block {blocks} is a {label}, not a CERTIFICATE"
+        try:
+            x509.load_pem_x509_certificate(bundle[open_at.start() : marker.end()])
+        except ValueError:
+            return f"block {blocks} is not a certificate that parses"
+        open_at = None
+    if open_at is not None:
+        return f"block {blocks + 1} is not terminated (no END line)"
+    if not blocks:
+        return "it holds no certificate"
+    return None
+
+
+def symlinked(paths):
+    """``[(path, target)]`` for each of ``paths`` that is a symbolic link.
+
+    The states refuse to write through one: a link planted at a destination
+    would send a key (or the trust anchor) wherever it points.
+    """
+    found = []
+    for path in paths:
+        with contextlib.suppress(OSError):
+            if os.path.islink(path):
+                found.append((path, os.readlink(path)))
+    return found
+
+
+#: what a role must never hold, whatever its pillar says: a node gets the CA,
+#: and the seed's kubecfg pair (its kubelet and kube-proxy use it), but never
+#: the apiserver's key nor the key that signs service-account tokens.
+ROLE_FORBIDDEN = {"node": ("server.key", "sa.key")}
+
+
+def role_forbidden(role, held):
+    """Which of ``held`` (pillar keys / file names) the ``role`` must not hold."""
+    return [name for name in ROLE_FORBIDDEN.get(role, ()) if name in held]
 
 
 # --------------------------------------------------------------------------
