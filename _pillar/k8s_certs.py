@@ -16,7 +16,11 @@ cluster)::
 
 Targets are minion-id globs on purpose: a minion's id is bound to its accepted
 key, whereas a minion can set its own grains, so grain targeting would let any
-minion claim the apiserver's private key.
+minion claim the apiserver's private key. Globs match the id exactly as Salt
+accepted it (case-sensitive, nothing stripped). Each minion also gets
+``kubernetes:role`` (``master`` or ``node``) from the same match, so
+``k8s_certs.validated`` refuses a ``server.key`` another pillar source still
+hands a node.
 
 The files are read directly (no process per file, no template, no YAML), which
 makes this the cheapest way to get them into pillar; see docs/certs-states.md.
@@ -62,7 +66,9 @@ def _globs(value, name):
 
 
 def _matches(minion_id, globs):
-    return any(fnmatch.fnmatch(minion_id, glob) for glob in globs)
+    # fnmatchcase: the id as Salt accepted it, never case-folded (fnmatch folds
+    # case where the OS's paths do).
+    return any(fnmatch.fnmatchcase(minion_id, glob) for glob in globs)
 
 
 def ext_pillar(minion_id, pillar, cluster_tag="default", masters=None, nodes=None, **kwargs):
@@ -102,7 +108,9 @@ def ext_pillar(minion_id, pillar, cluster_tag="default", masters=None, nodes=Non
                 f"k8s_certs: cannot read {path} for {minion_id} ({err.strerror}); "
                 f"run salt-run k8s-helper.generate_certs cluster_tag={tag}"
             ) from None
-    ret = {"k8s_env": tag, "certs": certs}
+    # The role too, decided here from the accepted minion id: the states refuse
+    # a key the role must not hold even if another pillar source adds one.
+    ret = {"k8s_env": tag, "role": "master" if master else "node", "certs": certs}
     if master:  # and the service-account pair, when the set has one
         pair = {
             n: k8s_pki.read_file(os.path.join(directory, n)) for n in k8s_pki.SERVICE_ACCOUNT_FILES

@@ -17,7 +17,8 @@ not a host of the set gets nothing from here. Configure it in the master config
           # names: {minion-id: host-name}        (default: the minion id is the name)
 
 Which files a minion gets follows from its minion id (bound to its accepted
-key) and from the set on disk (``hosts/<name>/apiserver.crt`` makes a master),
+key), matched exactly (no case folding, no trailing dot dropped: ``M1`` and
+``m1.`` are not host ``m1``; map such ids with ``names``), and from the set on disk (``hosts/<name>/apiserver.crt`` makes a master),
 never from grains a minion could set itself. A file of the host's share that
 is missing or unreadable fails the minion's pillar with a message naming it.
 """
@@ -62,9 +63,13 @@ def ext_pillar(minion_id, pillar, cluster_tag="default", **kwargs):
     directory = os.path.join(pki_root, tag)
     host = names.get(minion_id, minion_id)
     try:
-        host = k8s_pki.check_dns_name(host, "host")
+        checked = k8s_pki.check_dns_name(host, "host")
     except k8s_pki.InputError:
         return {}  # a minion id that cannot be a host name is no host of the set
+    if checked != host:
+        # Exactly the host's name or nothing: minion ids 'M1' and 'm1.' are other
+        # minions (other accepted keys) than 'm1', and must not get its keys.
+        return {}
     own = os.path.join(directory, k8s_pki.KUBEADM_HOSTS_DIR, host)
     if not os.path.isfile(os.path.join(own, "kubelet.conf")):
         return {}

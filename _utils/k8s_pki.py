@@ -896,7 +896,7 @@ def _kubeadm_issuer(rel):
     return _KUBEADM_CAS["ca"]
 
 
-def check_kubeadm_host(files, where="kubernetes:kubeadm_pki:files", now=None):
+def check_kubeadm_host(files, where="kubernetes:kubeadm_pki:files", now=None, role=None):
     """Check the kubeadm files pillar hands one host, before anything is written.
 
     ``files`` maps paths under /etc/kubernetes (:data:`KUBEADM_HOST_FILES`) to
@@ -905,8 +905,12 @@ def check_kubeadm_host(files, where="kubernetes:kubeadm_pki:files", now=None):
     by its CA; every key must belong to its certificate (``sa.key`` to
     ``sa.pub``); every kubeconfig must embed a key matching its certificate,
     signed by and holding ``pki/ca.crt``; nothing may be expired or not yet
-    valid.  Returns ``{path: description}`` (no key material); raises
-    :class:`PKIError` listing every problem, each starting with ``<where>:<path>``.
+    valid.  With ``role`` ``node``, any file but those two is refused, whatever
+    pillar gives (a node never holds a CA key, ``sa.key`` or a control-plane
+    identity).  PEM is read strictly, exactly as the states write it
+    (:func:`strict_pem` without indentation).  Returns ``{path: description}``
+    (no key material); raises :class:`PKIError` listing every problem, each
+    starting with ``<where>:<path>``.
     """
     now = now or datetime.datetime.now(datetime.timezone.utc)
     if not isinstance(files, dict):
@@ -918,6 +922,12 @@ def check_kubeadm_host(files, where="kubernetes:kubeadm_pki:files", now=None):
     if unknown:
         problems.append(f"{where}: unknown file(s) {', '.join(unknown)}")
     master = any(k not in _KUBEADM_NODE_FILES for k in files if k in KUBEADM_HOST_FILES)
+    if role == "node" and master:
+        beyond = sorted(k for k in files if k in KUBEADM_HOST_FILES and k not in _KUBEADM_NODE_FILES)
+        problems.append(
+            f"{where}: the role is node, and a node must never hold {', '.join(beyond)}, "
+            "whatever its pillar says"
+        )
     needed = KUBEADM_HOST_FILES if master else _KUBEADM_NODE_FILES
     missing = [k for k in needed if k not in files]
     if missing:
