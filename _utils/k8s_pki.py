@@ -923,7 +923,9 @@ def check_kubeadm_host(files, where="kubernetes:kubeadm_pki:files", now=None, ro
         problems.append(f"{where}: unknown file(s) {', '.join(unknown)}")
     master = any(k not in _KUBEADM_NODE_FILES for k in files if k in KUBEADM_HOST_FILES)
     if role == "node" and master:
-        beyond = sorted(k for k in files if k in KUBEADM_HOST_FILES and k not in _KUBEADM_NODE_FILES)
+        beyond = sorted(
+            k for k in files if k in KUBEADM_HOST_FILES and k not in _KUBEADM_NODE_FILES
+        )
         problems.append(
             f"{where}: the role is node, and a node must never hold {', '.join(beyond)}, "
             "whatever its pillar says"
@@ -2775,6 +2777,109 @@ def _check_cert(info, ref, now):
     return "match", f"sha256 {_short_fp(seen[0])}", extra
 
 
+_ANSWER_FIELDS = {  # field -> (allowed types, required)
+    "pillar": ((str,), False),
+    "k8s_env": ((str, type(None)), False),
+    "given": ((list,), False),
+    "files": ((dict,), False),
+    "link": ((dict, type(None)), False),
+    "bundle": ((dict, type(None)), False),
+    "role": ((str, type(None)), False),
+    "service_account": ((dict, type(None)), False),
+}
+_FILE_FIELDS = {
+    "path": ((str,), True),
+    "pillar": ((str,), True),
+    "exists": ((bool,), True),
+    "masters_only": ((bool, type(None)), False),
+    "sha256": ((str, type(None)), False),
+    "base64": ((str, type(None)), False),
+    "public_key": ((str,), False),
+    "public_key_error": ((str,), False),
+}
+_LINK_FIELDS = {
+    "path": ((str,), True),
+    "expected": ((str,), False),
+    "is_link": ((bool,), False),
+    "exists": ((bool,), False),
+    "target": ((str, type(None)), False),
+}
+_BUNDLE_FIELDS = {"path": ((str,), True), "exists": ((bool,), False), "holds": ((list,), False)}
+_SA_FIELDS = {"path": ((str,), True), "exists": ((bool,), True), "given": ((list,), False)}
+
+
+def _shape_problem(value, fields, where):
+    if not isinstance(value, dict):
+        return f"{where}: expected a mapping, got {type(value).__name__}"
+    for name, (types, required) in fields.items():
+        if name not in value:
+            if required:
+                return f"{where}.{name}: missing"
+            continue
+        if not isinstance(value[name], types):
+            return f"{where}.{name}: unexpected {type(value[name]).__name__}"
+    return None
+
+
+def probe_answer_problem(observed):
+    """What is malformed in one minion's answer to verify's probe, or None.
+
+    A minion answers whatever it likes (a broken or hostile one too): its
+    answer must have the probe's shape before anything is compared, so that
+    one bad answer is reported for that host and the others are still checked.
+    """
+    problem = _shape_problem(observed, _ANSWER_FIELDS, "answer")
+    if problem:
+        return problem
+    if not all(isinstance(key, str) for key in observed.get("given") or ()):
+        return "answer.given: not a list of pillar keys"
+    parts = [
+        (info, _FILE_FIELDS, f"answer.files.{ident}")
+        for ident, info in (observed.get("files") or {}).items()
+    ]
+    for section, fields in (
+        ("link", _LINK_FIELDS),
+        ("bundle", _BUNDLE_FIELDS),
+        ("service_account", _SA_FIELDS),
+    ):
+        if observed.get(section) is not None:
+            parts.append((observed[section], fields, f"answer.{section}"))
+    return next((p for p in (_shape_problem(*part) for part in parts) if p), None)
+
+
+def _role_checks(observed, add):
+    """Flag what the host's role must never hold, whatever its pillar gives (issue 15)."""
+    role = observed.get("role")
+    if role not in ROLE_FORBIDDEN:
+        return set()
+    sa = observed.get("service_account") or {}
+    given = set(observed.get("given") or ()) | set(sa.get("given") or ())
+    wrong = role_forbidden(role, given)
+    if wrong:
+        add(
+            "role",
+            observed.get("pillar", "kubernetes:certs"),
+            "forbidden",
+            f"kubernetes:role is {role}, yet its pillar gives {', '.join(wrong)}, which a "
+            f"{role} must never hold; take it out of this minion's pillar "
+            "(docs/certs-states.md), then apply kubernetes.certs.present",
+        )
+    held = {
+        info.get("pillar") for info in (observed.get("files") or {}).values() if info.get("exists")
+    }
+    if sa.get("exists"):
+        held.add("sa.key")
+    on_disk = set(role_forbidden(role, held))
+    if "sa.key" in on_disk:
+        add(
+            "sa.key",
+            sa.get("path"),
+            "forbidden",
+            f"a {role} must never hold sa.key (kubernetes:role is {role}); remove it",
+        )
+    return on_disk
+
+
 def verify_host(observed, reference, now=None):
     """Compare what one minion reported with the master's reference.
 
@@ -2785,7 +2890,10 @@ def verify_host(observed, reference, now=None):
     checks ``{id, path, status, detail}``; statuses: ``match``, ``absent`` (not
     expected, not there), ``differs``, ``missing``, ``expired``,
     ``key does not match cert``, ``unreadable``, ``unexpected`` (there, though
-    this minion's pillar does not give it), ``no pillar``.
+    this minion's pillar does not give it), ``no pillar``, ``forbidden`` (a key
+    the minion's ``role`` must never hold, :data:`ROLE_FORBIDDEN`, given by its
+    pillar or on its disk).  ``observed`` must have passed
+    :func:`probe_answer_problem`.
     """
     now = now or datetime.datetime.now(datetime.timezone.utc)
     given = set(observed.get("given") or ())
@@ -2804,12 +2912,23 @@ def verify_host(observed, reference, now=None):
             "this minion's pillar gives no certificates (not part of the cluster, "
             "or its pillar is stale: saltutil.refresh_pillar)",
         )
+    forbidden = _role_checks(observed, add)
 
     # Certificates first: the keys are judged against them.
     ordered = sorted(files.items(), key=lambda kv: (kv[1].get("pillar") in KEY_PAIRS, kv[0]))
     for ident, info in ordered:
         pillar_key, path = info.get("pillar"), info.get("path")
         ref = reference.get(pillar_key)
+        if pillar_key in forbidden and info.get("exists"):
+            role = observed.get("role")
+            add(
+                ident,
+                path,
+                "forbidden",
+                f"a {role} must never hold {pillar_key} (kubernetes:role is {role}), "
+                "whatever its pillar says; remove it",
+            )
+            continue
         # The states lay a file down where pillar gives it, and all but the
         # masters-only ones (the apiserver's pair) on every minion; a map that
         # does not say (masters_only None) goes by pillar alone.
