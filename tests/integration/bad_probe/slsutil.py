@@ -13,4 +13,4 @@ def __virtual__():
 
 
 def renderer(*args, **kwargs):  # noqa: ARG001 - the probe's arguments are ignored
-    return {"given": "everything", "files": {"ca.crt": {"path": 5, "exists": "maybe"}}}
+    return {"given": ["ca.crt"], "files": {"ca.crt": "garbage", "kubecfg.key": {"path": 5}}}
