@@ -94,6 +94,24 @@ def test_ext_pillar_gives_other_minions_nothing(tmp_path, pki):
     assert "kubernetes" not in pillar
 
 
+EXACT = [{"k8s_certs": {"cluster_tag": "default", "masters": ["m1"], "nodes": ["n1"]}}]
+
+
+@pytest.mark.parametrize("minion_id", ["M1", "m1.", " m1", "N1"])
+def test_ext_pillar_matches_the_minion_id_exactly(tmp_path, pki, minion_id):
+    """Ids are what Salt accepted: no case folding, nothing stripped (issue 10)."""
+    pillar = compile_pillar(tmp_path, minion_id, EXACT, k8s_helper={"pki_root": str(pki)})
+    assert "_errors" not in pillar
+    assert "kubernetes" not in pillar
+
+
+@pytest.mark.parametrize(("minion_id", "role"), [("m1", "master"), ("n1", "node")])
+def test_ext_pillar_hands_the_role_it_decided(tmp_path, pki, minion_id, role):
+    pillar = compile_pillar(tmp_path, minion_id, EXACT, k8s_helper={"pki_root": str(pki)})
+    assert pillar["kubernetes"]["role"] == role
+    assert ("server.key" in pillar["kubernetes"]["certs"]) == (role == "master")
+
+
 def test_ext_pillar_missing_files_fail_the_pillar_naming_the_file(tmp_path, pki):
     pillar = compile_pillar(
         tmp_path,
