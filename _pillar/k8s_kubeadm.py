@@ -18,8 +18,9 @@ not a host of the set gets nothing from here. Configure it in the master config
 
 Which files a minion gets follows from its minion id (bound to its accepted
 key), matched exactly (no case folding, no trailing dot dropped: ``M1`` and
-``m1.`` are not host ``m1``; map such ids with ``names``), and from the set on disk (``hosts/<name>/apiserver.crt`` makes a master),
-never from grains a minion could set itself. A file of the host's share that
+``m1.`` are not host ``m1``; map such ids with ``names``), and from the set
+on disk (``hosts/<name>/apiserver.crt`` makes a master), never from grains a
+minion could set itself. A file of the host's share that
 is missing or unreadable fails the minion's pillar with a message naming it.
 """
 
