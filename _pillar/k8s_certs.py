@@ -16,7 +16,11 @@ cluster)::
 
 Targets are minion-id globs on purpose: a minion's id is bound to its accepted
 key, whereas a minion can set its own grains, so grain targeting would let any
-minion claim the apiserver's private key.
+minion claim the apiserver's private key. Globs match the id exactly as Salt
+accepted it (case-sensitive, nothing stripped). Each minion also gets
+``kubernetes:role`` (``master`` or ``node``) from the same match, so
+``k8s_certs.validated`` refuses a ``server.key`` another pillar source still
+hands a node.
 
 The files are read directly (no process per file, no template, no YAML), which
 makes this the cheapest way to get them into pillar; see docs/certs-states.md.
@@ -62,7 +66,9 @@ def _globs(value, name):
 
 
 def _matches(minion_id, globs):
-    return any(fnmatch.fnmatch(minion_id, glob) for glob in globs)
+    # fnmatchcase: the id as Salt accepted it, never case-folded (fnmatch folds
+    # case where the OS's paths do).
+    return any(fnmatch.fnmatchcase(minion_id, glob) for glob in globs)
 
 
 def ext_pillar(minion_id, pillar, cluster_tag="default", masters=None, nodes=None, **kwargs):
@@ -91,22 +97,28 @@ def ext_pillar(minion_id, pillar, cluster_tag="default", masters=None, nodes=Non
     if pki_root is None:
         pki_root = k8s_pki.pki_root(__opts__)
     directory = os.path.join(pki_root, tag)
+    # Only what the master's user alone controls is handed out (no symlink, no
+    # file or folder someone else could have swapped in).
+    k8s_pki.check_set_folder(directory)
     certs = {}
     for key, filename in files.items():
-        path = os.path.join(directory, filename)
         try:
-            with open(path, encoding="utf-8") as handle:
-                certs[key] = handle.read()
+            data = k8s_pki.read_set_file(directory, filename)
         except OSError as err:
+            data, why = None, err.strerror
+        else:
+            why = "missing"
+        if data is None:
             raise k8s_pki.PKIError(
-                f"k8s_certs: cannot read {path} for {minion_id} ({err.strerror}); "
-                f"run salt-run k8s-helper.generate_certs cluster_tag={tag}"
-            ) from None
-    ret = {"k8s_env": tag, "certs": certs}
+                f"k8s_certs: cannot read {os.path.join(directory, filename)} for {minion_id} "
+                f"({why}); run salt-run k8s-helper.generate_certs cluster_tag={tag}"
+            )
+        certs[key] = data.decode("utf-8")
+    # The role too, decided here from the accepted minion id: the states refuse
+    # a key the role must not hold even if another pillar source adds one.
+    ret = {"k8s_env": tag, "role": "master" if master else "node", "certs": certs}
     if master:  # and the service-account pair, when the set has one
-        pair = {
-            n: k8s_pki.read_file(os.path.join(directory, n)) for n in k8s_pki.SERVICE_ACCOUNT_FILES
-        }
+        pair = {n: k8s_pki.read_set_file(directory, n) for n in k8s_pki.SERVICE_ACCOUNT_FILES}
         if all(data is not None for data in pair.values()):
             ret["service_account"] = {n: data.decode() for n, data in pair.items()}
     log.debug("k8s_certs: %s gets %s of cluster %s", minion_id, ", ".join(certs), tag)

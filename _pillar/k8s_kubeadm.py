@@ -17,8 +17,10 @@ not a host of the set gets nothing from here. Configure it in the master config
           # names: {minion-id: host-name}        (default: the minion id is the name)
 
 Which files a minion gets follows from its minion id (bound to its accepted
-key) and from the set on disk (``hosts/<name>/apiserver.crt`` makes a master),
-never from grains a minion could set itself. A file of the host's share that
+key), matched exactly (no case folding, no trailing dot dropped: ``M1`` and
+``m1.`` are not host ``m1``; map such ids with ``names``), and from the set
+on disk (``hosts/<name>/apiserver.crt`` makes a master), never from grains a
+minion could set itself. A file of the host's share that
 is missing or unreadable fails the minion's pillar with a message naming it.
 """
 
@@ -62,24 +64,36 @@ def ext_pillar(minion_id, pillar, cluster_tag="default", **kwargs):
     directory = os.path.join(pki_root, tag)
     host = names.get(minion_id, minion_id)
     try:
-        host = k8s_pki.check_dns_name(host, "host")
+        checked = k8s_pki.check_dns_name(host, "host")
     except k8s_pki.InputError:
         return {}  # a minion id that cannot be a host name is no host of the set
-    own = os.path.join(directory, k8s_pki.KUBEADM_HOSTS_DIR, host)
-    if not os.path.isfile(os.path.join(own, "kubelet.conf")):
+    if checked != host:
+        # Exactly the host's name or nothing: minion ids 'M1' and 'm1.' are other
+        # minions (other accepted keys) than 'm1', and must not get its keys.
         return {}
-    master = os.path.isfile(os.path.join(own, "apiserver.crt"))
+    # Only what the master's user alone controls is handed out (no symlink, no
+    # file or folder someone else could have swapped in).
+    if not k8s_pki.check_set_folder(directory):
+        return {}
+    own = f"{k8s_pki.KUBEADM_HOSTS_DIR}/{host}"
+    host_conf = k8s_pki.read_set_file(directory, f"{own}/kubelet.conf")
+    if host_conf is None:
+        return {}
+    master = os.path.isfile(os.path.join(directory, own, "apiserver.crt"))
     files = {}
     for dest, src in k8s_pki.kubeadm_host_files(host, master).items():
-        path = os.path.join(directory, src)
         try:
-            with open(path, encoding="utf-8") as handle:
-                files[dest] = handle.read()
+            data = k8s_pki.read_set_file(directory, src)
         except OSError as err:
+            data, why = None, err.strerror
+        else:
+            why = "missing"
+        if data is None:
             raise k8s_pki.SetError(
-                f"k8s_kubeadm: {path}: {err.strerror}; the set of {tag} is incomplete "
-                "(run salt-run k8s-helper.generate_certs profile=kubeadm)"
-            ) from None
+                f"k8s_kubeadm: {os.path.join(directory, src)}: {why}; the set of {tag} is "
+                "incomplete (run salt-run k8s-helper.generate_certs profile=kubeadm)"
+            )
+        files[dest] = data.decode("utf-8")
     log.debug("k8s_kubeadm: %s gets %d files of %s as %s", minion_id, len(files), tag, host)
     role = "master" if master else "node"
     return {"kubernetes": {PILLAR_KEY: {"host": host, "role": role, "files": files}}}

@@ -717,10 +717,15 @@ def rotate_ca(
 _PROBE = """\
 {%- from formula ~ '/map.jinja' import mapdata with context %}
 {%- set given = salt['pillar.get'](mapdata.pillar, {}) %}
+{%- set sa_given = salt['pillar.get'](mapdata.service_account.pillar, {}) %}
+{%- set sa_key = mapdata.certs.dir ~ '/sa.key' %}
 {%- set out = {
       'pillar': mapdata.pillar,
       'given': (given | list) if given is mapping else [],
       'k8s_env': salt['pillar.get']('kubernetes:k8s_env', ''),
+      'role': salt['pillar.get']('kubernetes:role', none),
+      'service_account': {'path': sa_key, 'exists': salt['file.file_exists'](sa_key),
+                          'given': (sa_given | list) if sa_given is mapping else []},
       'files': {}} %}
 {%- for ident, file in mapdata.files | dictsort %}
 {%-   set info = {'path': file.path, 'pillar': file.pillar,
@@ -839,6 +844,10 @@ def _public_keys(client, observed, reference, timeout):
                 )
 
 
+def _bad_answer(problem):
+    return {"status": "bad answer", "error": f"malformed answer to the probe ({problem})"}
+
+
 @_refusals_exit_nonzero
 def verify(cluster_tag="default", tgt=None, tgt_type="glob", timeout=None, table=True, **kwargs):
     """
@@ -855,10 +864,15 @@ def verify(cluster_tag="default", tgt=None, tgt_type="glob", timeout=None, table
     Per minion and path the status is ``match``, ``differs`` (with both
     fingerprints), ``missing``, ``expired``, ``key does not match cert``,
     ``unreadable``, ``unexpected`` (a file the minion's pillar does not give,
-    e.g. the apiserver key on a node) or ``absent`` (not given and not there:
-    fine). A minion without certificates in pillar is ``no pillar``; one that
-    does not answer is listed as ``no answer``. A summary line ends the table;
-    the exit status is 1 when any minion has a problem or does not answer.
+    e.g. the apiserver key on a node), ``forbidden`` (a key its
+    ``kubernetes:role`` must never hold, ``server.key`` or ``sa.key`` on a
+    node, whether its pillar gives it or it is on disk) or ``absent`` (not
+    given and not there: fine). A minion without certificates in pillar is
+    ``no pillar``; one that does not answer is listed as ``no answer``; one
+    whose answer does not have the probe's shape is a ``bad answer`` (the
+    others are still verified). Minions are the ids Salt accepted, exactly.
+    A summary line ends the table; the exit status is 1 when any minion has a
+    problem or does not answer.
 
     cluster_tag : default
         Which cluster's set on the master to compare with.
@@ -916,11 +930,20 @@ def verify(cluster_tag="default", tgt=None, tgt_type="glob", timeout=None, table
             hosts[minion] = {"status": "no answer", "error": f"did not answer{error[9:]}"}
         elif not isinstance(ret, dict):
             hosts[minion] = {"status": "error", "error": f"the probe failed: {error or ret}"}
+        elif k8s_pki.probe_answer_problem(ret):
+            hosts[minion] = _bad_answer(k8s_pki.probe_answer_problem(ret))
         else:
             observed[minion] = ret
     _public_keys(client, observed, reference, wait)
-    for minion, seen in observed.items():
-        checks = k8s_pki.verify_host(seen, reference)
+    for minion, seen in list(observed.items()):
+        try:
+            checks = k8s_pki.verify_host(seen, reference)
+        except (AttributeError, KeyError, TypeError, ValueError) as err:
+            # A shape the answer check let through: this host's answer is bad,
+            # the others are still verified.
+            log.warning("k8s-helper: verify: %s answered %s", minion, type(err).__name__)
+            hosts[minion] = _bad_answer(f"{type(err).__name__} while comparing it")
+            continue
         bad = any(check["status"] not in k8s_pki.VERIFY_OK for check in checks)
         hosts[minion] = {
             "status": "problems" if bad else "ok",

@@ -25,7 +25,9 @@ The PKI logic lives in the formula's ``_utils/k8s_pki.py``; run
 Returns, changes and comments name items, paths and fingerprints, never PEM text.
 """
 
+import contextlib
 import grp
+import hashlib
 import logging
 import os
 import pwd
@@ -59,17 +61,29 @@ def _short(info):
     return f"{info['subject']} sha256 {info['sha256']} until {info['not_after']}"
 
 
-def validated(name="kubernetes:certs"):
+def validated(
+    name="kubernetes:certs",
+    role="kubernetes:role",
+    service_account="kubernetes:service_account",
+):
     """
     Check the certificates pillar hands this minion; changes nothing.
 
     name : kubernetes:certs
         The pillar path of the mapping (``ca.crt``, ``kubecfg.crt``,
         ``kubecfg.key`` and, on masters, ``server.cert``/``server.key``).
+    role : kubernetes:role
+        The pillar path of the minion's role (``master`` or ``node``).
+    service_account : kubernetes:service_account
+        The pillar path of the optional ``sa.key``/``sa.pub`` pair.
 
-    Fails, naming each bad item, when a PEM does not parse, a key does not match
-    its certificate, a leaf is not signed by ``ca.crt``, or a certificate is
-    expired or not yet valid.
+    Fails, naming each bad item, when a value is not strictly PEM of the right
+    type (only complete blocks, whitespace between them), a PEM does not
+    parse, a key does not match its certificate, a leaf is not signed by
+    ``ca.crt``, or a certificate is expired or not yet valid. Also fails when
+    the role is ``node`` and pillar gives it a key no node may hold
+    (``server.key``, ``sa.key``: ``k8s_pki.ROLE_FORBIDDEN``), whatever the
+    rest of its pillar says.
 
     .. code-block:: yaml
 
@@ -79,10 +93,14 @@ def validated(name="kubernetes:certs"):
     """
     ret = {"name": name, "result": False, "changes": {}, "comment": ""}
     certs = __salt__["pillar.get"](name, None, unmask=True)
+    problems = []
     try:
         report = k8s_pki.check_distribution(certs, where=name)
     except k8s_pki.PKIError as err:
-        ret["comment"] = f"Refusing to lay down the certificates: {err}"
+        problems.append(str(err))
+    problems += _role_problems(name, certs, role, service_account)
+    if problems:
+        ret["comment"] = f"Refusing to lay down the certificates: {'; '.join(problems)}"
         return ret
     lines = [f"{name}: {len(certs)} items valid"]
     reflowed = sorted(k for k, v in certs.items() if k8s_pki.normalize_pem(v) != v)
@@ -100,6 +118,55 @@ def validated(name="kubernetes:certs"):
             lines.append(f"  {item}: matches, public key sha256 {info['public_key_sha256']}")
     ret["result"] = True
     ret["comment"] = "\n".join(lines)
+    return ret
+
+
+def _role_problems(name, certs, role, service_account):
+    """What pillar gives this minion that its role must never hold."""
+    host_role = __salt__["pillar.get"](role, None, unmask=True)
+    pair = __salt__["pillar.get"](service_account, None, unmask=True)
+    held = {}
+    for where, given in ((name, certs), (service_account, pair)):
+        held.update({f"{where}:{key}": key for key in (given if isinstance(given, dict) else ())})
+    wrong = k8s_pki.role_forbidden(host_role, set(held.values()))
+    return [
+        f"{where}: {role} is {host_role}, and a {host_role} must never hold {key}, whatever "
+        "its pillar says; take it out of this minion's pillar (a seed `cmd.run cat` pillar "
+        "left beside the k8s_certs ext_pillar does this: see docs/certs-states.md)"
+        for where, key in sorted(held.items())
+        if key in wrong
+    ]
+
+
+def no_symlinks(name, paths):
+    """
+    Fail, naming each one, when any of ``paths`` is a symbolic link; changes nothing.
+
+    name
+        A label for the group of destinations (shown in the comment).
+    paths
+        The files the following states write. A link already at one of them
+        would make the write land wherever it points (a key written outside,
+        a file elsewhere overwritten), so the states that write them require
+        this check and nothing is written while a link is there.
+
+    .. code-block:: yaml
+
+        kubernetes-kubeadm-destinations-no-symlinks:
+          k8s_certs.no_symlinks:
+            - name: kubeadm files
+            - paths: [/etc/kubernetes/pki/ca.key, /etc/kubernetes/admin.conf]
+    """
+    ret = {"name": name, "result": True, "changes": {}, "comment": ""}
+    links = k8s_pki.symlinked(paths)
+    if links:
+        ret["result"] = False
+        ret["comment"] = "Refusing to write through a symbolic link: " + "; ".join(
+            f"{path} is a symlink to {target} (remove it, then apply again)"
+            for path, target in links
+        )
+        return ret
+    ret["comment"] = f"{name}: none of the {len(paths)} destinations is a symbolic link"
     return ret
 
 
@@ -143,6 +210,15 @@ def pem_managed(
             "result": False,
             "changes": {},
             "comment": f"{source}: no PEM text in pillar",
+        }
+    links = k8s_pki.symlinked([name])
+    if links:
+        return {
+            "name": name,
+            "result": False,
+            "changes": {},
+            "comment": f"Refusing to write through a symbolic link: {name} is a symlink "
+            f"to {links[0][1]} (remove it, then apply again)",
         }
     contents = k8s_pki.normalize_pem(text)
     if _in_place(name, contents.encode(), user, group, mode):
@@ -236,6 +312,8 @@ def trusted(name, bundle, refresh):
     absent = missing()
     stale = not absent and older()
     if not absent and not stale:
+        if not __opts__.get("test"):
+            _remember_anchor(name, anchor)
         ret["result"] = True
         ret["comment"] = f"{bundle} holds the CA of {name} (sha256 {', '.join(fingerprints)})"
         return ret
@@ -249,11 +327,14 @@ def trusted(name, bundle, refresh):
         ret["changes"] = {"refresh": refresh, "bundle": bundle, "adds": absent}
         ret["comment"] = f"{refresh} would run: {why}"
         return ret
-    result = __salt__["cmd.run_all"](shlex.split(refresh), python_shell=False)
-    log.debug("k8s_certs.trusted: %s exited %s", refresh, result["retcode"])
-    if result["retcode"] != 0:
-        output = (result.get("stderr") or result.get("stdout") or "").strip()
-        ret["comment"] = f"{refresh} failed with exit status {result['retcode']}: {output}"
+    failed = _refresh(refresh)
+    if failed:
+        ret["comment"] = failed
+        return ret
+    broken = k8s_pki.bundle_problem(k8s_pki.read_file(bundle) or b"")
+    if broken:
+        ret["changes"] = {"refresh": refresh, "bundle": bundle}
+        ret["comment"] = _put_back_anchor(name, bundle, refresh, broken, ret["changes"])
         return ret
     still = missing()
     if still:
@@ -262,7 +343,78 @@ def trusted(name, bundle, refresh):
     if older():
         ret["comment"] = f"{refresh} ran, yet {bundle} is still older than {name}"
         return ret
+    _remember_anchor(name, anchor)
     ret["result"] = True
     ret["changes"] = {"refresh": refresh, "bundle": bundle, "added": absent}
     ret["comment"] = f"Ran {refresh} ({why}); {bundle} now holds the CA of {name}"
     return ret
+
+
+def _refresh(refresh):
+    """Run the trust store's refresh command: None, or why it failed."""
+    result = __salt__["cmd.run_all"](shlex.split(refresh), python_shell=False)
+    log.debug("k8s_certs.trusted: %s exited %s", refresh, result["retcode"])
+    if result["retcode"] == 0:
+        return None
+    output = (result.get("stderr") or result.get("stdout") or "").strip()
+    return f"{refresh} failed with exit status {result['retcode']}: {output}"
+
+
+def _remembered_path(anchor_path):
+    """Where the minion keeps the last anchor that gave a bundle that loads."""
+    digest = hashlib.sha256(anchor_path.encode()).hexdigest()[:16]
+    return os.path.join(__opts__["cachedir"], "k8s_certs", "trusted", f"{digest}.crt")
+
+
+def _remember_anchor(anchor_path, data):
+    """Keep ``data`` (public CA certificates) as the anchor to put back if a later
+    refresh breaks the bundle."""
+    try:  # only a clean anchor is worth putting back
+        k8s_pki.strict_pem(data, k8s_pki.CERT_LABELS, anchor_path, indented=False)
+    except k8s_pki.PKIError:
+        return
+    path = _remembered_path(anchor_path)
+    if k8s_pki.read_file(path) == data:
+        return
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    _replace_file(path, data)
+
+
+def _replace_file(path, data, mode=0o644):
+    """Write ``path`` whole, by a rename: a reader sees the old or the new bytes."""
+    staging = f"{path}.k8s-certs-tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(staging)
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(staging, mode)
+    os.replace(staging, path)
+
+
+def _put_back_anchor(name, bundle, refresh, broken, changes):
+    """The refresh left a bundle that no longer loads: restore the last anchor that
+    gave one that does (or take the anchor away when none is known), refresh
+    again, and say what happened. The state fails either way."""
+    previous = k8s_pki.read_file(_remembered_path(name))
+    if previous is not None:
+        _replace_file(name, previous)
+        done = f"put the previous {name} back"
+        changes["anchor"] = "previous put back"
+    else:
+        os.unlink(name)
+        done = f"removed {name} (no earlier anchor known)"
+        changes["anchor"] = "removed"
+    what = f"after {refresh}, {bundle} no longer loads ({broken}): {done}"
+    failed = _refresh(refresh)
+    if failed:
+        return f"{what}; then {failed}"
+    still = k8s_pki.bundle_problem(k8s_pki.read_file(bundle) or b"")
+    if still:
+        return f"{what} and ran {refresh} again, yet {bundle} still does not load ({still})"
+    return (
+        f"{what} and ran {refresh} again: {bundle} loads again. Fix the CA certificate "
+        f"{name} is made from (pillar), then apply again"
+    )

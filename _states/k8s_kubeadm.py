@@ -42,6 +42,12 @@ def validated(name="kubernetes:kubeadm_pki:files"):
 
     name : kubernetes:kubeadm_pki:files
         The pillar path of the mapping (paths under /etc/kubernetes to text).
+        Its sibling ``role`` (``kubernetes:kubeadm_pki:role``) is the host's
+        role: a ``node`` handed more than ``pki/ca.crt`` and ``kubelet.conf``
+        is refused.
+
+    PEM is checked strictly (complete blocks of the right type, nothing else),
+    exactly as ``file.managed`` will write it.
 
     .. code-block:: yaml
 
@@ -51,8 +57,10 @@ def validated(name="kubernetes:kubeadm_pki:files"):
     """
     ret = {"name": name, "result": False, "changes": {}, "comment": ""}
     files = __salt__["pillar.get"](name, None, unmask=True)
+    # The role the ext_pillar decided from the accepted minion id, beside the files.
+    role = __salt__["pillar.get"](f"{name.rpartition(':')[0]}:role", None, unmask=True)
     try:
-        report = k8s_pki.check_kubeadm_host(files, where=name)
+        report = k8s_pki.check_kubeadm_host(files, where=name, role=role)
     except k8s_pki.PKIError as err:
         ret["comment"] = f"Refusing to lay down the kubeadm files: {err}"
         return ret

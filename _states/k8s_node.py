@@ -383,8 +383,9 @@ def key_pair_validated(name="kubernetes:service_account", key="sa.key", pub="sa.
     key, pub : sa.key, sa.pub
         The items holding the private key and the public key (PEM).
 
-    Fails, naming the item, when one is missing, does not parse, is not an
-    RSA or ECDSA key, or when the two do not belong together.
+    Fails, naming the item, when one is missing, is not strictly one PEM
+    block of its type (nothing around it), does not parse, is not an RSA or
+    ECDSA key, or when the two do not belong together.
 
     .. code-block:: yaml
 
@@ -411,12 +412,16 @@ def key_pair_validated(name="kubernetes:service_account", key="sa.key", pub="sa.
         ret["comment"] = "; ".join(problems)
         return ret
     private = public = None
-    try:
+    try:  # strictly one PEM block each, as for the certificates
+        k8s_pki.strict_pem(data[key], k8s_pki.PRIVATE_KEY_LABELS, f"{name}:{key}", 1)
         private = k8s_pki.load_key(k8s_pki.normalize_pem(data[key]).encode(), f"{name}:{key}")
     except k8s_pki.PKIError as err:
         problems.append(str(err))
     try:
+        k8s_pki.strict_pem(data[pub], k8s_pki.PUBLIC_KEY_LABELS, f"{name}:{pub}", 1)
         public = serialization.load_pem_public_key(k8s_pki.normalize_pem(data[pub]).encode())
+    except k8s_pki.PKIError as err:
+        problems.append(str(err))
     except (ValueError, TypeError) as err:
         problems.append(f"{name}:{pub}: not a PEM public key ({type(err).__name__})")
     if private is not None and not isinstance(

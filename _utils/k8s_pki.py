@@ -38,6 +38,7 @@ import os
 import re
 import shutil
 import stat
+import warnings
 from dataclasses import dataclass, field
 
 import yaml
@@ -952,7 +953,7 @@ def _kubeadm_issuer(rel):
     return _KUBEADM_CAS["ca"]
 
 
-def check_kubeadm_host(files, where="kubernetes:kubeadm_pki:files", now=None):
+def check_kubeadm_host(files, where="kubernetes:kubeadm_pki:files", now=None, role=None):
     """Check the kubeadm files pillar hands one host, before anything is written.
 
     ``files`` maps paths under /etc/kubernetes (:data:`KUBEADM_HOST_FILES`) to
@@ -961,8 +962,12 @@ def check_kubeadm_host(files, where="kubernetes:kubeadm_pki:files", now=None):
     by its CA; every key must belong to its certificate (``sa.key`` to
     ``sa.pub``); every kubeconfig must embed a key matching its certificate,
     signed by and holding ``pki/ca.crt``; nothing may be expired or not yet
-    valid.  Returns ``{path: description}`` (no key material); raises
-    :class:`PKIError` listing every problem, each starting with ``<where>:<path>``.
+    valid.  With ``role`` ``node``, any file but those two is refused, whatever
+    pillar gives (a node never holds a CA key, ``sa.key`` or a control-plane
+    identity).  PEM is read strictly, exactly as the states write it
+    (:func:`strict_pem` without indentation).  Returns ``{path: description}``
+    (no key material); raises :class:`PKIError` listing every problem, each
+    starting with ``<where>:<path>``.
     """
     now = now or datetime.datetime.now(datetime.timezone.utc)
     if not isinstance(files, dict):
@@ -974,16 +979,31 @@ def check_kubeadm_host(files, where="kubernetes:kubeadm_pki:files", now=None):
     if unknown:
         problems.append(f"{where}: unknown file(s) {', '.join(unknown)}")
     master = any(k not in _KUBEADM_NODE_FILES for k in files if k in KUBEADM_HOST_FILES)
+    if role == "node" and master:
+        beyond = sorted(
+            k for k in files if k in KUBEADM_HOST_FILES and k not in _KUBEADM_NODE_FILES
+        )
+        problems.append(
+            f"{where}: the role is node, and a node must never hold {', '.join(beyond)}, "
+            "whatever its pillar says"
+        )
     needed = KUBEADM_HOST_FILES if master else _KUBEADM_NODE_FILES
     missing = [k for k in needed if k not in files]
     if missing:
         problems.append(f"{where}: missing {', '.join(missing)}")
 
-    def text(rel):
+    def text(rel, labels=None, count=1):
+        """The file's bytes; PEM (``labels``) checked strictly, exactly as written."""
         value = files[rel]
         if not isinstance(value, str):
             raise PKIError(f"{where}:{rel}: expected text, got {type(value).__name__}")
+        if labels:
+            strict_pem(value, labels, f"{where}:{rel}", count, indented=False)
         return value.encode("utf-8", "replace")
+
+    def embedded(data, rel, what, labels, count=1):
+        strict_pem(data, labels, f"{where}:{rel}: {what}", count, indented=False)
+        return data
 
     def dated(cert, label):
         if days_left(cert, now) <= 0:
@@ -993,7 +1013,9 @@ def check_kubeadm_host(files, where="kubernetes:kubeadm_pki:files", now=None):
 
     for rel in (k for k in KUBEADM_HOST_FILES if k in files and k.endswith(".crt")):
         try:
-            certs[rel] = cert = load_cert(text(rel), f"{where}:{rel}")
+            # A CA file may be a bundle (old and new CA during a rotation).
+            many = None if rel in _KUBEADM_CAS.values() else 1
+            certs[rel] = cert = load_cert(text(rel, CERT_LABELS, many), f"{where}:{rel}")
         except PKIError as err:
             problems.append(str(err))
             continue
@@ -1013,7 +1035,7 @@ def check_kubeadm_host(files, where="kubernetes:kubeadm_pki:files", now=None):
             problems.append(f"{where}:{key_rel}: missing while {rel} is given")
             continue
         try:
-            key = load_key(text(key_rel), f"{where}:{key_rel}", validate=False)
+            key = load_key(text(key_rel, PRIVATE_KEY_LABELS), f"{where}:{key_rel}", validate=False)
         except PKIError as err:
             problems.append(str(err))
             continue
@@ -1021,8 +1043,10 @@ def check_kubeadm_host(files, where="kubernetes:kubeadm_pki:files", now=None):
             problems.append(f"{where}:{key_rel}: does not belong to {rel}")
     if "pki/sa.key" in files or "pki/sa.pub" in files:
         try:
-            key = load_key(text("pki/sa.key"), f"{where}:pki/sa.key", validate=False)
-            public = load_public_key(text("pki/sa.pub"), f"{where}:pki/sa.pub")
+            key = load_key(
+                text("pki/sa.key", PRIVATE_KEY_LABELS), f"{where}:pki/sa.key", validate=False
+            )
+            public = load_public_key(text("pki/sa.pub", PUBLIC_KEY_LABELS), f"{where}:pki/sa.pub")
             if not _same_public_key(public, key):
                 problems.append(f"{where}:pki/sa.pub: does not belong to pki/sa.key")
         except (PKIError, KeyError) as err:
@@ -1031,9 +1055,12 @@ def check_kubeadm_host(files, where="kubernetes:kubeadm_pki:files", now=None):
     for rel in (k for k in KUBEADM_HOST_FILES if k in files and k.endswith(".conf")):
         try:
             conf = parse_kubeconfig(text(rel), f"{where}:{rel}")
-            cert = load_cert(conf.cert_bytes, f"{where}:{rel}")
-            key = load_key(conf.key_bytes, f"{where}:{rel}", validate=False)
-            embedded = load_certs(conf.ca_bytes, f"{where}:{rel}")
+            cert_pem = embedded(conf.cert_bytes, rel, "client-certificate-data", CERT_LABELS)
+            key_pem = embedded(conf.key_bytes, rel, "client-key-data", PRIVATE_KEY_LABELS)
+            ca_pem = embedded(conf.ca_bytes, rel, "certificate-authority-data", CERT_LABELS, None)
+            cert = load_cert(cert_pem, f"{where}:{rel}")
+            key = load_key(key_pem, f"{where}:{rel}", validate=False)
+            embedded_cas = load_certs(ca_pem, f"{where}:{rel}")
         except PKIError as err:
             problems.append(str(err))
             continue
@@ -1042,7 +1069,7 @@ def check_kubeadm_host(files, where="kubernetes:kubeadm_pki:files", now=None):
             problems.append(f"{where}:{rel}: its key does not belong to its certificate")
         if ca is not None and not signed_by(cert, ca):
             problems.append(f"{where}:{rel}: not signed by pki/ca.crt")
-        if ca is not None and ca not in embedded:
+        if ca is not None and ca not in embedded_cas:
             problems.append(f"{where}:{rel}: does not hold pki/ca.crt as its CA")
         report[rel] = {**describe_cert(cert), "server": conf.server}
     if problems:
@@ -1206,19 +1233,18 @@ def _lstat(path):
         return None
 
 
-def check_store(directory):
-    """Refuse a set folder (``<pki_root>/<tag>``), its pki_root or anything in them not ours.
+def check_set_folder(directory):
+    """Refuse the set folder, its pki_root or a folder above them unless only we control it.
 
-    Checks the folders above pki_root, pki_root itself, the set's lock and
-    record of made CAs, and every folder and file of the set (backups too).
-    A missing pki_root or set is fine: nothing to trust yet.
+    The cheap part of :func:`check_store` (no walk of the set): for readers of
+    a few files, such as the ext_pillars.  Returns whether the set folder exists.
     """
     directory = os.path.normpath(directory)
     root, tag = os.path.split(directory)
     _check_ancestors(root)
     st = _lstat(root)
     if st is None:
-        return
+        return False
     _check_entry(root, st)
     if not stat.S_ISDIR(st.st_mode):
         raise SetError(f"{root}: pki_root is not a folder; move it away")
@@ -1229,10 +1255,43 @@ def check_store(directory):
             _check_entry(path, st)
     st = _lstat(directory)
     if st is None:
-        return
+        return False
     _check_entry(directory, st)
-    if not os.path.isdir(directory):
+    if not stat.S_ISDIR(st.st_mode):
         raise SetError(f"{directory}: is not a folder; move it away")
+    return True
+
+
+def read_set_file(directory, rel):
+    """The bytes of ``<directory>/<rel>`` (a path inside a checked set folder), or None.
+
+    Every folder between the set folder and the file is checked like the file
+    itself (no symlink, ours alone), so a swapped ``hosts/<name>`` cannot
+    redirect the read.
+    """
+    parts = rel.split("/")
+    path = directory
+    for part in parts[:-1]:
+        path = os.path.join(path, part)
+        st = _lstat(path)
+        if st is None:
+            return None
+        _check_entry(path, st)
+        if not stat.S_ISDIR(st.st_mode):
+            raise SetError(f"{path}: is not a folder; move it away")
+    return _read_store_file(os.path.join(path, parts[-1]), secret=_is_secret(parts[-1]))
+
+
+def check_store(directory):
+    """Refuse a set folder (``<pki_root>/<tag>``), its pki_root or anything in them not ours.
+
+    Checks the folders above pki_root, pki_root itself, the set's lock and
+    record of made CAs, and every folder and file of the set (backups too).
+    A missing pki_root or set is fine: nothing to trust yet.
+    """
+    directory = os.path.normpath(directory)
+    if not check_set_folder(directory):
+        return
     for dirpath, dirnames, filenames in os.walk(directory):
         for name in dirnames + filenames:
             path = os.path.join(dirpath, name)
@@ -2894,9 +2953,82 @@ def normalize_pem(text):
     return "\n".join(line for line in lines if line) + "\n"
 
 
-def _pem_text(value, where):
+CERT_LABELS = ("CERTIFICATE",)
+# Spelt out piecewise: this module sits in every minion's cache, which the
+# tests search for a key's PEM header.
+PRIVATE_KEY_LABELS = tuple(" ".join((*kind, "PRIVATE", "KEY")) for kind in ((), ("RSA",), ("EC",)))
+PUBLIC_KEY_LABELS = ("PUBLIC KEY",)
+_PEM_BEGIN_RE = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----")
+_BASE64_LINE_RE = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+_PEM_KINDS = {
+    CERT_LABELS: "certificate",
+    PRIVATE_KEY_LABELS: "private key",
+    PUBLIC_KEY_LABELS: "public key",
+}
+
+
+def strict_pem(text, labels, where, count=None, indented=True):
+    """Check that ``text`` is PEM and nothing else: complete blocks of ``labels``.
+
+    Only whitespace may come between blocks: text before, after or between
+    them (a pasted comment, a shell error, a foreign certificate glued on with
+    junk), a block of another type (a key where a certificate belongs), a
+    block without its END line, or a line inside a block that is not base64
+    is refused.  ``count`` is the number of blocks wanted (None: one or more).
+    ``indented`` tolerates whitespace around every line and blank lines, as
+    the seed's ``indent()`` pillar produces (the states write the text
+    stripped, :func:`normalize_pem`); without it, only trailing whitespace is
+    tolerated (what is checked is what gets written).  Raises
+    :class:`PKIError` naming ``where`` and a line number, never quoting the
+    text (it may be a key).  Returns the number of blocks.
+    """
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    wanted = " or ".join(labels)
+    what = f"{where}: not a PEM {_PEM_KINDS.get(labels, 'file')}"
+    blocks, label, start = 0, None, 0
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip() if indented else raw.rstrip(" \t\r")
+        if label is None:
+            if not line:
+                continue
+            begin = _PEM_BEGIN_RE.fullmatch(line)
+            if not begin:
+                raise PKIError(f"{what}: line {number}: text outside a PEM block")
+            if begin.group(1) not in labels:
+                # Named in lower case: no output may carry a key's PEM header.
+                found = begin.group(1).lower()
+                raise PKIError(f"{what}: line {number}: a {found} block, not {wanted.lower()}")
+            label, start, body = begin.group(1), number, 0
+        elif line == f"-----END {label}-----":
+            if not body:
+                raise PKIError(f"{what}: the {label} block of line {start} is empty")
+            blocks, label = blocks + 1, None
+        elif _BASE64_LINE_RE.fullmatch(line):
+            body += 1
+        elif not line and indented:
+            continue
+        else:
+            raise PKIError(
+                f"{what}: line {number}: not base64 inside the {label} block of line {start}"
+            )
+    if label is not None:
+        raise PKIError(
+            f"{what}: the {label} block of line {start} is not terminated "
+            f"(no -----END {label}----- line)"
+        )
+    if not blocks:
+        raise PKIError(f"{what}: no {wanted} block")
+    if count is not None and blocks != count:
+        raise PKIError(f"{where}: holds {blocks} PEM blocks, expected {count}")
+    return blocks
+
+
+def _pem_text(value, where, labels, count=None):
+    """Pillar PEM text, checked strictly, as the states write it (lines stripped)."""
     if not isinstance(value, str):
         raise PKIError(f"{where}: expected PEM text, got {type(value).__name__}")
+    strict_pem(value, labels, where, count)
     return normalize_pem(value).encode("utf-8", "replace")
 
 
@@ -2941,7 +3073,9 @@ def check_distribution(certs, where="kubernetes:certs", now=None):
     try:
         if DIST_CA not in certs:
             raise PKIError(f"{where}:{DIST_CA}: missing")
-        cas = load_certs(_pem_text(certs[DIST_CA], f"{where}:{DIST_CA}"), f"{where}:{DIST_CA}")
+        cas = load_certs(
+            _pem_text(certs[DIST_CA], f"{where}:{DIST_CA}", CERT_LABELS), f"{where}:{DIST_CA}"
+        )
         for index, ca in enumerate(cas):
             label = DIST_CA if len(cas) == 1 else f"{DIST_CA}[{index}]"
             if not is_ca(ca):
@@ -2962,7 +3096,7 @@ def check_distribution(certs, where="kubernetes:certs", now=None):
             problems.append(f"{where}:{other}: missing while {present[0]} is given")
             continue
         try:
-            cert_data = _pem_text(certs[cert_name], f"{where}:{cert_name}")
+            cert_data = _pem_text(certs[cert_name], f"{where}:{cert_name}", CERT_LABELS)
             found = load_certs(cert_data, f"{where}:{cert_name}")
             if len(found) != 1:
                 raise PKIError(
@@ -2970,7 +3104,7 @@ def check_distribution(certs, where="kubernetes:certs", now=None):
                 )
             cert = found[0]
             key = load_key(
-                _pem_text(certs[key_name], f"{where}:{key_name}"),
+                _pem_text(certs[key_name], f"{where}:{key_name}", PRIVATE_KEY_LABELS, 1),
                 f"{where}:{key_name}",
                 validate=False,
             )
@@ -3010,6 +3144,69 @@ def bundle_has(bundle, cert):
         return True
     wanted = base64.b64encode(cert.public_bytes(serialization.Encoding.DER))
     return any(b"".join(body.split()) == wanted for body in _PEM_CERT_RE.findall(bundle))
+
+
+_PEM_MARKER_RE = re.compile(rb"-----(BEGIN|END) ([A-Z0-9 ]+)-----")
+
+
+def bundle_problem(bundle):
+    """Why the system trust bundle (bytes) would not load, or None when it loads.
+
+    Every ``BEGIN`` must be closed by its ``END`` before the next block starts,
+    and every block must be a certificate that parses: one bad block and
+    OpenSSL, Python's ssl and Go refuse the whole file.  Text between blocks
+    (RedHat's comments) is fine.  The reason names block numbers, not text.
+    """
+    open_at, blocks = None, 0
+    for marker in _PEM_MARKER_RE.finditer(bundle):
+        kind, label = marker.group(1), marker.group(2).decode()
+        if kind == b"BEGIN":
+            if open_at is not None:
+                return f"block {blocks + 1} is not terminated before the next one starts"
+            open_at = marker
+            continue
+        if open_at is None or open_at.group(2) != marker.group(2):
+            return f"an END {label} line without its BEGIN after block {blocks}"
+        blocks += 1
+        if label != "CERTIFICATE":
+            return f"block {blocks} is a {label}, not a CERTIFICATE"
+        try:
+            with warnings.catch_warnings():  # a system CA's odd serial is not our concern
+                warnings.simplefilter("ignore")
+                x509.load_pem_x509_certificate(bundle[open_at.start() : marker.end()])
+        except ValueError:
+            return f"block {blocks} is not a certificate that parses"
+        open_at = None
+    if open_at is not None:
+        return f"block {blocks + 1} is not terminated (no END line)"
+    if not blocks:
+        return "it holds no certificate"
+    return None
+
+
+def symlinked(paths):
+    """``[(path, target)]`` for each of ``paths`` that is a symbolic link.
+
+    The states refuse to write through one: a link planted at a destination
+    would send a key (or the trust anchor) wherever it points.
+    """
+    found = []
+    for path in paths:
+        with contextlib.suppress(OSError):
+            if os.path.islink(path):
+                found.append((path, os.readlink(path)))
+    return found
+
+
+#: what a role must never hold, whatever its pillar says: a node gets the CA,
+#: and the seed's kubecfg pair (its kubelet and kube-proxy use it), but never
+#: the apiserver's key nor the key that signs service-account tokens.
+ROLE_FORBIDDEN = {"node": ("server.key", "sa.key")}
+
+
+def role_forbidden(role, held):
+    """Which of ``held`` (pillar keys / file names) the ``role`` must not hold."""
+    return [name for name in ROLE_FORBIDDEN.get(role, ()) if name in held]
 
 
 # --------------------------------------------------------------------------
@@ -3106,6 +3303,109 @@ def _check_cert(info, ref, now):
     return "match", f"sha256 {_short_fp(seen[0])}", extra
 
 
+_ANSWER_FIELDS = {  # field -> (allowed types, required)
+    "pillar": ((str,), False),
+    "k8s_env": ((str, type(None)), False),
+    "given": ((list,), False),
+    "files": ((dict,), False),
+    "link": ((dict, type(None)), False),
+    "bundle": ((dict, type(None)), False),
+    "role": ((str, type(None)), False),
+    "service_account": ((dict, type(None)), False),
+}
+_FILE_FIELDS = {
+    "path": ((str,), True),
+    "pillar": ((str,), True),
+    "exists": ((bool,), True),
+    "masters_only": ((bool, type(None)), False),
+    "sha256": ((str, type(None)), False),
+    "base64": ((str, type(None)), False),
+    "public_key": ((str,), False),
+    "public_key_error": ((str,), False),
+}
+_LINK_FIELDS = {
+    "path": ((str,), True),
+    "expected": ((str,), False),
+    "is_link": ((bool,), False),
+    "exists": ((bool,), False),
+    "target": ((str, type(None)), False),
+}
+_BUNDLE_FIELDS = {"path": ((str,), True), "exists": ((bool,), False), "holds": ((list,), False)}
+_SA_FIELDS = {"path": ((str,), True), "exists": ((bool,), True), "given": ((list,), False)}
+
+
+def _shape_problem(value, fields, where):
+    if not isinstance(value, dict):
+        return f"{where}: expected a mapping, got {type(value).__name__}"
+    for name, (types, required) in fields.items():
+        if name not in value:
+            if required:
+                return f"{where}.{name}: missing"
+            continue
+        if not isinstance(value[name], types):
+            return f"{where}.{name}: unexpected {type(value[name]).__name__}"
+    return None
+
+
+def probe_answer_problem(observed):
+    """What is malformed in one minion's answer to verify's probe, or None.
+
+    A minion answers whatever it likes (a broken or hostile one too): its
+    answer must have the probe's shape before anything is compared, so that
+    one bad answer is reported for that host and the others are still checked.
+    """
+    problem = _shape_problem(observed, _ANSWER_FIELDS, "answer")
+    if problem:
+        return problem
+    if not all(isinstance(key, str) for key in observed.get("given") or ()):
+        return "answer.given: not a list of pillar keys"
+    parts = [
+        (info, _FILE_FIELDS, f"answer.files.{ident}")
+        for ident, info in (observed.get("files") or {}).items()
+    ]
+    for section, fields in (
+        ("link", _LINK_FIELDS),
+        ("bundle", _BUNDLE_FIELDS),
+        ("service_account", _SA_FIELDS),
+    ):
+        if observed.get(section) is not None:
+            parts.append((observed[section], fields, f"answer.{section}"))
+    return next((p for p in (_shape_problem(*part) for part in parts) if p), None)
+
+
+def _role_checks(observed, add):
+    """Flag what the host's role must never hold, whatever its pillar gives (issue 15)."""
+    role = observed.get("role")
+    if role not in ROLE_FORBIDDEN:
+        return set()
+    sa = observed.get("service_account") or {}
+    given = set(observed.get("given") or ()) | set(sa.get("given") or ())
+    wrong = role_forbidden(role, given)
+    if wrong:
+        add(
+            "role",
+            observed.get("pillar", "kubernetes:certs"),
+            "forbidden",
+            f"kubernetes:role is {role}, yet its pillar gives {', '.join(wrong)}, which a "
+            f"{role} must never hold; take it out of this minion's pillar "
+            "(docs/certs-states.md), then apply kubernetes.certs.present",
+        )
+    held = {
+        info.get("pillar") for info in (observed.get("files") or {}).values() if info.get("exists")
+    }
+    if sa.get("exists"):
+        held.add("sa.key")
+    on_disk = set(role_forbidden(role, held))
+    if "sa.key" in on_disk:
+        add(
+            "sa.key",
+            sa.get("path"),
+            "forbidden",
+            f"a {role} must never hold sa.key (kubernetes:role is {role}); remove it",
+        )
+    return on_disk
+
+
 def verify_host(observed, reference, now=None):
     """Compare what one minion reported with the master's reference.
 
@@ -3116,7 +3416,10 @@ def verify_host(observed, reference, now=None):
     checks ``{id, path, status, detail}``; statuses: ``match``, ``absent`` (not
     expected, not there), ``differs``, ``missing``, ``expired``,
     ``key does not match cert``, ``unreadable``, ``unexpected`` (there, though
-    this minion's pillar does not give it), ``no pillar``.
+    this minion's pillar does not give it), ``no pillar``, ``forbidden`` (a key
+    the minion's ``role`` must never hold, :data:`ROLE_FORBIDDEN`, given by its
+    pillar or on its disk).  ``observed`` must have passed
+    :func:`probe_answer_problem`.
     """
     now = now or datetime.datetime.now(datetime.timezone.utc)
     given = set(observed.get("given") or ())
@@ -3135,12 +3438,23 @@ def verify_host(observed, reference, now=None):
             "this minion's pillar gives no certificates (not part of the cluster, "
             "or its pillar is stale: saltutil.refresh_pillar)",
         )
+    forbidden = _role_checks(observed, add)
 
     # Certificates first: the keys are judged against them.
     ordered = sorted(files.items(), key=lambda kv: (kv[1].get("pillar") in KEY_PAIRS, kv[0]))
     for ident, info in ordered:
         pillar_key, path = info.get("pillar"), info.get("path")
         ref = reference.get(pillar_key)
+        if pillar_key in forbidden and info.get("exists"):
+            role = observed.get("role")
+            add(
+                ident,
+                path,
+                "forbidden",
+                f"a {role} must never hold {pillar_key} (kubernetes:role is {role}), "
+                "whatever its pillar says; remove it",
+            )
+            continue
         # The states lay a file down where pillar gives it, and all but the
         # masters-only ones (the apiserver's pair) on every minion; a map that
         # does not say (masters_only None) goes by pillar alone.

@@ -75,6 +75,21 @@ kubernetes-controlplane-{{ id | replace('.', '-') }}-file-absent:
 {%-     endif %}
 {%-   endfor %}
 
+{#- A symlink planted at a destination would send the write wherever it points
+    (the service-account pair's pem_managed refuses one by itself). #}
+{%-   set destinations = [kubernetes.admin.kubeconfig, kubernetes.controller_manager.kubeconfig,
+                          kubernetes.scheduler.kubeconfig] %}
+{%-   for name in components.values() %}
+{%-     do destinations.append(manifests.dir ~ '/' ~ name ~ '.yaml') %}
+{%-   endfor %}
+
+kubernetes-controlplane-destinations-no-symlinks:
+  k8s_certs.no_symlinks:
+    - name: control-plane files
+    - paths: {{ destinations | json }}
+    - require:
+      - k8s_certs: kubernetes-certs-pillar-validated
+
 {#- Kubeconfigs: kubectl's through the cluster's address, the controller
     manager's and the scheduler's through their own apiserver. #}
 {%-   for id, path, server in [
@@ -103,6 +118,7 @@ kubernetes-controlplane-{{ id }}-kubeconfig-file-managed:
     - dir_mode: '{{ kubernetes.certs.dir_mode }}'
     - require:
       - k8s_certs: kubernetes-certs-pillar-validated
+      - k8s_certs: kubernetes-controlplane-destinations-no-symlinks
 {%-   endfor %}
 
 {#- The static pods' flags: the formula's, then extra_args over them
@@ -198,6 +214,7 @@ kubernetes-controlplane-{{ name }}-manifest-file-managed:
     - require:
       - file: kubernetes-controlplane-manifests-dir-file-directory
       - k8s_certs: kubernetes-certs-pillar-validated
+      - k8s_certs: kubernetes-controlplane-destinations-no-symlinks
 {%-     if component != 'apiserver' %}
       - file: kubernetes-controlplane-{{ component | replace('_', '-') }}-kubeconfig-file-managed
 {%-     endif %}

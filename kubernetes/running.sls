@@ -22,6 +22,14 @@ include:
   - {{ tplroot }}.kubelet.running
   - {{ tplroot }}.controlplane
 
+{#- A symlink planted at a destination would send the write wherever it points. #}
+kubernetes-running-destinations-no-symlinks:
+  k8s_certs.no_symlinks:
+    - name: kube-proxy kubeconfig
+    - paths: {{ [kubernetes.kube_proxy.kubeconfig] | json }}
+    - require:
+      - k8s_certs: kubernetes-certs-pillar-validated
+
 kubernetes-running-kube-proxy-kubeconfig-file-managed:
   file.managed:
     - name: {{ kubernetes.kube_proxy.kubeconfig | json }}
@@ -42,3 +50,4 @@ kubernetes-running-kube-proxy-kubeconfig-file-managed:
     - dir_mode: '{{ kubernetes.certs.dir_mode }}'
     - require:
       - k8s_certs: kubernetes-certs-pillar-validated
+      - k8s_certs: kubernetes-running-destinations-no-symlinks

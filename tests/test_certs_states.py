@@ -398,6 +398,16 @@ def _broken(case, sets):
         return certs, "kubernetes:certs:server.cert: missing while server.key is given"
     if case == "no-certs-at-all":
         return None, "kubernetes:certs: missing from pillar"
+    if case == "ca-ending-in-an-unterminated-block":
+        # the issue's paste: cryptography reads it, the system bundle then breaks
+        certs["ca.crt"] += "-----BEGIN CERTIFICATE-----\nZZZZ\n"
+        return certs, "kubernetes:certs:ca.crt: not a PEM certificate: the CERTIFICATE block of"
+    if case == "foreign-ca-after-junk":
+        certs["ca.crt"] += "# and ours:\n" + (sets["c"] / "ca.crt").read_text()
+        return certs, "kubernetes:certs:ca.crt: not a PEM certificate: line"
+    if case == "two-keys-in-one-key-file":
+        certs["kubecfg.key"] += (sets["b"] / "server.key").read_text()
+        return certs, "kubernetes:certs:kubecfg.key: holds 2 PEM blocks, expected 1"
     raise AssertionError(case)
 
 
@@ -419,6 +429,9 @@ BROKEN = (
     "expired-leaf",
     "key-without-cert",
     "no-certs-at-all",
+    "ca-ending-in-an-unterminated-block",
+    "foreign-ca-after-junk",
+    "two-keys-in-one-key-file",
 )
 
 
@@ -451,6 +464,110 @@ def test_broken_pillar_on_a_fresh_minion_creates_nothing(new_sandbox, work, sets
     assert message in by_id(states)["kubernetes-certs-pillar-validated"]["comment"]
     assert box.tree(*WATCHED) == before
     assert SRV not in box.tree(SRV)
+
+
+def test_a_node_whose_pillar_holds_the_apiserver_key_is_refused(applied, sets):
+    """Whatever pillar gives: a node never holds server.key or sa.key (issue 15)."""
+    minion = applied
+    before = minion.box.tree(*WATCHED)
+    minion.pillar(
+        {
+            "kubernetes": {
+                "role": "node",
+                "certs": support.pillar_certs(sets["a"]),  # the seed's pillar gives all five
+                "service_account": {"sa.key": "x", "sa.pub": "y"},
+            }
+        }
+    )
+    proc, states = minion.call("state.apply", PRESENT)
+    assert proc.returncode != 0
+    comment = by_id(states)["kubernetes-certs-pillar-validated"]["comment"]
+    wanted = "kubernetes:certs:server.key: kubernetes:role is node, and a node must never hold"
+    assert f"{wanted} server.key" in comment
+    assert "kubernetes:service_account:sa.key: kubernetes:role is node" in comment
+    assert "docs/certs-states.md" in comment
+    assert changed(states) == []
+    assert minion.box.tree(*WATCHED) == before
+    # the same pillar on a master is fine
+    minion.pillar({"kubernetes": {"role": "master", "certs": support.pillar_certs(sets["a"])}})
+    proc, states = minion.call("state.apply", PRESENT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# --------------------------------------------------------------------------
+# Destinations: never written through a symlink (issue 10 item 2)
+# --------------------------------------------------------------------------
+
+
+def test_a_symlink_at_a_destination_is_refused_and_its_target_untouched(
+    new_sandbox, work, sets, tmp_path
+):
+    box = new_sandbox("symlink")
+    minion = Minion(box, work / "symlink-minion")
+    outside = tmp_path / "outside.txt"  # outside the sandbox's overlays
+    outside.write_text("precious\n")
+    box.run(["sh", "-ec", f"mkdir -p {SRV} && ln -s {outside} {SRV}/server.key"], check=True)
+    before = box.tree(*WATCHED)
+    minion.pillar({"kubernetes": {"certs": support.pillar_certs(sets["a"])}})
+    proc, states = minion.call("state.apply", PRESENT)
+    assert proc.returncode != 0
+    check = by_id(states)["kubernetes-certs-destinations-no-symlinks"]
+    assert check["result"] is False
+    assert f"{SRV}/server.key is a symlink to {outside} (remove it" in check["comment"]
+    assert changed(states) == []
+    assert box.tree(*WATCHED) == before
+    assert outside.read_text() == "precious\n"
+    # the formula's own writer refuses it too, without the precheck
+    proc, states = minion.call(
+        "state.single",
+        "k8s_certs.pem_managed",
+        f"name={SRV}/server.key",
+        "source=kubernetes:certs:server.key",
+        "mode=0600",
+    )
+    ret = next(iter(states.values()))
+    assert ret["result"] is False
+    assert f"{SRV}/server.key is a symlink to {outside}" in ret["comment"]
+    assert outside.read_text() == "precious\n"
+    assert box.tree(*WATCHED) == before
+
+
+# --------------------------------------------------------------------------
+# The system bundle must still load after a refresh (issue 10 item 1)
+# --------------------------------------------------------------------------
+
+
+def test_a_refresh_that_breaks_the_bundle_puts_the_previous_anchor_back(new_sandbox, work, sets):
+    box = new_sandbox("rollback")
+    minion = Minion(box, work / "rollback-minion")
+    minion.pillar({"kubernetes": {"certs": support.pillar_certs(sets["a"])}})
+    proc, _ = minion.call("state.apply", PRESENT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    good = box.read(ANCHOR)
+    # An anchor the pillar check would refuse, laid there behind the formula's
+    # back: the issue's unterminated block.
+    bad = good + b"-----BEGIN CERTIFICATE-----\nZZZZ\n"
+    box.run(["sh", "-ec", f"cat > {ANCHOR}"], input=bad.decode(), check=True)
+    proc, states = minion.call(
+        "state.single",
+        "k8s_certs.trusted",
+        f"name={ANCHOR}",
+        f"bundle={BUNDLE}",
+        "refresh=update-ca-certificates",
+    )
+    assert proc.returncode != 0
+    ret = next(iter(states.values()))
+    assert ret["result"] is False
+    assert f"after update-ca-certificates, {BUNDLE} no longer loads" in ret["comment"]
+    assert f"put the previous {ANCHOR} back" in ret["comment"]
+    assert f"{BUNDLE} loads again" in ret["comment"]
+    assert box.read(ANCHOR) == good
+    bundle = box.read(BUNDLE)
+    assert k8s_pki.bundle_problem(bundle) is None
+    assert k8s_pki.bundle_has(bundle, k8s_pki.load_cert(good))
+    # independent: openssl reads the whole bundle again
+    check = box.run(["openssl", "verify", "-CAfile", BUNDLE, f"{SRV}/kubecfg.crt"])
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 def test_new_ca_replaces_the_old_one_everywhere(new_sandbox, work, sets):

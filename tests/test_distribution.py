@@ -163,3 +163,103 @@ def test_bundle_has(sets):
     assert k8s_pki.bundle_has(bundle, ca)
     assert not k8s_pki.bundle_has(bundle, other)
     assert not k8s_pki.bundle_has(b"", ca)
+
+
+# --------------------------------------------------------------------------
+# Strict PEM (issue 10 item 1): complete blocks of the right type, nothing else
+# --------------------------------------------------------------------------
+
+UNTERMINATED = "-----BEGIN CERTIFICATE-----\nZZZZ\n"
+
+
+def _strict_cases(sets):
+    a, b = sets["a"], sets["b"]
+    return {
+        # the issue's reproduction: passes cryptography, breaks the system bundle
+        "unterminated-block-after-ca": (
+            "ca.crt",
+            a["ca.crt"] + UNTERMINATED,
+            "ca.crt: not a PEM certificate: the CERTIFICATE block of line",
+        ),
+        "junk-before": (
+            "ca.crt",
+            "# our CA\n" + a["ca.crt"],
+            "ca.crt: not a PEM certificate: line 1",
+        ),
+        "junk-after": ("kubecfg.crt", a["kubecfg.crt"] + "trailing junk\n", "text outside"),
+        "junk-separated-foreign-ca": (
+            "ca.crt",
+            a["ca.crt"] + "and another one:\n" + b["ca.crt"],
+            "ca.crt: not a PEM certificate: line",
+        ),
+        "two-keys-in-one-key-file": (
+            "kubecfg.key",
+            a["kubecfg.key"] + a["server.key"],
+            "kubecfg.key: holds 2 PEM blocks, expected 1",
+        ),
+        "key-where-a-certificate-belongs": (
+            "kubecfg.crt",
+            a["kubecfg.key"],
+            "kubecfg.crt: not a PEM certificate: line 1: a private key block, not certificate",
+        ),
+        "not-base64-inside": (
+            "server.cert",
+            a["server.cert"].replace("\n", "\n!!\n", 2),
+            "server.cert: not a PEM certificate: line 2: not base64",
+        ),
+    }
+
+
+STRICT_CASES = (
+    "unterminated-block-after-ca",
+    "junk-before",
+    "junk-after",
+    "junk-separated-foreign-ca",
+    "two-keys-in-one-key-file",
+    "key-where-a-certificate-belongs",
+    "not-base64-inside",
+)
+
+
+@pytest.mark.parametrize("case", STRICT_CASES)
+def test_pillar_pem_is_parsed_strictly(sets, case):
+    item, text, expected = _strict_cases(sets)[case]
+    message = refused(dict(sets["a"], **{item: text}))
+    assert expected in message and f"kubernetes:certs:{item}: " in message, message
+    assert support.leaked(message, [sets["a"]["server.key"], sets["a"]["kubecfg.key"]]) is None
+
+
+def test_strict_pem_keeps_the_seed_indentation_and_bundles(sets):
+    """What the seed's indent() pillar makes, and a two-CA bundle (a rotation) with
+    blank lines between blocks, still pass."""
+    indented = {}
+    for key, text in sets["a"].items():
+        lines = text.rstrip("\n").split("\n")
+        indented[key] = lines[0] + "\n" + "\n".join("  " + line for line in lines[1:]) + "\n"
+    assert set(check(indented)) == set(k8s_pki.DIST_KEYS)
+    bundle = dict(sets["a"], **{"ca.crt": sets["a"]["ca.crt"] + "\n\n" + sets["b"]["ca.crt"]})
+    assert len(check(bundle)["ca.crt"]) == 2
+
+
+def test_strict_pem_outside_pillar_tolerates_no_indentation(sets):
+    text = sets["a"]["ca.crt"]
+    assert k8s_pki.strict_pem(text, k8s_pki.CERT_LABELS, "f", 1, indented=False) == 1
+    with pytest.raises(k8s_pki.PKIError, match="f: not a PEM certificate: line 1"):
+        k8s_pki.strict_pem(
+            " " + text.replace("\n", "\n ", 1), k8s_pki.CERT_LABELS, "f", indented=False
+        )
+
+
+def test_bundle_problem_finds_what_breaks_every_tls_client(sets):
+    with open("/etc/ssl/certs/ca-certificates.crt", "rb") as handle:
+        system = handle.read()
+    assert k8s_pki.bundle_problem(system) is None
+    # what update-ca-certificates makes of an anchor ending in an unterminated block
+    broken = system + (sets["a"]["ca.crt"] + UNTERMINATED + sets["b"]["ca.crt"]).encode()
+    assert "is not terminated before the next one starts" in k8s_pki.bundle_problem(broken)
+    assert "not terminated (no END line)" in k8s_pki.bundle_problem(system + UNTERMINATED.encode())
+    garbage = system + b"-----BEGIN CERTIFICATE-----\nZZZZ\n-----END CERTIFICATE-----\n"
+    assert "is not a certificate that parses" in k8s_pki.bundle_problem(garbage)
+    assert k8s_pki.bundle_problem(b"") == "it holds no certificate"
+    # RedHat's comments between blocks are fine
+    assert k8s_pki.bundle_problem(b"# a comment\n" + sets["a"]["ca.crt"].encode()) is None

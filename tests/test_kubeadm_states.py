@@ -193,3 +193,67 @@ def test_minion_outside_the_set_gets_nothing(tmp_path, pki):
     assert proc.returncode != 0
     assert "missing from pillar" in json.dumps(states)
     assert files_of(box) == {}
+
+
+# --------------------------------------------------------------------------
+# Issue 10: exact minion ids, destination symlinks, strict PEM; issue 15: roles
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("minion_id", ["M1", "m1."])
+def test_a_look_alike_minion_id_gets_nothing_of_master_m1(tmp_path, pki, minion_id):
+    """'M1' and 'm1.' are other minions (other accepted keys) than 'm1'."""
+    box = sandbox.Sandbox(tmp_path / "box")
+    minion = Minion(box, tmp_path / "look-alike", minion_id, pki)
+    _, pillar = minion.call("pillar.item", "kubernetes:kubeadm_pki", "unmask=True")
+    assert not pillar["kubernetes:kubeadm_pki"]
+    proc, _ = minion.call("state.apply", PRESENT)
+    assert proc.returncode != 0
+    assert files_of(box) == {}
+
+
+def test_a_symlink_at_a_kubeadm_destination_is_refused(tmp_path, pki):
+    box = sandbox.Sandbox(tmp_path / "box")
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious\n")
+    box.run(["sh", "-ec", f"mkdir -p {ETC}/pki && ln -s {outside} {ETC}/pki/ca.key"], check=True)
+    minion = Minion(box, tmp_path / "m1", "m1", pki)
+    before = box.tree(ETC)
+    proc, states = minion.call("state.apply", PRESENT)
+    assert proc.returncode != 0
+    check = next(r for k, r in states.items() if "destinations-no-symlinks" in k)
+    assert f"{ETC}/pki/ca.key is a symlink to {outside}" in check["comment"]
+    assert changed(states) == []
+    assert box.tree(ETC) == before
+    assert outside.read_text() == "precious\n"
+
+
+def _share(pki, host, master):
+    return {
+        rel: (pki / "c1" / src).read_text()
+        for rel, src in k8s_pki.kubeadm_host_files(host, master).items()
+    }
+
+
+def test_kubeadm_share_pem_is_parsed_strictly_and_node_roles_hold_no_master_file(pki):
+    share = _share(pki, "m1", True)
+    k8s_pki.check_kubeadm_host(share)  # as generated: fine
+    bad = dict(share)
+    bad["pki/ca.crt"] += "-----BEGIN CERTIFICATE-----\nZZZZ\n"
+    bad["pki/sa.key"] = "junk\n" + bad["pki/sa.key"]
+    bad["pki/apiserver.key"] += bad["pki/etcd/peer.key"]
+    bad["pki/front-proxy-client.crt"] = bad["pki/front-proxy-client.crt"].replace("\n", "\n  ")
+    with pytest.raises(k8s_pki.PKIError) as err:
+        k8s_pki.check_kubeadm_host(bad)
+    message = str(err.value)
+    where = "kubernetes:kubeadm_pki:files"
+    assert f"{where}:pki/ca.crt: not a PEM certificate: the CERTIFICATE block of line" in message
+    assert f"{where}:pki/sa.key: not a PEM private key: line 1: text outside" in message
+    assert f"{where}:pki/apiserver.key: holds 2 PEM blocks, expected 1" in message
+    # written verbatim by file.managed, so indentation is refused here
+    assert f"{where}:pki/front-proxy-client.crt: not a PEM certificate: line 2" in message
+    assert support.leaked(message, [share["pki/ca.key"]]) is None
+    # a node handed a master's share, whatever pillar says
+    with pytest.raises(k8s_pki.PKIError, match="the role is node, and a node must never hold"):
+        k8s_pki.check_kubeadm_host(share, role="node")
+    k8s_pki.check_kubeadm_host(_share(pki, "n1", False), role="node")

@@ -411,14 +411,19 @@ def _bad_pair(case):
         return pair, "kubernetes:service_account:sa.pub: does not belong to sa.key"
     if case == "garbage-key":
         pair["sa.key"] = "cat: /var/salt/sa.key: No such file or directory"
-        return pair, "kubernetes:service_account:sa.key: not an unencrypted PEM private key"
+        return pair, "kubernetes:service_account:sa.key: not a PEM private key: line 1"
+    if case == "two-keys-in-sa-key":  # strict PEM (issue 10): one block, nothing else
+        pair["sa.key"] += sa_pair("ecdsa-p256")["sa.key"]
+        return pair, "kubernetes:service_account:sa.key: holds 2 PEM blocks, expected 1"
     if case == "garbage-pub":
         pair["sa.pub"] = "not a key"
         return pair, "kubernetes:service_account:sa.pub: not a PEM public key"
     raise AssertionError(case)
 
 
-@pytest.mark.parametrize("case", ["pub-of-another-key", "garbage-key", "garbage-pub"])
+@pytest.mark.parametrize(
+    "case", ["pub-of-another-key", "garbage-key", "two-keys-in-sa-key", "garbage-pub"]
+)
 def test_bad_pair_is_refused_and_nothing_changes(case, sa_master, sets):
     node, _ = sa_master
     before = node.box.tree(*WATCHED)

@@ -94,6 +94,24 @@ def test_ext_pillar_gives_other_minions_nothing(tmp_path, pki):
     assert "kubernetes" not in pillar
 
 
+EXACT = [{"k8s_certs": {"cluster_tag": "default", "masters": ["m1"], "nodes": ["n1"]}}]
+
+
+@pytest.mark.parametrize("minion_id", ["M1", "m1.", " m1", "N1"])
+def test_ext_pillar_matches_the_minion_id_exactly(tmp_path, pki, minion_id):
+    """Ids are what Salt accepted: no case folding, nothing stripped (issue 10)."""
+    pillar = compile_pillar(tmp_path, minion_id, EXACT, k8s_helper={"pki_root": str(pki)})
+    assert "_errors" not in pillar
+    assert "kubernetes" not in pillar
+
+
+@pytest.mark.parametrize(("minion_id", "role"), [("m1", "master"), ("n1", "node")])
+def test_ext_pillar_hands_the_role_it_decided(tmp_path, pki, minion_id, role):
+    pillar = compile_pillar(tmp_path, minion_id, EXACT, k8s_helper={"pki_root": str(pki)})
+    assert pillar["kubernetes"]["role"] == role
+    assert ("server.key" in pillar["kubernetes"]["certs"]) == (role == "master")
+
+
 def test_ext_pillar_missing_files_fail_the_pillar_naming_the_file(tmp_path, pki):
     pillar = compile_pillar(
         tmp_path,
@@ -271,3 +289,75 @@ def test_ext_pillar_hands_the_service_account_pair_to_masters_only(tmp_path_fact
     assert "service_account" not in node["kubernetes"]
     sa_lines = support.key_lines((pki / "default" / "sa.key").read_text())
     assert not any(line in repr(node) for line in sa_lines)
+
+
+# --------------------------------------------------------------------------
+# The ext_pillars hand out only what the master's user alone controls
+# --------------------------------------------------------------------------
+
+
+def _copy_set(tmp_path, pki):
+    import shutil
+
+    root = tmp_path / "store"
+    root.mkdir(mode=0o700)
+    shutil.copytree(pki / "default", root / "default", symlinks=True)
+    return root
+
+
+def _tamper_symlink(set_dir, outside):
+    (set_dir / "ca.crt").rename(outside / "ca.crt")
+    (set_dir / "ca.crt").symlink_to(outside / "ca.crt")
+    return "ca.crt: is a symbolic link"
+
+
+def _tamper_owner(set_dir, outside):
+    import os
+
+    os.chown(set_dir / "ca.crt", 65534, 65534)
+    return "ca.crt: owned by uid 65534"
+
+
+def _tamper_mode(set_dir, outside):
+    (set_dir / "server.key").chmod(0o644)
+    return "server.key: a private key readable by group or others"
+
+
+@pytest.mark.parametrize("tamper", [_tamper_symlink, _tamper_owner, _tamper_mode])
+def test_ext_pillar_refuses_a_store_file_someone_else_controls(tmp_path, pki, tamper):
+    root = _copy_set(tmp_path, pki)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    message = tamper(root / "default", outside)
+    pillar = compile_pillar(
+        tmp_path,
+        "k8s-master-1",
+        [{"k8s_certs": {"cluster_tag": "default", "masters": "k8s-master-*"}}],
+        k8s_helper={"pki_root": str(root)},
+    )
+    (error,) = pillar["_errors"]
+    assert message in error
+    assert "kubernetes" not in pillar
+
+
+def test_kubeadm_ext_pillar_refuses_a_swapped_host_folder(tmp_path):
+    """A symlinked hosts/<name> would hand out whatever it points at: refused."""
+    conf = support.write_master_config(tmp_path / "gen")
+    ret = support.load_runners(conf)["k8s-helper.generate_certs"](
+        cluster_tag="c1",
+        profile="kubeadm",
+        masters=[{"name": "m1", "ip": "192.0.2.11"}],
+        key_type="ecdsa-p256",
+    )
+    assert ret.get("result") is not False, ret
+    pki = tmp_path / "gen" / "pki"
+    ext = [{"k8s_kubeadm": {"cluster_tag": "c1"}}]
+    good = compile_pillar(tmp_path / "a", "m1", ext, k8s_helper={"pki_root": str(pki)})
+    assert good["kubernetes"]["kubeadm_pki"]["role"] == "master"
+    hosts = pki / "c1" / "hosts"
+    (hosts / "m1").rename(tmp_path / "elsewhere")
+    (hosts / "m1").symlink_to(tmp_path / "elsewhere")
+    pillar = compile_pillar(tmp_path / "b", "m1", ext, k8s_helper={"pki_root": str(pki)})
+    (error,) = pillar["_errors"]
+    assert f"{hosts / 'm1'}: is a symbolic link" in error
+    assert "kubernetes" not in pillar

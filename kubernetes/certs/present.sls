@@ -17,6 +17,15 @@
 kubernetes-certs-pillar-validated:
   k8s_certs.validated:
     - name: {{ kubernetes.pillar | json }}
+    - service_account: {{ kubernetes.service_account.pillar | json }}
+
+{#- A symlink planted at a destination would send a key wherever it points. #}
+kubernetes-certs-destinations-no-symlinks:
+  k8s_certs.no_symlinks:
+    - name: certificates and keys
+    - paths: {{ kubernetes.files.values() | map(attribute='path') | list | json }}
+    - require:
+      - k8s_certs: kubernetes-certs-pillar-validated
 
 kubernetes-certs-dir-file-directory:
   file.directory:
@@ -43,6 +52,7 @@ kubernetes-certs-dir-file-directory:
     - dir_mode: '{{ kubernetes.certs.dir_mode }}'
     - require:
       - k8s_certs: kubernetes-certs-pillar-validated
+      - k8s_certs: kubernetes-certs-destinations-no-symlinks
       - file: kubernetes-certs-dir-file-directory
 {%-   else %}
 

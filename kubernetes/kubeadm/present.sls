@@ -21,6 +21,19 @@ kubernetes-kubeadm-pillar-validated:
   k8s_kubeadm.validated:
     - name: {{ files_key | json }}
 
+{#- A symlink planted at a destination would send a key wherever it points. #}
+{%- set destinations = [] %}
+{%- for rel in kubeadm.files %}
+{%-   do destinations.append(kubeadm.dir ~ '/' ~ rel) %}
+{%- endfor %}
+
+kubernetes-kubeadm-destinations-no-symlinks:
+  k8s_certs.no_symlinks:
+    - name: kubeadm files
+    - paths: {{ destinations | json }}
+    - require:
+      - k8s_kubeadm: kubernetes-kubeadm-pillar-validated
+
 kubernetes-kubeadm-dir-file-directory:
   file.directory:
     - name: {{ kubeadm.dir | json }}
@@ -48,6 +61,7 @@ kubernetes-kubeadm-dir-file-directory:
     - show_changes: False
     - require:
       - k8s_kubeadm: kubernetes-kubeadm-pillar-validated
+      - k8s_certs: kubernetes-kubeadm-destinations-no-symlinks
       - file: kubernetes-kubeadm-dir-file-directory
 {%-   else %}
 

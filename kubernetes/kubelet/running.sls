@@ -37,6 +37,14 @@ kubernetes-kubelet-prerequisites-met:
     - order: first
     - failhard: True
 
+{#- A symlink planted at a destination would send the write wherever it points. #}
+kubernetes-kubelet-destinations-no-symlinks:
+  k8s_certs.no_symlinks:
+    - name: kubelet files
+    - paths: {{ [kubelet.kubeconfig, kubelet.config, kubelet.env_file, kubelet.systemd_dropin] | json }}
+    - require:
+      - k8s_certs: kubernetes-certs-pillar-validated
+
 kubernetes-kubelet-kubeconfig-file-managed:
   file.managed:
     - name: {{ kubelet.kubeconfig | json }}
@@ -57,6 +65,7 @@ kubernetes-kubelet-kubeconfig-file-managed:
     - dir_mode: '{{ kubernetes.certs.dir_mode }}'
     - require:
       - k8s_certs: kubernetes-certs-pillar-validated
+      - k8s_certs: kubernetes-kubelet-destinations-no-symlinks
 
 kubernetes-kubelet-config-file-managed:
   file.managed:
@@ -78,6 +87,7 @@ kubernetes-kubelet-config-file-managed:
     - dir_mode: '{{ kubernetes.certs.dir_mode }}'
     - require:
       - k8s_certs: kubernetes-certs-pillar-validated
+      - k8s_certs: kubernetes-kubelet-destinations-no-symlinks
 
 kubernetes-kubelet-env-file-managed:
   file.managed:
@@ -93,6 +103,7 @@ kubernetes-kubelet-env-file-managed:
     - makedirs: True
     - require:
       - k8s_certs: kubernetes-certs-pillar-validated
+      - k8s_certs: kubernetes-kubelet-destinations-no-symlinks
 
 kubernetes-kubelet-systemd-dropin-file-managed:
   file.managed:
@@ -108,6 +119,7 @@ kubernetes-kubelet-systemd-dropin-file-managed:
     - makedirs: True
     - require:
       - k8s_certs: kubernetes-certs-pillar-validated
+      - k8s_certs: kubernetes-kubelet-destinations-no-symlinks
 
 kubernetes-kubelet-service-running:
   service.running:

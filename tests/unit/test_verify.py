@@ -316,3 +316,66 @@ def test_after_finish_a_host_still_holding_the_old_ca_differs(rotating):
         in (checks["ca.crt"]["detail"])
     )
     assert checks["server.cert"]["status"] == "match"
+
+
+# --------------------------------------------------------------------------
+# Issue 15: what a role must never hold; issue 10: malformed answers
+# --------------------------------------------------------------------------
+
+
+def test_a_node_holding_the_apiserver_key_is_flagged_whatever_its_pillar_says(master, reference):
+    """The seed's pillar, left beside the ext_pillar, gives a node the server pair:
+    pillar and disk agree with each other and with the master, yet it is wrong."""
+    seen = observed_from(master, server=True)
+    seen["role"] = "node"
+    seen["service_account"] = {"path": "/h/k/sa.key", "exists": True, "given": ["sa.key"]}
+    checks = by_id(k8s_pki.verify_host(seen, reference, NOW))
+    assert checks["role"]["status"] == "forbidden"
+    assert "yet its pillar gives server.key, sa.key" in checks["role"]["detail"]
+    assert checks["server.key"]["status"] == "forbidden"
+    assert checks["sa.key"]["status"] == "forbidden"
+    assert checks["server.cert"]["status"] == "match"  # a certificate is public
+    assert checks["kubecfg.key"]["status"] == "match"  # the seed gives every node kubecfg
+    # the same answer from a master, or with no role said, is fine
+    for role in ("master", None):
+        seen["role"] = role
+        statuses = {c["status"] for c in k8s_pki.verify_host(seen, reference, NOW)}
+        assert statuses <= set(k8s_pki.VERIFY_OK), statuses
+
+
+def test_a_node_without_forbidden_keys_is_consistent(master, reference):
+    seen = observed_from(master, server=False)
+    seen["role"] = "node"
+    seen["service_account"] = {"path": "/h/k/sa.key", "exists": False, "given": []}
+    statuses = {c["status"] for c in k8s_pki.verify_host(seen, reference, NOW)}
+    assert statuses <= set(k8s_pki.VERIFY_OK), statuses
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda s: "a string", "answer: expected a mapping, got str"),
+        (lambda s: s.update(files=["ca.crt"]), "answer.files: unexpected list"),
+        (
+            lambda s: s["files"].update({"ca.crt": "x"}),
+            "answer.files.ca.crt: expected a mapping, got str",
+        ),
+        (lambda s: s["files"]["ca.crt"].pop("path") and None, "answer.files.ca.crt.path: missing"),
+        (
+            lambda s: s["files"]["ca.crt"].update(exists="yes"),
+            "answer.files.ca.crt.exists: unexpected str",
+        ),
+        (lambda s: s.update(given=[1]), "answer.given: not a list of pillar keys"),
+        (lambda s: s.update(link=[1]), "answer.link: unexpected list"),
+        (lambda s: s["bundle"].update(holds=5), "answer.bundle.holds: unexpected int"),
+        (
+            lambda s: s.update(service_account={"exists": True}),
+            "answer.service_account.path: missing",
+        ),
+    ],
+)
+def test_a_malformed_answer_is_named(master, damage, problem):
+    seen = observed_from(master)
+    assert k8s_pki.probe_answer_problem(seen) is None
+    damaged = damage(seen)
+    assert k8s_pki.probe_answer_problem(damaged if isinstance(damaged, str) else seen) == problem
