@@ -648,7 +648,7 @@ class OpenBaoPKI:
             what=f"generating CA {issuer_name} in {mount}",
         )
         data = answer["data"]
-        return {"issuer_id": data["issuer_id"], "certificate": data["certificate"]}
+        return {"issuer_id": data["issuer_id"], "certificate": data["certificate"].strip() + "\n"}
 
     def read_issuer(self, mount, ref, missing_ok=False):
         """``{"issuer_id", "issuer_name", "certificate", "ca_chain"}`` of issuer ``ref``."""
@@ -664,6 +664,7 @@ class OpenBaoPKI:
             "issuer_name": data.get("issuer_name", ""),
             "certificate": data["certificate"].strip() + "\n",
             "ca_chain": [c.strip() + "\n" for c in data.get("ca_chain") or []],
+            "revoked": bool(data.get("revoked")),
         }
 
     def list_issuers(self, mount):

@@ -14,6 +14,7 @@ import os
 import pathlib
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -75,9 +76,11 @@ def _stop(proc):
     proc.log_file.close()
 
 
-def bao(addr, token, *args, check=True, input=None):
+def bao(addr, token, *args, check=True, input=None, cafile=None):
     """The ``bao`` CLI against ``addr``; returns the CompletedProcess (text)."""
     env = {**os.environ, "BAO_ADDR": addr, "BAO_TOKEN": token or "", "BAO_FORMAT": "json"}
+    if cafile:
+        env["BAO_CACERT"] = cafile
     env.pop("VAULT_TOKEN", None)
     proc = subprocess.run(
         [str(bao_binary()), *map(str, args)],
@@ -92,11 +95,12 @@ def bao(addr, token, *args, check=True, input=None):
     return proc
 
 
-def health(addr):
+def health(addr, cafile=None):
     """``sys/health`` of a node as a dict, or None when it does not answer."""
     url = f"{addr}/v1/sys/health?standbyok=true&sealedcode=200&uninitcode=200&perfstandbyok=true"
+    context = ssl.create_default_context(cafile=cafile) if cafile else None
     try:
-        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback test server
+        with urllib.request.urlopen(url, timeout=2, context=context) as resp:  # noqa: S310 - loopback test server
             return json.loads(resp.read())
     except (urllib.error.URLError, OSError, ValueError):
         return None
@@ -118,21 +122,31 @@ def wait_for(predicate, what, timeout=START_TIMEOUT):
 
 
 class DevServer:
-    """``bao server -dev``: in memory, unsealed, root token ``ROOT_TOKEN``."""
+    """``bao server -dev``: in memory, unsealed, root token ``ROOT_TOKEN``.
 
-    def __init__(self, base):
+    With ``tls=True`` (``-dev-tls``) it serves https with a certificate from a CA
+    it generates: ``ca_file``.
+    """
+
+    def __init__(self, base, tls=False):
         self.base = pathlib.Path(base)
         self.base.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        self.addr = f"http://127.0.0.1:{self.port}"
+        self.tls = tls
+        self.addr = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self.ca_file = str(self.base / "tls" / "vault-ca.pem") if tls else None
         self.proc = None
 
     def start(self):
+        tls = ["-dev-tls", f"-dev-tls-cert-dir={self.base / 'tls'}"] if self.tls else []
+        if self.tls:
+            (self.base / "tls").mkdir(mode=0o700, exist_ok=True)
         self.proc = _spawn(
             [
                 str(bao_binary()),
                 "server",
                 "-dev",
+                *tls,
                 f"-dev-root-token-id={ROOT_TOKEN}",
                 f"-dev-listen-address=127.0.0.1:{self.port}",
             ],
@@ -145,7 +159,9 @@ class DevServer:
     def _ready(self):
         if self.proc.poll() is not None:
             raise AssertionError(f"bao server -dev exited: {self.log_text()[-2000:]}")
-        info = health(self.addr)
+        if self.tls and not os.path.exists(self.ca_file):
+            return False
+        info = health(self.addr, self.ca_file)
         return info and info.get("initialized") and not info.get("sealed")
 
     def unseal_key(self):
@@ -158,15 +174,15 @@ class DevServer:
         return (self.base / "bao-dev.log").read_text(errors="replace")
 
     def bao(self, *args, token=ROOT_TOKEN, check=True):
-        return bao(self.addr, token, *args, check=check)
+        return bao(self.addr, token, *args, check=check, cafile=self.ca_file)
 
     def stop(self):
         _stop(self.proc)
 
 
 @contextlib.contextmanager
-def dev_server(base):
-    server = DevServer(base)
+def dev_server(base, tls=False):
+    server = DevServer(base, tls)
     try:
         yield server.start()
     finally:
@@ -226,6 +242,10 @@ def write_secret(path, text, mode=0o600):
         handle.write(text + "\n")
     os.chmod(path, mode)
     return str(path)
+
+
+def read_token(path):
+    return pathlib.Path(path).read_text().strip()
 
 
 def master_opts(url, auth, **extra):
