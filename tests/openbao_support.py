@@ -270,6 +270,9 @@ NODE_CONFIG = """\
 storage "raft" {{
   path    = "{data}"
   node_id = "{name}"
+  performance_multiplier = 1
+  autopilot_reconcile_interval = "1s"
+  autopilot_update_interval    = "500ms"
 }}
 listener "tcp" {{
   address         = "127.0.0.1:{port}"
@@ -278,7 +281,6 @@ listener "tcp" {{
 }}
 api_addr      = "http://127.0.0.1:{port}"
 cluster_addr  = "https://127.0.0.1:{cluster_port}"
-disable_mlock = true
 ui            = false
 log_level     = "info"
 """
@@ -339,6 +341,17 @@ class RaftCluster:
         self.root_token = init["root_token"]
         bao(first.addr, "", "operator", "unseal", self.unseal_key)
         wait_for(lambda: self.leader() is first, "the first node to become leader")
+        # Autopilot makes a joined node a voter after it has been healthy for
+        # server_stabilization_time (10 s by default): shorten it for the tests.
+        bao(
+            first.addr,
+            self.root_token,
+            "operator",
+            "raft",
+            "autopilot",
+            "set-config",
+            "-server-stabilization-time=1s",
+        )
         for node in self.nodes[1:]:
             bao(node.addr, "", "operator", "raft", "join", first.addr)
             bao(node.addr, "", "operator", "unseal", self.unseal_key)
