@@ -407,7 +407,16 @@ def serial_text(serial):
 
 
 class _NotSent(Exception):
-    """The request surely did not reach an active node: it can be sent again."""
+    """The request surely did not reach an active node: it can be sent again.
+
+    ``args[0]`` is the BackendError to raise if no attempt succeeds;
+    ``waiting`` says whether waiting may help (an election, a restarting node)
+    or only another URL may (a sealed node stays sealed until someone acts).
+    """
+
+    def __init__(self, error, waiting=True):
+        super().__init__(error)
+        self.waiting = waiting
 
 
 class OpenBaoPKI:
@@ -446,15 +455,15 @@ class OpenBaoPKI:
         """One API call, retried as the class docstring says; returns dict, str or None."""
         deadline = time.monotonic() + self.config.retry_seconds
         delay = 0.2
-        last = None
         while True:
+            errors = []
             for url in self.config.urls:
                 try:
                     return self._once(url, method, path, json, idempotent, what)
                 except _NotSent as err:
-                    last = err.args[0]
-            if time.monotonic() + delay > deadline:
-                raise last
+                    errors.append(err)
+            if not any(e.waiting for e in errors) or time.monotonic() + delay > deadline:
+                raise errors[-1].args[0]
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
 
@@ -489,7 +498,8 @@ class OpenBaoPKI:
                 raise _NotSent(
                     BackendError(
                         f"OpenBao at {url} is sealed; unseal it (bao operator unseal) and re-run"
-                    )
+                    ),
+                    waiting=False,
                 ) from None
             raise _NotSent(
                 BackendError(f"OpenBao at {url} is unavailable during {what}: {text}")
@@ -516,7 +526,7 @@ class OpenBaoPKI:
         if path != "auth/token/lookup-self":
             try:
                 self._client(url).adapter.request("GET", "v1/auth/token/lookup-self")
-            except Exception:  # noqa: BLE001, S110 - any failure: the token is not usable
+            except Exception:  # noqa: S110 - any failure: the token is not usable
                 pass
             else:
                 return BackendError(
@@ -577,7 +587,10 @@ class OpenBaoPKI:
     # -- mounts ---------------------------------------------------------------
 
     def ensure_mount(self, mount, max_ttl_seconds):
-        """The PKI engine at ``mount`` with at least ``max_ttl_seconds``; "created" or "existing"."""
+        """The PKI engine at ``mount`` with a max TTL of at least ``max_ttl_seconds``.
+
+        Returns "created" or "existing".
+        """
         try:
             info = self._request("GET", f"sys/mounts/{mount}", what=f"reading mount {mount}")
         except BackendError as err:

@@ -359,7 +359,9 @@ class RaftCluster:
         return self
 
     def _voters(self):
-        proc = bao(self.nodes[0].addr, self.root_token, "operator", "raft", "list-peers", check=False)
+        proc = bao(
+            self.nodes[0].addr, self.root_token, "operator", "raft", "list-peers", check=False
+        )
         if proc.returncode != 0:
             return 0
         servers = json.loads(proc.stdout)["data"]["config"]["servers"]

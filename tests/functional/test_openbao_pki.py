@@ -91,7 +91,9 @@ def test_login_with_a_token_file_bound_to_the_master_policy(server, tmp_path):
     token = bs.master_token(server)
     path = bs.write_secret(tmp_path / "token", token)
     client = k8s_openbao.OpenBaoPKI(
-        k8s_openbao.parse_config(bs.master_opts(server.addr, {"method": "token", "token_file": path}))
+        k8s_openbao.parse_config(
+            bs.master_opts(server.addr, {"method": "token", "token_file": path})
+        )
     )
     assert client.login() is not None  # a token with a TTL: its expiry is known
     info = json.loads(server.bao("token", "lookup", token).stdout)["data"]
@@ -155,6 +157,14 @@ def test_a_second_run_adopts_the_ca_and_refuses_a_different_one(client, mount):
     with pytest.raises(k8s_openbao.BackendError) as info:
         client.ensure_root_ca(mount, "another-ca", TEN_YEARS, KEY_TYPE)
     assert "'kubernetes-ca'" in one_line(info.value)
+
+
+def test_an_existing_mount_is_tuned_to_the_ca_lifetime(server, client):
+    mount = k8s_openbao.mount_path(client.config, "tuned", "ca")
+    assert client.ensure_mount(mount, YEAR) == "created"
+    assert client.ensure_mount(mount, 2 * YEAR) == "existing"
+    tune = json.loads(server.bao("read", f"sys/mounts/{mount}/tune").stdout)["data"]
+    assert tune["max_lease_ttl"] == 2 * YEAR
 
 
 def test_ca_chain(client, mount):
@@ -349,7 +359,9 @@ def test_wrong_token(server, tmp_path):
     wrong = "s.this-token-does-not-exist"
     path = bs.write_secret(tmp_path / "token", wrong)
     client = k8s_openbao.OpenBaoPKI(
-        k8s_openbao.parse_config(bs.master_opts(server.addr, {"method": "token", "token_file": path}))
+        k8s_openbao.parse_config(
+            bs.master_opts(server.addr, {"method": "token", "token_file": path})
+        )
     )
     with pytest.raises(k8s_openbao.BackendError) as info:
         client.login()
@@ -362,10 +374,12 @@ def test_expired_token(server, mount, tmp_path):
     expiry = client._expire_time
     # Wait (no timing assertion) until OpenBao itself no longer accepts it.
     bs.wait_for(
-        lambda: server.bao(
-            "token", "lookup", bs.read_token(tmp_path / "bao-token"), check=False
-        ).returncode
-        != 0,
+        lambda: (
+            server.bao(
+                "token", "lookup", bs.read_token(tmp_path / "bao-token"), check=False
+            ).returncode
+            != 0
+        ),
         "the token to expire",
     )
     with pytest.raises(k8s_openbao.BackendError) as info:
@@ -405,7 +419,7 @@ def test_unreachable(tmp_path):
 def test_sealed(tmp_path):
     with bs.dev_server(tmp_path / "bao") as srv:
         bs.write_master_policy(srv)
-        client = bs.token_client(srv, tmp_path, retry_seconds=0)
+        client = bs.token_client(srv, tmp_path)  # default retry_seconds: sealed is not waited on
         srv.bao("operator", "seal")
         with pytest.raises(k8s_openbao.BackendError) as info:
             client.ensure_mount("k8s-pki/prod/ca", YEAR)

@@ -113,7 +113,9 @@ def test_a_url_with_credentials_is_refused_without_echoing_them(token_file):
 
 
 def test_several_urls(token_file):
-    config = parse(url=["https://a.example:8200", "https://b.example:8200"], auth=token_auth(token_file))
+    config = parse(
+        url=["https://a.example:8200", "https://b.example:8200"], auth=token_auth(token_file)
+    )
     assert config.urls == ("https://a.example:8200", "https://b.example:8200")
 
 
