@@ -20,14 +20,13 @@ import datetime
 import os
 import pathlib
 import shutil
-import statistics
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
 
 import openbao_support as bs  # noqa: E402
+from bench_generate import interleaved, ms  # noqa: E402  (the same measuring as the other benches)
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
@@ -93,25 +92,6 @@ def local_leaf(ca, spec):
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ), cert.public_bytes(serialization.Encoding.PEM)
-
-
-def timed(func):
-    t0 = time.perf_counter()
-    func()
-    return time.perf_counter() - t0
-
-
-def interleaved(n, **candidates):
-    """Run the candidates in turn n times; median seconds of each."""
-    samples = {name: [] for name in candidates}
-    for i in range(n):
-        for name, func in candidates.items():
-            samples[name].append(timed(lambda f=func, i=i: f(i)))
-    return {name: statistics.median(s) for name, s in samples.items()}
-
-
-def ms(seconds):
-    return f"{seconds * 1000:.2f} ms"
 
 
 def main():
