@@ -10,6 +10,8 @@ that it refuses what the master must not do).  Independent checks: openssl
 
 import json
 import pathlib
+import socket
+import threading
 
 import openbao_support as bs
 import pytest
@@ -463,3 +465,64 @@ def test_no_key_material_in_any_return(client, mount):
         client.ca_chain(mount),
     ):
         assert "PRIVATE KEY" not in json.dumps(value)
+
+
+class DroppingServer:
+    """A TCP server on 127.0.0.1 that reads each HTTP request, then hangs up unanswered.
+
+    What a client sees when the active node dies after receiving a request:
+    the request may have been done, the answer is lost.
+    """
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.requests = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                self.requests.append(data.split(b"\r\n", 1)[0].decode())
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def dropping():
+    server = DroppingServer()
+    yield server
+    server.close()
+
+
+def test_a_lost_answer_is_resent_only_for_idempotent_requests(dropping, tmp_path):
+    path = bs.write_secret(tmp_path / "token", "s.whatever")
+    opts = bs.master_opts(
+        dropping.url, {"method": "token", "token_file": path}, timeout=2, retry_seconds=1
+    )
+    client = k8s_openbao.OpenBaoPKI(k8s_openbao.parse_config(opts))
+    # Signing is not resent: a second request could make a second certificate.
+    key = k8s_openbao.new_private_key(KEY_TYPE)
+    with pytest.raises(k8s_openbao.BackendError) as info:
+        client.sign_leaf("k8s-pki/x/ca", "kubecfg", ADMIN, k8s_openbao.make_csr(ADMIN, key), 60)
+    assert "may or may not have been done; re-run" in one_line(info.value, "s.whatever")
+    assert dropping.requests == ["POST /v1/k8s-pki/x/ca/sign/kubecfg HTTP/1.1"]
+    # Writing a role is: the same values again change nothing.
+    with pytest.raises(k8s_openbao.BackendError) as info:
+        client.ensure_role("k8s-pki/x/ca", "kubecfg", ADMIN, YEAR, KEY_TYPE)
+    assert "unreachable (connection lost)" in one_line(info.value, "s.whatever")
+    writes = [r for r in dropping.requests if "roles/kubecfg" in r]
+    assert len(writes) > 1
