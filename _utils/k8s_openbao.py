@@ -531,7 +531,7 @@ class OpenBaoPKI:
             else:
                 return BackendError(
                     f"permission denied for {what} at {url}: the token's policy does not "
-                    f"allow {path}; apply the policy of docs/openbao.md"
+                    f"allow {path}; apply docs/openbao-master-policy.hcl (see docs/openbao.md)"
                 )
         if self._expire_time and datetime.datetime.now(datetime.timezone.utc) >= (
             self._expire_time
