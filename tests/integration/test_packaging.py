@@ -169,7 +169,7 @@ def test_master_loads_the_installed_modules(venv, master):
     assert loaded["runner"].endswith("kubernetes_formula/_runners/k8s_helper.py")
     assert loaded["k8s_pki"].startswith(prefix), loaded
     assert loaded["pillars"] == ["k8s_certs", "k8s_kubeadm"]
-    assert loaded["outputters"] == ["k8s_table"]
+    assert loaded["outputters"] == ["k8s_orch", "k8s_table"]
 
 
 def test_salt_run_generates_and_pillar_hands_out(venv, master):
