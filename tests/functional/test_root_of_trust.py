@@ -360,7 +360,7 @@ def orch_renew_step(conf):
     return args.pop("name"), args
 
 
-def test_orch_renew_keeps_the_token_signing_key(tmp_path):
+def test_orch_renew_keeps_the_token_signing_key(tmp_path, caplog):
     """What the expiry reactor's orchestration runs, with its own arguments, keeps server.key."""
     base = tmp_path
     pillar = support.write_pillar(base / "pillar", {})
@@ -369,7 +369,9 @@ def test_orch_renew_keeps_the_token_signing_key(tmp_path):
         file_roots={"base": [str(support.formula_root(base))]},
         pillar_roots={"base": [str(pillar)]},
     )
-    logging.getLogger("salt").setLevel(logging.ERROR)
+    # quiet Salt's rendering for this test alone (a level left on the "salt"
+    # logger would hide later tests' debug records in this worker)
+    caplog.set_level(logging.ERROR, logger="salt")
     fun, args = orch_renew_step(conf)
     assert fun == "k8s-helper.renew" and args == {"cluster_tag": "orch", "threshold_days": 90}
     with support.event_sink(conf):

@@ -33,6 +33,7 @@ import concurrent.futures
 import contextlib
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -482,7 +483,8 @@ def test_replace_with_the_prepared_set_rolls_everything(cluster):
     assert lines[verified + 1].startswith(
         "    4 minion(s): 4 consistent, 0 with problems, 0 not answering; paths: "
     ), ret.stdout
-    assert f"    {NODES[0]}: 25 states, 7 changed" in lines
+    # (how many states run is the formula's business; that some changed is the point)
+    assert any(re.fullmatch(rf"    {NODES[0]}: \d+ states, [1-9]\d* changed", x) for x in lines)
     assert "      service kubelet: Service restarted" in lines
     health = lines[lines.index(f"  ok       {prefix}-{MASTERS[1]}-healthz") + 1]
     assert f"{MASTERS[1]}: https://127.0.0.1:{cluster.ports[MASTERS[1]]}/healthz answered 'ok'" in (
