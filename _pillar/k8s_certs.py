@@ -49,7 +49,7 @@ def __virtual__():
     if not HAS_PKI:
         return (
             False,
-            f"k8s_certs ext_pillar needs the formula's _utils/k8s_pki.py ({_IMPORT_ERROR}); "
+            f"k8s_certs ext_pillar needs the formula's _utils/k8s_pki package ({_IMPORT_ERROR}); "
             "run salt-run saltutil.sync_all or set utils_dirs",
         )
     return __virtualname__

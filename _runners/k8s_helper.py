@@ -10,7 +10,7 @@ The certificates are written to ``<pki_root>/<cluster_tag>/``; ``pki_root`` is
 Pillar then reads the files from there and hands them to minions (see the
 formula's ``pillar.example``).
 
-The certificate logic lives in ``_utils/k8s_pki.py``; this module only checks
+The certificate logic lives in the package ``_utils/k8s_pki/``; this module only checks
 arguments, reads the master's options and shapes what ``salt-run`` prints.
 """
 
@@ -37,7 +37,7 @@ def __virtual__():
     if not HAS_PKI:
         return (
             False,
-            f"k8s-helper needs the formula's _utils/k8s_pki.py and python3-cryptography "
+            f"k8s-helper needs the formula's _utils/k8s_pki package and python3-cryptography "
             f"({_IMPORT_ERROR}); run saltutil.sync_utils or set utils_dirs",
         )
     return __virtualname__

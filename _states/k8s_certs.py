@@ -20,7 +20,7 @@ Minion-side checks for the Kubernetes certificates this formula lays down.
     missing from the bundle or the anchor changed after the bundle was last
     built, and checks the bundle again afterwards.
 
-The PKI logic lives in the formula's ``_utils/k8s_pki.py``; run
+The PKI logic lives in the formula's ``_utils/k8s_pki/`` package; run
 ``saltutil.sync_all`` (or ``sync_states`` + ``sync_utils``) so minions have both.
 Returns, changes and comments name items, paths and fingerprints, never PEM text.
 """
@@ -51,7 +51,7 @@ def __virtual__():
     if not HAS_PKI:
         return (
             False,
-            f"k8s_certs needs the formula's _utils/k8s_pki.py and python3-cryptography "
+            f"k8s_certs needs the formula's _utils/k8s_pki package and python3-cryptography "
             f"({_IMPORT_ERROR}); run saltutil.sync_all",
         )
     return __virtualname__

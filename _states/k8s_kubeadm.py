@@ -30,7 +30,7 @@ def __virtual__():
     if not HAS_PKI:
         return (
             False,
-            f"k8s_kubeadm needs the formula's _utils/k8s_pki.py and python3-cryptography "
+            f"k8s_kubeadm needs the formula's _utils/k8s_pki package and python3-cryptography "
             f"({_IMPORT_ERROR}); run saltutil.sync_all",
         )
     return __virtualname__

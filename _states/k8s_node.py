@@ -396,7 +396,7 @@ def key_pair_validated(name="kubernetes:service_account", key="sa.key", pub="sa.
     ret = _ret(name)
     if not HAS_PKI:
         ret["comment"] = (
-            f"k8s_node.key_pair_validated needs the formula's _utils/k8s_pki.py and "
+            f"k8s_node.key_pair_validated needs the formula's _utils/k8s_pki package and "
             f"python3-cryptography ({_IMPORT_ERROR}); run saltutil.sync_all"
         )
         return ret

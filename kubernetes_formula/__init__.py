@@ -9,7 +9,7 @@ The module folders stay where they are in the checkout (``_runners/``,
 ``_modules/``, ...); a wheel carries them as ``kubernetes_formula/_runners/``, ...
 
 Salt 3008's utils loader ignores entry points, so the PKI library
-``_utils/k8s_pki.py`` is also installed as the top-level module ``k8s_pki``,
+``_utils/k8s_pki/`` is also installed as the top-level package ``k8s_pki``,
 which every module imports by that name.  The SLS files are not part of the
 package: they stay a formula served from ``file_roots`` or gitfs.
 """

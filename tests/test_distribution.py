@@ -1,4 +1,4 @@
-"""Unit tests of the minion-side PKI checks in _utils/k8s_pki.py:
+"""Unit tests of the minion-side PKI checks in _utils/k8s_pki/:
 check_distribution (what pillar hands a minion), normalize_pem, bundle_has,
 load_key(validate=False) + key_works.  openssl checks what the code claims."""
 

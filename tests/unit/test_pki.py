@@ -235,7 +235,7 @@ def test_fallback_without_rename_exchange(tmp_path, monkeypatch):
     """Where renameat2 cannot swap folders, two renames are used and a crash between
     them is undone by the next run (under the lock)."""
     generate(tmp_path)
-    monkeypatch.setattr(k8s_pki, "_exchange", lambda a, b: False)
+    monkeypatch.setattr(k8s_pki.writer, "exchange_dirs", lambda a, b: False)
     plan, backup = generate(tmp_path, force_regen=True)
     assert plan.changed and os.path.isdir(backup)
     assert not (tmp_path / ".default.old").exists()

@@ -10,6 +10,7 @@ import datetime
 import hashlib
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from support import k8s_pki
 
 NOW = datetime.datetime.now(datetime.timezone.utc)
@@ -118,8 +119,8 @@ def test_a_key_in_other_bytes_but_the_same_key_matches(master, reference):
     info["public_key"] = (
         key.public_key()
         .public_bytes(
-            k8s_pki.serialization.Encoding.PEM,
-            k8s_pki.serialization.PublicFormat.SubjectPublicKeyInfo,
+            serialization.Encoding.PEM,
+            serialization.PublicFormat.SubjectPublicKeyInfo,
         )
         .decode()
     )
@@ -135,8 +136,8 @@ def test_other_key_matching_its_own_other_cert_differs(master, reference, tmp_pa
     seen["files"]["kubecfg.key"] = key_info(key, "kubecfg.key", f"{ROOT}/k/kubecfg.key")
     public = k8s_pki.load_key(key).public_key()
     seen["files"]["kubecfg.key"]["public_key"] = public.public_bytes(
-        k8s_pki.serialization.Encoding.PEM,
-        k8s_pki.serialization.PublicFormat.SubjectPublicKeyInfo,
+        serialization.Encoding.PEM,
+        serialization.PublicFormat.SubjectPublicKeyInfo,
     ).decode()
     checks = by_id(k8s_pki.verify_host(seen, reference, NOW))
     assert checks["kubecfg.crt"]["status"] == "differs"
@@ -218,7 +219,7 @@ def test_bundle_pattern_finds_the_ca_whatever_the_line_breaks(master):
 
     ca = k8s_pki.load_cert((master / "ca.crt").read_bytes())
     pattern = re.compile(k8s_pki.bundle_pattern(ca))
-    der64 = base64.b64encode(ca.public_bytes(k8s_pki.serialization.Encoding.DER)).decode()
+    der64 = base64.b64encode(ca.public_bytes(serialization.Encoding.DER)).decode()
     wrapped76 = "\n".join(der64[i : i + 76] for i in range(0, len(der64), 76))
     for text in ((master / "ca.crt").read_text(), wrapped76, der64):
         assert pattern.search("other stuff\n" + text + "\n-----END CERTIFICATE-----\n")

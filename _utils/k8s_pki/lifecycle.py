@@ -1,0 +1,263 @@
+"""Ensure a set (generate) and renew its leaves: fill a plan, hand it to the writer."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import shutil
+
+from .backups import backups
+from .crypto import fingerprint, key_type_of, renewal_due
+from .defaults import (
+    BACKUP_DIR,
+    DEFAULT_BACKUP_KEEP,
+    DEFAULT_CA_DAYS,
+    DEFAULT_KEY_TYPE,
+    DEFAULT_LEAF_DAYS,
+    DEFAULT_RENEW_BEFORE_DAYS,
+)
+from .errors import InputError, SetError
+from .files import fsync_dir
+from .guard import check_store, lstat_or_none
+from .plan import fill_plan, leaf_names, plan_set, token_signing_leaf
+from .specs import CASpec, spec_from_cert
+from .store import read_pair
+from .writer import commit_staging, locked, record_created, scratch_dirs, stage_plan
+
+
+def ensure_set(
+    pki_root,
+    cluster_tag,
+    specs,
+    *,
+    key_type=DEFAULT_KEY_TYPE,
+    ca_days=DEFAULT_CA_DAYS,
+    leaf_days=DEFAULT_LEAF_DAYS,
+    force_regen=False,
+    renew=(),
+    keep_keys=False,
+    rotate_token_key=False,
+    renew_before_days=DEFAULT_RENEW_BEFORE_DAYS,
+    now=None,
+    backup_keep=DEFAULT_BACKUP_KEEP,
+):
+    """Make sure ``<pki_root>/<cluster_tag>`` holds a complete, valid set.
+
+    Returns ``(plan, backup_path_or_None)``.  Nothing on disk changes unless the
+    plan changes something; when it does, the whole folder is replaced in one
+    rename, so a reader (or a crash) sees the old set or the new one, never a mix.
+    Whenever an existing pair is replaced (``force_regen``, ``renew`` or drift),
+    the previous files are kept under ``backup/<timestamp>/``, and only the
+    newest ``backup_keep`` backups stay.  With ``key_type=None`` each new key
+    is of the same type as the key it replaces.  A store someone else could
+    have changed is refused (:func:`check_store`) before anything is read.
+    """
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    directory = os.path.join(pki_root, cluster_tag)
+    decide = dict(renew_before_days=renew_before_days, now=now)
+    check_store(directory)
+    if not force_regen and not renew and os.path.isdir(directory):
+        # Fast path, no lock: a valid set is left alone without writing anything.
+        try:
+            plan = plan_set(directory, specs, **decide)
+            if not plan.changed:
+                return plan, None
+        except SetError:
+            # Perhaps a writer mid-swap: decide again under the lock.  Where no
+            # writer ever took the lock there is none; refuse, creating nothing.
+            if lstat_or_none(os.path.join(pki_root, f".{cluster_tag}.lock")) is None:
+                raise
+    with locked(pki_root, cluster_tag):
+        plan = plan_set(
+            directory,
+            specs,
+            force_regen=force_regen,
+            renew=renew,
+            keep_keys=keep_keys,
+            rotate_token_key=rotate_token_key,
+            **decide,
+        )
+        if not plan.changed:
+            return plan, None
+        backup = write_plan(
+            pki_root, cluster_tag, plan, key_type, ca_days, leaf_days, now, backup_keep
+        )
+        return plan, backup
+
+
+def write_plan(
+    pki_root, cluster_tag, plan, key_type, ca_days, leaf_days, now, keep=DEFAULT_BACKUP_KEEP
+):
+    """Make what ``plan`` asks for and swap the new folder in; returns the backup's path.
+
+    The one writer of a set: :func:`ensure_set` and the CA rotation both end
+    here.  The caller holds :func:`locked` and made ``plan`` under it.  On any
+    failure (a full disk included) the staging folder is removed again.
+    """
+    specs = plan.specs
+    fill_plan(plan, specs, key_type, ca_days, leaf_days, now)
+    made = {
+        fingerprint(plan.items[name].cert): name
+        for name, spec in specs.items()
+        if isinstance(spec, CASpec) and plan.items[name].action == "generated"
+    }
+    if made:
+        record_created(plan.directory, made)
+    staging, old = scratch_dirs(pki_root, cluster_tag)
+    try:
+        backup = stage_plan(plan, staging, now, keep)
+        commit_staging(staging, old, plan.directory)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(staging)
+        raise
+    return backup
+
+
+def prune_backups(pki_root, cluster_tag, keep=DEFAULT_BACKUP_KEEP):
+    """Remove all but the newest ``keep`` backups of a set; returns the removed folders' paths.
+
+    Each old backup folder is removed under the set's lock; the live files are
+    not touched.
+    """
+    directory = os.path.join(pki_root, cluster_tag)
+    check_store(directory)
+    if not os.path.isdir(directory):
+        raise SetError(
+            f"{directory}: no certificate set for cluster {cluster_tag!r}; nothing to prune"
+        )
+    removed = []
+    with locked(pki_root, cluster_tag):
+        names = backups(directory)
+        for name in names[: max(len(names) - keep, 0)]:
+            path = os.path.join(directory, BACKUP_DIR, name)
+            shutil.rmtree(path)
+            removed.append(path)
+        if removed:
+            fsync_dir(os.path.join(directory, BACKUP_DIR))
+    return removed
+
+
+def check_renew_names(value, specs, name="certs"):
+    """The leaves ``value`` names (a list or comma-separated string); all leaves when empty.
+
+    ``server`` and ``server.crt`` both name the pair ``server``.  A CA or a name
+    the set does not have is refused.
+    """
+    leaves = leaf_names(specs)
+    if value is None or value == "" or value == []:
+        return tuple(leaves)
+    if isinstance(value, str):
+        value = [v for v in value.split(",") if v.strip()]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise InputError(f"{name}: {value!r} is not a list of certificate names")
+    chosen = []
+    for entry in value:
+        text = str(entry).strip()
+        base = text[: -len(".crt")] if text.endswith(".crt") else text
+        if base in specs and isinstance(specs[base], CASpec):
+            raise InputError(
+                f"{name}: {text!r} is a CA; renew never touches a CA (a new CA means a new set: "
+                "generate_certs force_regen=True)"
+            )
+        if base not in leaves:
+            raise InputError(
+                f"{name}: {text!r} is not a certificate of this set; choose from "
+                f"{', '.join(leaves)}"
+            )
+        if base not in chosen:
+            chosen.append(base)
+    return tuple(chosen)
+
+
+def renew_set(
+    pki_root,
+    cluster_tag,
+    specs,
+    certs=None,
+    *,
+    keep_keys=False,
+    rotate_token_key=False,
+    key_type=None,
+    leaf_days=DEFAULT_LEAF_DAYS,
+    due_within=None,
+    now=None,
+    backup_keep=DEFAULT_BACKUP_KEEP,
+):
+    """Issue the named leaves (all leaves by default) again from the set's own CA.
+
+    Each renewed leaf says exactly what the one it replaces says (subject, SANs,
+    usages): a renewal changes dates, serial and (unless ``keep_keys``) the key,
+    nothing else.  ``specs`` gives the set's members (which are CAs, which CA
+    signs each leaf); their names are taken from the certificates on disk.
+    Leaves not named are kept, unless they are already unusable (expired or not
+    signed by their CA) - those are reissued too, and the return says why.  The
+    previous files are kept under ``backup/``.  A CA is never touched; a missing
+    leaf is an error (renewal has nothing to copy its names from).
+
+    With ``due_within`` (days), only those of the named leaves that are due
+    (:func:`renewal_due`) are renewed: running it twice renews once.
+
+    The key that signs service-account tokens (``server.key`` without ``sa.key``)
+    is kept unless ``rotate_token_key``; the plan's warnings then say that the
+    tokens must be reissued.
+    """
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    directory = os.path.join(pki_root, cluster_tag)
+    names = check_renew_names(certs, specs)
+    check_store(directory)
+    if not os.path.isdir(directory):
+        raise SetError(
+            f"{directory}: no certificate set for cluster {cluster_tag!r}; run generate_certs first"
+        )
+    token_leaf = token_signing_leaf(directory, specs)
+    if rotate_token_key and token_leaf is None:
+        raise InputError(
+            "rotate_token_key: this set signs service-account tokens with sa.key, which renew "
+            "never replaces; leave rotate_token_key out"
+        )
+    if rotate_token_key and token_leaf not in names:
+        raise InputError(f"rotate_token_key: only with {token_leaf} among certs")
+    derived, due, ca_certs = {}, {}, {}
+    for name, spec in specs.items():
+        if isinstance(spec, CASpec):
+            derived[name] = spec
+            ca_certs[name] = read_pair(directory, name).cert
+            continue
+        item = read_pair(directory, name)
+        if item.cert is None:
+            raise SetError(
+                f"{directory}: {name}.crt is missing, so there is nothing to renew; "
+                "generate_certs issues it (with the cluster's names)"
+            )
+        derived[name] = spec_from_cert(item.cert, spec.issuer)
+        kept_type = key_type_of(item.key) if item.key is not None else None
+        keeps_token_key = name == token_leaf and name in names and not rotate_token_key
+        if keeps_token_key and key_type is not None and kept_type not in (None, key_type):
+            raise InputError(
+                f"key_type: {name}.key is kept (it signs service-account tokens), so it "
+                f"stays {kept_type}; add rotate_token_key=True for a new {key_type} key "
+                "(every token must then be reissued)"
+            )
+        if due_within is not None and name in names:
+            due[name] = renewal_due(item.cert, due_within, now, ca_certs.get(spec.issuer))
+            if not due[name]:
+                names = tuple(n for n in names if n != name)
+    plan, backup = ensure_set(
+        pki_root,
+        cluster_tag,
+        derived,
+        key_type=key_type,
+        leaf_days=leaf_days,
+        renew=names,
+        keep_keys=keep_keys,
+        rotate_token_key=rotate_token_key,
+        renew_before_days=0,
+        now=now,
+        backup_keep=backup_keep,
+    )
+    for name, reason in due.items():  # say why it was due, not just "requested"
+        if reason and plan.items[name].reason == "renewal requested":
+            plan.items[name].reason = reason
+    return plan, backup

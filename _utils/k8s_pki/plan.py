@@ -1,0 +1,368 @@
+"""Decide what to create, keep or reissue in a set, and describe the decision."""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass, field
+
+from .crypto import (
+    build_ca,
+    capped_end,
+    cert_pem,
+    days_left,
+    describe_cert,
+    fingerprint,
+    is_ca,
+    iso_utc,
+    issue_leaf,
+    key_pem,
+    key_type_of,
+    load_certs,
+    load_key,
+    new_key,
+    public_key_fingerprint,
+    public_pem,
+    renewal_due,
+    satisfies,
+    signed_by,
+)
+from .defaults import CA_FILE_ACTIONS, DEFAULT_KEY_TYPE, DEFAULT_RENEW_BEFORE_DAYS, NEXT_CA
+from .errors import InputError, PKIError, SetError
+from .kubeconfig import render_kubeconfig
+from .specs import CASpec, KeyPairSpec, KubeconfigSpec, LeafSpec
+from .store import Item, created_cas, read_item
+
+
+@dataclass
+class Plan:
+    directory: str
+    items: dict = field(default_factory=dict)
+    backup: bool = False
+    specs: dict = field(default_factory=dict)
+    # Files of the folder (relative paths) the new set leaves out: they remain
+    # only in the backup (e.g. ca.next.crt/.key once a rotation promoted them).
+    drop: set = field(default_factory=set)
+    warnings: list = field(default_factory=list)  # what the operator must act on
+
+    @property
+    def changed(self):
+        return bool(self.drop) or any(item.action != "reused" for item in self.items.values())
+
+
+def _leaf_drift(item, spec, ca, renew_before_days, now):
+    """Why the leaf must be issued again, or "" when it is fine as it is."""
+    if item.cert is None or item.key is None:
+        return "missing"
+    if ca.action == "generated" or not signed_by(item.cert, ca.cert):
+        return f"not signed by the current {spec.issuer}"
+    if not satisfies(item.cert, spec):
+        return "names or usages differ from those requested"
+    return renewal_due(item.cert, renew_before_days, now, ca.cert)
+
+
+def _kubeconfig_drift(item, spec, ca):
+    """Why a kubeconfig whose certificate is fine must still be written again, or ""."""
+    if item.kubeconfig.server != spec.server:
+        return f"server is {item.kubeconfig.server!r}, not {spec.server!r}"
+    try:
+        embedded = load_certs(item.kubeconfig.ca_bytes)
+    except PKIError:
+        embedded = []
+    if ca.cert not in embedded:
+        return f"does not hold the current {spec.issuer} certificate"
+    return ""
+
+
+def _check_provided(directory, name, spec, item, ca, renew, renew_before_days, now):
+    """A leaf of a CA whose key is not here: it must be present and right; never issued."""
+    leaf = spec.leaf if isinstance(spec, KubeconfigSpec) else spec
+    problem = _leaf_drift(item, leaf, ca, 0, now)
+    if not problem and isinstance(spec, KubeconfigSpec):
+        problem = _kubeconfig_drift(item, spec, ca)
+    if not problem and name in renew:
+        problem = "renewal requested"
+    if problem:
+        what = name if isinstance(spec, KubeconfigSpec) else f"{name}.crt"
+        raise SetError(
+            f"{directory}: {what}: {problem}; {spec.issuer}.key is not here (a CA k8s-helper "
+            f"did not create), so {what} must be provided, signed by {spec.issuer}"
+        )
+    if days_left(item.cert, now) < renew_before_days:
+        item.reason = f"expires within {renew_before_days} days; renew it with {spec.issuer}"
+
+
+def _plan_keypair(item, name, renew):
+    if item.key is None:
+        item.action, item.reason = "generated", "missing"
+        item.key_bytes = item.pub_bytes = None
+    elif name in renew:
+        item.action, item.reason = "generated", "renewal requested"
+        item.key = item.key_bytes = item.pub_bytes = None
+    elif item.pub_bytes is None:
+        item.action, item.reason = "reissued", f"{name}.pub missing"
+    return item
+
+
+# The leaf whose key (in the seed layout, without sa.key) signs the tokens.
+TOKEN_KEY_LEAF = "server"  # noqa: S105 - a pair name, not a secret
+
+
+def token_signing_leaf(directory, specs):
+    """The leaf whose key also signs the cluster's service-account tokens, or None.
+
+    In the seed layout kube-apiserver signs (and verifies) tokens with
+    ``server.key`` unless the set has a key pair of its own (``sa.key``): a new
+    ``server.key`` then invalidates every token in the cluster.
+    """
+    if TOKEN_KEY_LEAF not in specs or not isinstance(specs[TOKEN_KEY_LEAF], LeafSpec):
+        return None
+    if "sa" in specs or os.path.exists(os.path.join(directory, "sa.key")):
+        return None
+    return TOKEN_KEY_LEAF
+
+
+def token_key_warning(name):
+    return (
+        f"{name}.key is new and it also signs the cluster's service-account tokens (the set "
+        "has no sa.key): every token signed with the old key is refused once kube-apiserver "
+        "runs with the new one; reissue them (delete the service-account token Secrets, "
+        "restart the pods that use tokens; see docs/lifecycle.md)"
+    )
+
+
+def plan_set(
+    directory,
+    specs,
+    *,
+    force_regen=False,
+    renew=(),
+    keep_keys=False,
+    rotate_token_key=False,
+    renew_before_days=DEFAULT_RENEW_BEFORE_DAYS,
+    now=None,
+    cas=None,
+):
+    """Decide, without writing anything, which pairs to keep and which to issue.
+
+    A complete, valid set is kept as it is.  A leaf is (re)issued when it is
+    missing, when it no longer says what its spec asks (SANs, names, usages),
+    when it is not signed by its CA, when it expires within
+    ``renew_before_days``, or when it is named in ``renew`` (then with its old
+    key if ``keep_keys``).  A CA is only made where it and every leaf it signs
+    are absent, or with ``force_regen``: an existing CA is never replaced
+    otherwise, and a set whose CA cannot be used is an error.  ``renew`` may
+    only name leaves of the set.  Whenever an existing pair is replaced, the
+    plan asks for a backup of the folder first.
+
+    ``cas`` maps CA names to items the caller has already decided (a CA
+    rotation: a trust bundle rewritten, or the next CA put in place); the
+    leaves are then judged against those.
+
+    The key that signs service-account tokens (:func:`token_signing_leaf`) is
+    kept whenever its leaf is issued again, unless ``rotate_token_key``; a new
+    one in an existing set adds a warning to the plan.
+    """
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    for name in renew:
+        if name not in specs:
+            raise InputError(f"renew: {name!r} is not a certificate of this set")
+        if isinstance(specs[name], CASpec):
+            raise InputError(f"renew: {name!r} is a CA; renewal never replaces a CA")
+    found = {name: read_item(directory, name, spec) for name, spec in specs.items()}
+    plan = Plan(directory, specs=specs)
+    created = created_cas(directory)
+    if force_regen:
+        for name, spec in specs.items():
+            cert = found[name].cert
+            if isinstance(spec, CASpec) and cert is not None and fingerprint(cert) not in created:
+                raise SetError(
+                    f"{directory}: force_regen would replace {name}.crt, a CA that k8s-helper "
+                    "did not create; it never overwrites such a CA. Move the folder (or that "
+                    "CA) away yourself to start a new set"
+                )
+    if force_regen or not any(item.present for item in found.values()):
+        plan.backup = force_regen and any(item.present for item in found.values())
+        reason = "force_regen" if plan.backup else "new set"
+        plan.items = {name: Item(name, action="generated", reason=reason) for name in specs}
+        if force_regen:  # a new start ends any CA rotation: its new CA goes to the backup only
+            rotation = (f"{NEXT_CA}.crt", f"{NEXT_CA}.key")
+            plan.drop |= {f for f in rotation if os.path.exists(os.path.join(directory, f))}
+        return plan
+
+    token_leaf = token_signing_leaf(directory, specs)
+    for name, spec in specs.items():
+        item = found[name]
+        if isinstance(spec, CASpec) and cas and name in cas:
+            plan.items[name] = cas[name]
+            plan.backup = plan.backup or cas[name].action != "reused"
+            continue
+        if isinstance(spec, CASpec):
+            signs = [n for n, s in specs.items() if getattr(s, "issuer", None) == name]
+            if not item.present and not any(found[n].present for n in signs):
+                plan.items[name] = Item(name, action="generated", reason="missing")
+                continue
+            ours = item.cert is not None and fingerprint(item.cert) in created
+            if item.cert is None or (item.key is None and ours):
+                missing = f"{name}.crt" if item.cert is None else f"{name}.key"
+                raise SetError(
+                    f"{directory}: {missing} is missing, so {name} cannot issue certificates; "
+                    "restore it, or start a new set with force_regen=True"
+                )
+            if not is_ca(item.cert):
+                raise SetError(f"{directory}: {name}.crt is not a CA certificate")
+            item.external = not ours
+            plan.items[name] = item
+            continue
+        if isinstance(spec, KeyPairSpec):
+            plan.items[name] = _plan_keypair(item, name, renew)
+            continue
+        ca = plan.items[spec.issuer]
+        if ca.cert_only:
+            _check_provided(directory, name, spec, item, ca, renew, renew_before_days, now)
+            plan.items[name] = item
+            continue
+        leaf = spec.leaf if isinstance(spec, KubeconfigSpec) else spec
+        reason = _leaf_drift(item, leaf, ca, renew_before_days, now)
+        if not reason and isinstance(spec, KubeconfigSpec):
+            reason = _kubeconfig_drift(item, spec, ca)
+        if not reason and name in renew:
+            reason = "renewal requested"
+        if reason and ca.action == "reused" and days_left(ca.cert, now) <= 0:
+            raise SetError(
+                f"{directory}: {spec.issuer}.crt expired on "
+                f"{iso_utc(ca.cert.not_valid_after_utc)}, "
+                f"so {name} ({reason}) cannot be issued from it; make a new set with "
+                "force_regen=True"
+            )
+        if reason:
+            reuse_key = keep_keys and item.key is not None and reason != "missing"
+            if name == token_leaf:
+                reuse_key = item.key is not None and not rotate_token_key
+                if not reuse_key:
+                    plan.warnings.append(token_key_warning(name))
+            item.action = "reissued" if reuse_key else "generated"
+            plan.backup = plan.backup or item.present
+            if not reuse_key:
+                item.key_type = key_type_of(item.key) if item.key is not None else None
+                item.key = item.key_bytes = None
+            item.reason = reason
+        plan.items[name] = item
+    return plan
+
+
+def fill_plan(plan, specs, key_type, ca_days, leaf_days, now):
+    """Make the keys and certificates the plan asks for (CAs come first in ``specs``)."""
+    for name, spec in specs.items():
+        item = plan.items[name]
+        if item.action in ("reused", *CA_FILE_ACTIONS):
+            continue
+        if item.action == "generated":
+            item.key = new_key(key_type or item.key_type or DEFAULT_KEY_TYPE)
+            item.key_checked = True
+            item.key_bytes = key_pem(item.key)
+        if isinstance(spec, KeyPairSpec):
+            item.pub_bytes = public_pem(item.key)
+            continue
+        if isinstance(spec, CASpec):
+            item.cert = build_ca(item.key, spec.common_name, ca_days, spec.organizations, now)
+        else:
+            ca = plan.items[spec.issuer]
+            if not ca.key_checked:  # read from disk with the quick parse: check before signing
+                ca.key, ca.key_checked = load_key(ca.key_bytes, f"{ca.name}.key"), True
+            leaf = spec.leaf if isinstance(spec, KubeconfigSpec) else spec
+            item.cert = issue_leaf(leaf, item.key, ca.cert, ca.key, leaf_days, now=now)
+            _, requested = capped_end(ca.cert, leaf_days, now)
+            if requested is not None:
+                item.capped = (
+                    f"valid until {spec.issuer}.crt ends "
+                    f"({iso_utc(item.cert.not_valid_after_utc)}), "
+                    f"not until {iso_utc(requested)} ({leaf_days} days asked): a certificate "
+                    "cannot outlive its CA"
+                )
+        item.cert_bytes = cert_pem(item.cert)
+        if isinstance(spec, KubeconfigSpec):
+            ca_pem = plan.items[spec.issuer].cert_bytes
+            item.file_bytes = render_kubeconfig(spec, ca_pem, item.cert_bytes, item.key_bytes)
+
+
+def describe_plan(plan, backup=None):
+    """The runner's return value: paths, fingerprints, subjects, dates; no key material."""
+    files = {}
+    for item in plan.items.values():
+        spec = plan.specs.get(item.name)
+        if isinstance(spec, (KeyPairSpec, KubeconfigSpec)):
+            files.update(_describe_other(plan.directory, item, spec))
+            continue
+        cert_path = os.path.join(plan.directory, f"{item.name}.crt")
+        key_path = os.path.join(plan.directory, f"{item.name}.key")
+        files[f"{item.name}.crt"] = {
+            "path": cert_path,
+            "action": item.action,
+            **describe_cert(item.cert),
+        }
+        if item.external:
+            files[f"{item.name}.crt"]["external"] = True
+        if item.bundle:
+            # The file is a trust bundle: every CA it holds, the key's own first.
+            files[f"{item.name}.crt"]["bundle"] = [fingerprint(cert) for cert in item.bundle]
+        if item.key is not None:
+            files[f"{item.name}.key"] = {
+                "path": key_path,
+                "action": "reused" if item.action in ("reissued", "rebundled") else item.action,
+                "public_key_sha256": public_key_fingerprint(item.key.public_key()),
+            }
+        if item.reason:
+            files[f"{item.name}.crt"]["reason"] = item.reason
+        if item.capped:
+            files[f"{item.name}.crt"]["capped"] = item.capped
+    described = {
+        "directory": plan.directory,
+        "changed": plan.changed,
+        "backup": backup,
+        "files": files,
+    }
+    if plan.drop:  # files the new folder left out (kept in the backup)
+        described["removed"] = sorted(plan.drop)
+    if plan.warnings:
+        described["warnings"] = list(plan.warnings)
+    return described
+
+
+def _describe_other(directory, item, spec):
+    """describe_plan's entries for a bare key pair or a kubeconfig."""
+    public = public_key_fingerprint(item.key.public_key())
+    if isinstance(spec, KeyPairSpec):
+        entries = {
+            f"{item.name}.key": {
+                "path": os.path.join(directory, f"{item.name}.key"),
+                "action": "reused" if item.action == "reissued" else item.action,
+                "public_key_sha256": public,
+            },
+            f"{item.name}.pub": {
+                "path": os.path.join(directory, f"{item.name}.pub"),
+                "action": "generated" if item.action == "reissued" else item.action,
+                "public_key_sha256": public,
+            },
+        }
+        first = f"{item.name}.key"
+    else:
+        entries = {
+            item.name: {
+                "path": os.path.join(directory, item.name),
+                "action": item.action,
+                "server": spec.server,
+                **describe_cert(item.cert),
+                "public_key_sha256": public,
+            }
+        }
+        first = item.name
+    if item.reason:
+        entries[first]["reason"] = item.reason
+    if item.capped:
+        entries[first]["capped"] = item.capped
+    return entries
+
+
+def leaf_names(specs):
+    return [name for name, spec in specs.items() if isinstance(spec, LeafSpec)]

@@ -1,0 +1,239 @@
+"""Bytes to disk: the lock, staging, flush and the atomic swap of a set."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import shutil
+import stat
+
+from .backups import BACKUP_NAME_RE, backups, private_copy
+from .defaults import (
+    ANCESTOR_MODE,
+    BACKUP_DIR,
+    CERT_MODE,
+    DEFAULT_BACKUP_KEEP,
+    DIR_MODE,
+    KEY_MODE,
+)
+from .errors import SetError
+from .files import exchange_dirs, flush_to_disk, fsync_dir, hard_link, make_parents, write_new
+from .guard import (
+    check_ancestors,
+    check_entry,
+    check_store,
+    is_secret,
+    lstat_or_none,
+    read_store_file,
+)
+from .specs import KeyPairSpec, KubeconfigSpec
+from .store import created_path
+
+
+def record_created(directory, cas):
+    """Add ``{fingerprint: name}`` to the record of CAs made here (atomic rewrite)."""
+    path = created_path(directory)
+    old = (read_store_file(path) or b"").decode("ascii", "replace")
+    lines = [line for line in old.splitlines() if line.strip()]
+    lines += [f"{fp} {name}" for fp, name in cas.items()]
+    tmp = f"{path}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    write_new(tmp, ("\n".join(lines) + "\n").encode("ascii"), CERT_MODE)
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(os.path.dirname(path))
+
+
+def _outputs(item, spec):
+    """(relative path, bytes, mode, kept) for each file of ``item``; kept = linked as it is."""
+    kept = item.action == "reused"
+    key_kept = item.action in ("reused", "reissued", "rebundled")
+    if isinstance(spec, KubeconfigSpec):
+        rows = [(item.name, item.file_bytes, KEY_MODE, kept)]
+    elif isinstance(spec, KeyPairSpec):
+        rows = [
+            (f"{item.name}.key", item.key_bytes, KEY_MODE, key_kept),
+            (f"{item.name}.pub", item.pub_bytes, CERT_MODE, kept),
+        ]
+    else:
+        rows = [
+            (f"{item.name}.crt", item.cert_bytes, CERT_MODE, kept),
+            (f"{item.name}.key", item.key_bytes, KEY_MODE, key_kept),
+        ]
+    # A CA whose key was never here (an external CA) has no key file to carry along.
+    return [row for row in rows if row[1] is not None]
+
+
+def scratch_dirs(pki_root, cluster_tag):
+    """The two scratch folders a writer of ``cluster_tag`` may leave behind."""
+    return (
+        os.path.join(pki_root, f".{cluster_tag}.staging"),
+        os.path.join(pki_root, f".{cluster_tag}.old"),
+    )
+
+
+def make_pki_root(pki_root):
+    """Create pki_root (0700) and its missing ancestors (0755), whatever the umask.
+
+    The folders made here belong to the master's user (the process's); then
+    the whole way down is checked, for folders that were already there.
+    """
+    pki_root = os.path.abspath(pki_root)
+    missing = []
+    folder = pki_root
+    while lstat_or_none(folder) is None:
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    for folder in reversed(missing):
+        mode = DIR_MODE if folder == pki_root else ANCESTOR_MODE
+        with contextlib.suppress(FileExistsError):  # another writer made it meanwhile
+            os.mkdir(folder, mode)
+            os.chmod(folder, mode)  # mkdir's mode went through the umask
+    check_ancestors(pki_root)
+    st = os.lstat(pki_root)
+    check_entry(pki_root, st)
+    if not stat.S_ISDIR(st.st_mode):
+        raise SetError(f"{pki_root}: pki_root is not a folder; move it away")
+
+
+def _is_ours(st):
+    """A scratch folder a writer of ours made: a real folder, the master's user's, 0700."""
+    return (
+        stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and st.st_mode & 0o7777 == DIR_MODE
+    )
+
+
+def _clear_scratch(path):
+    """Remove a scratch folder a killed writer left; refuse one that is not ours."""
+    st = lstat_or_none(path)
+    if st is None:
+        return
+    if not _is_ours(st):
+        raise SetError(
+            f"{path}: left in pki_root, but not a scratch folder k8s-helper made (a real "
+            f"folder of the master's user, mode 0700); look at it and remove it yourself"
+        )
+    shutil.rmtree(path)  # does not follow symlinks inside
+
+
+@contextlib.contextmanager
+def locked(pki_root, cluster_tag):
+    """Serialise writers of one cluster's set, and clear what a killed writer left."""
+    make_pki_root(pki_root)
+    target = os.path.join(pki_root, cluster_tag)
+    check_store(target)
+    lock = os.path.join(pki_root, f".{cluster_tag}.lock")
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(lock, flags, KEY_MODE)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise SetError(f"{lock}: is a symbolic link; remove it") from None
+        raise
+    try:
+        check_entry(lock, os.fstat(fd))
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        staging, old = scratch_dirs(pki_root, cluster_tag)
+        st = lstat_or_none(old)
+        if st is not None and _is_ours(st) and lstat_or_none(target) is None:
+            os.rename(old, target)  # a writer died between the fallback's two renames
+        _clear_scratch(staging)
+        _clear_scratch(old)
+        with contextlib.suppress(FileNotFoundError):  # a record of made CAs half written
+            os.unlink(created_path(target) + ".tmp")
+        check_store(target)  # what a killed writer left is ours too
+        yield
+    finally:
+        os.close(fd)
+
+
+def set_files(directory):
+    """The set's files under ``directory`` (relative paths), leaving out backups."""
+    for dirpath, dirnames, filenames in os.walk(directory):
+        if dirpath == directory and BACKUP_DIR in dirnames:
+            dirnames.remove(BACKUP_DIR)
+        for name in filenames:
+            yield os.path.relpath(os.path.join(dirpath, name), directory)
+
+
+def stage_plan(plan, staging, now, keep=DEFAULT_BACKUP_KEEP):
+    """Build the complete new cluster folder at ``staging``; returns the backup's path.
+
+    Of the earlier backups, only the newest are carried along, so that the
+    set holds at most ``keep`` of them, the new one included.
+    """
+    os.mkdir(staging, DIR_MODE)
+    os.chmod(staging, DIR_MODE)
+    target = plan.directory
+    earlier = backups(target)
+    keep_earlier = set(earlier[max(len(earlier) - (keep - 1 if plan.backup else keep), 0) :])
+    backup_dir = os.path.join(target, BACKUP_DIR)
+    if os.path.isdir(backup_dir):
+        # Earlier backups travel along as hard links (they are copies already,
+        # shared with no live file); those beyond ``keep`` are left behind.
+        def dropped(folder, names):
+            return [
+                n
+                for n in names
+                if folder == backup_dir and BACKUP_NAME_RE.match(n) and n not in keep_earlier
+            ]
+
+        shutil.copytree(
+            backup_dir,
+            os.path.join(staging, BACKUP_DIR),
+            symlinks=True,
+            copy_function=hard_link,
+            ignore=dropped,
+        )
+    backup, written = None, []
+    if plan.backup:
+        backup = os.path.join(BACKUP_DIR, now.strftime("%Y%m%dT%H%M%S.%fZ"))
+        taken = os.path.join(staging, backup)
+        for n in range(1, 1000):  # two writes at the same instant (a caller's fixed now=)
+            if not os.path.exists(taken):
+                break
+            taken = os.path.join(staging, f"{backup}-{n}")
+        backup = os.path.relpath(taken, staging)
+        # Real copies, not links: a later edit of a live file must not reach
+        # its backup, and a backup key is 0600 whatever the live file's mode.
+        for rel in set_files(target):
+            path = os.path.join(staging, backup, rel)
+            private_copy(os.path.join(target, rel), path, is_secret(rel))
+            written.append(path)
+    planned = set()
+    for item in plan.items.values():
+        for rel, data, mode, kept in _outputs(item, plan.specs.get(item.name)):
+            planned.add(rel)
+            path = os.path.join(staging, rel)
+            if kept:
+                hard_link(os.path.join(target, rel), path)
+            else:
+                make_parents(path)
+                write_new(path, data, mode)
+                written.append(path)
+    if os.path.isdir(target):  # files the set does not name (yet) are the user's: keep them
+        for rel in set_files(target):
+            if rel not in planned and rel not in plan.drop:
+                hard_link(os.path.join(target, rel), os.path.join(staging, rel))
+    flush_to_disk(staging, written)
+    return backup and os.path.join(target, backup)
+
+
+def commit_staging(staging, old, target):
+    """Put the staged folder in place of the target in one step."""
+    if not os.path.isdir(target):
+        os.rename(staging, target)
+    elif exchange_dirs(staging, target):
+        shutil.rmtree(staging)  # it now holds the previous folder
+    else:
+        os.rename(target, old)
+        os.rename(staging, target)
+        shutil.rmtree(old)
+    fsync_dir(os.path.dirname(target))
