@@ -24,6 +24,7 @@ import warnings
 import pytest
 import salt.minion  # noqa: F401  (state.orchestrate_show_sls uses salt.minion.MasterMinion)
 import support
+from cryptography import x509
 from support import k8s_pki, openssl, salt_run, snapshot
 
 MASTERS = "masters=[{name: m1, ip: 192.0.2.11}]"
@@ -264,7 +265,7 @@ def test_external_ca_without_ski_signs_verifiable_leaves(cli, profile):
     openssl("verify", "-CAfile", crt, leaf)  # -x509_strict would fault the CA itself
     # The AKI is the CA's public key hashed as RFC 5280 says (what a SKI would hold).
     ca_cert = k8s_pki.load_cert(crt.read_bytes())
-    expected = k8s_pki.x509.SubjectKeyIdentifier.from_public_key(ca_cert.public_key()).digest
+    expected = x509.SubjectKeyIdentifier.from_public_key(ca_cert.public_key()).digest
     assert aki(leaf).replace(":", "").lower() == expected.hex()
 
 
