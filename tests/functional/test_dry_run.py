@@ -14,6 +14,7 @@ import os
 import pathlib
 
 import pytest
+import support
 from kubeadm_support import MASTERS, NODES
 from support import event_sink, k8s_pki, salt_run
 
@@ -360,3 +361,89 @@ def test_salt_run_dry_runs(master_conf, pki_root):
         proc, _ = run(master_conf, "k8s-helper.renew", "certs=ca", "test=True")
         assert proc.returncode == 2
         assert tree(pki_root) == before
+
+
+# -- state.orchestrate ... test=True: the plan step ---------------------------------
+
+
+@pytest.fixture
+def orch_conf(tmp_path):
+    pillar = support.write_pillar(tmp_path / "pillar", {})
+    return support.write_master_config(
+        tmp_path,
+        file_roots={"base": [str(support.formula_root(tmp_path))]},
+        pillar_roots={"base": [str(pillar)]},
+    )
+
+
+def orchestrate(conf, sls, pillar, *extra):
+    proc = salt_run(
+        conf, "state.orchestrate", f"kubernetes.orch.{sls}", f"pillar={json.dumps(pillar)}", *extra
+    )
+    data = json.loads(proc.stdout)
+    (steps,) = data["data"].values()
+    return proc, {body["__id__"]: body for body in steps.values()}
+
+
+def test_orchestrations_in_test_mode_show_the_plan(orch_conf, tmp_path):
+    pki_root = tmp_path / "pki"
+    with event_sink(orch_conf):
+        aged_seed_set(pki_root, 300)  # its leaves are due within 90 days
+        before = tree(pki_root)
+
+        # rotate_ca stage=prepare: the runner step alone, so the whole run is clean
+        pillar = {"k8s_rotate": {"stage": "prepare"}}
+        proc, steps = orchestrate(orch_conf, "rotate_ca", pillar, "test=True")
+        assert proc.returncode == 0, proc.stderr
+        plan = steps["kubernetes-orch-rotate-prepare-rotate-ca-plan"]
+        assert plan["result"] is True
+        assert plan["comment"].startswith("k8s-helper.rotate_ca test=True: dry run, nothing")
+        assert "create   ca.next.crt: the new CA of a rotation" in plan["comment"]
+        runner = steps["kubernetes-orch-rotate-prepare-rotate-ca"]
+        assert runner["result"] is None  # Salt's own salt.runner state in test mode
+
+        # a stage asked for too early: the plan step fails with the runner's refusal
+        pillar = {"k8s_rotate": {"stage": "trust", "masters": ["m1"], "verify": False}}
+        _, steps = orchestrate(orch_conf, "rotate_ca", pillar, "test=True")
+        plan = steps["kubernetes-orch-rotate-trust-rotate-ca-plan"]
+        assert plan["result"] is False
+        assert plan["comment"] == (
+            "k8s-helper.rotate_ca refuses: stage=trust: there is no new CA yet; "
+            "run stage=prepare first"
+        )
+
+        # replace_certs with generate arguments (the minion steps fail here: no master runs)
+        generate = {"api_server_fqdn": "api.new", "key_type": "ecdsa-p256"}
+        pillar = {
+            "k8s_replace": {
+                "generate": generate,
+                "masters": ["m1"],
+                "nodes": False,
+                "cleanup": False,
+                "verify": False,
+            }
+        }
+        _, steps = orchestrate(orch_conf, "replace_certs", pillar, "test=True")
+        plan = steps["kubernetes-orch-replace-set-plan"]
+        assert plan["result"] is True
+        server = "reissue  server.crt: names or usages differ from those requested"
+        assert server in plan["comment"]
+        assert "reissue  kubecfg.crt: expires in" in plan["comment"]
+        assert "keep     ca.crt" in plan["comment"]
+        assert plan["__run_num__"] == 0
+
+        # renew: the leaves due within 90 days (the default threshold)
+        pillar = {"k8s_renew": {"tgt": "m1", "tgt_type": "glob"}}
+        _, steps = orchestrate(orch_conf, "renew", pillar, "test=True")
+        plan = steps["kubernetes-orch-renew-due-leaves-plan"]
+        assert plan["result"] is True
+        assert "reissue  server.crt: expires in" in plan["comment"]
+
+        assert tree(pki_root) == before
+
+        # without test=True there is no plan step, and the real runner step runs
+        proc, steps = orchestrate(orch_conf, "rotate_ca", {"k8s_rotate": {"stage": "prepare"}})
+        assert proc.returncode == 0, proc.stderr
+        assert list(steps) == ["kubernetes-orch-rotate-prepare-rotate-ca"]
+        assert steps["kubernetes-orch-rotate-prepare-rotate-ca"]["result"] is True
+        assert (pki_root / "default/ca.next.crt").exists()
