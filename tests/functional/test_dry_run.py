@@ -439,6 +439,14 @@ def test_orchestrations_in_test_mode_show_the_plan(orch_conf, tmp_path):
         assert plan["result"] is True
         assert "reissue  server.crt: expires in" in plan["comment"]
 
+        # the formula's summary outputter prints the plan, one line a file
+        pillar = json.dumps({"k8s_rotate": {"stage": "prepare"}})
+        args = ("kubernetes.orch.rotate_ca", f"pillar={pillar}", "test=True")
+        proc = salt_run(orch_conf, "state.orchestrate", *args, out="k8s_orch")
+        assert proc.returncode == 0, proc.stderr
+        assert "  ok       kubernetes-orch-rotate-prepare-rotate-ca-plan\n" in proc.stdout
+        assert "    create   ca.next.key\n" in proc.stdout
+
         assert tree(pki_root) == before
 
         # without test=True there is no plan step, and the real runner step runs
