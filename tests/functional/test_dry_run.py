@@ -455,3 +455,12 @@ def test_orchestrations_in_test_mode_show_the_plan(orch_conf, tmp_path):
         assert list(steps) == ["kubernetes-orch-rotate-prepare-rotate-ca"]
         assert steps["kubernetes-orch-rotate-prepare-rotate-ca"]["result"] is True
         assert (pki_root / "default/ca.next.crt").exists()
+
+
+def test_master_option_test_makes_dry_runs(tmp_path):
+    """``test: True`` in the master config (Salt's own dry-run switch) is honoured too."""
+    conf = support.write_master_config(tmp_path, test=True)
+    runners = support.load_runners(conf)
+    ret = runners["k8s-helper.generate_certs"](key_type="ecdsa-p256")
+    assert ret["test"] is True and set(changes(ret).values()) == {"create"}
+    assert not (tmp_path / "pki").exists()
