@@ -464,3 +464,24 @@ def test_master_option_test_makes_dry_runs(tmp_path):
     ret = runners["k8s-helper.generate_certs"](key_type="ecdsa-p256")
     assert ret["test"] is True and set(changes(ret).values()) == {"create"}
     assert not (tmp_path / "pki").exists()
+
+
+def test_kubeadm_external_ca_certificate_only(runners, pki_root, tmp_path):
+    """A CA brought without its key: its leaves are checked, kept, never issued."""
+    elsewhere = tmp_path / "elsewhere"
+    specs = k8s_pki.kubeadm_specs(MASTERS, NODES, api_service_address="10.96.0.1")
+    k8s_pki.ensure_set(elsewhere, "default", specs, key_type="ecdsa-p256")
+    signed_by_ca = [n for n, s in specs.items() if getattr(s, "issuer", None) == "ca"]
+    for name in ["ca", *signed_by_ca]:
+        for rel, _ in k8s_pki.spec_files(name, specs[name]):
+            if rel != "ca.key":
+                target = pki_root / "default" / rel
+                target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                target.write_bytes((elsewhere / "default" / rel).read_bytes())
+                target.chmod((elsewhere / "default" / rel).stat().st_mode & 0o777)
+    pki_root.chmod(0o700)
+    dry, real = dry_then_real(runners, pki_root, "k8s-helper.generate_certs", **KUBEADM)
+    assert "ca.key" not in dry["files"] and "ca.key" not in real["files"]
+    assert changes(dry)["ca.crt"] == "keep"
+    assert changes(dry)["hosts/m1/apiserver.crt"] == "keep"
+    assert changes(dry)["etcd/ca.crt"] == "create"
