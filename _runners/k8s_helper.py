@@ -134,6 +134,7 @@ def generate_certs(
     nodes=None,
     control_plane_endpoint=None,
     pillar_minion=None,
+    *,
     test=False,
     **kwargs,
 ):
@@ -437,6 +438,7 @@ def renew(
     days=365,
     threshold_days=None,
     rotate_token_key=False,
+    *,
     test=False,
     **kwargs,
 ):
@@ -635,6 +637,7 @@ def rotate_ca(
     key_type=None,
     ca_days=3650,
     days=365,
+    *,
     test=False,
     **kwargs,
 ):
