@@ -191,6 +191,9 @@ def _step(key, step):
         lines += _function(step.get("name", ""), changes)
     elif fun == "salt.runner":
         lines += _runner(changes.get("return"))
+    elif fun == "test.configurable_test_state" and _state_id(key).endswith("-plan"):
+        # a dry run's plan (kubernetes/orch/rolling.jinja, dry_run): every line of it
+        lines += [f"  {line}" for line in str(step.get("comment", "")).splitlines()]
     if status == "FAILED" and len(lines) == 1:
         lines.append(f"  {_short(step.get('comment', ''))}")
     return lines

@@ -74,6 +74,15 @@ def _check_call(func, args, kwargs):
         raise k8s_pki.InputError(f"{func.__name__}: {err}") from None
 
 
+def _dry_run(test):
+    """Whether to only plan: ``test=True`` on the command line, or the master's ``test`` option.
+
+    ``salt-run fn test=True`` hands ``test`` to the function; ``__opts__["test"]``
+    is the master's (config or an orchestration run with test=True).
+    """
+    return k8s_pki.check_bool(test, "test") or __opts__.get("test") is True
+
+
 def _failed(message):
     """What salt-run prints, and exits non-zero on, for a request it refused."""
     log.error("k8s-helper: %s", message)
@@ -125,6 +134,8 @@ def generate_certs(
     nodes=None,
     control_plane_endpoint=None,
     pillar_minion=None,
+    *,
+    test=False,
     **kwargs,
 ):
     """
@@ -200,6 +211,9 @@ def generate_certs(
         kubeadm profile: read ``masters`` and ``nodes`` (when not given as
         arguments) from this minion's pillar, ``kubernetes:kubeadm:masters``
         and ``kubernetes:kubeadm:nodes``.
+    test : False
+        Dry run: return the plan (each file: create, keep, reissue or remove,
+        with the reason) and write nothing, not even pki_root or the lock.
 
     CLI Example:
 
@@ -209,6 +223,7 @@ def generate_certs(
         salt-run k8s-helper.generate_certs cluster_tag=prod api_service_address=10.96.0.1 \\
             api_server_fqdn=api.prod.example.com extra_sans='[k8s-master-1, 192.0.2.11]'
         salt-run k8s-helper.generate_certs cluster_tag=prod force_regen=True
+        salt-run k8s-helper.generate_certs cluster_tag=prod force_regen=True test=True
         salt-run k8s-helper.generate_certs cluster_tag=prod profile=kubeadm \\
             api_service_address=10.96.0.1 control_plane_endpoint=lb.prod.example.com:6443 \\
             masters='[{name: m1, ip: 192.0.2.11}, {name: m2, ip: 192.0.2.12}]' \\
@@ -218,6 +233,7 @@ def generate_certs(
     _reject_unknown(kwargs)
     tag = k8s_pki.check_cluster_tag(cluster_tag)
     force = k8s_pki.check_bool(force_regen, "force_regen")
+    dry = _dry_run(test)
     common = {
         "api_server_fqdn": api_server_fqdn,
         "api_service_address": api_service_address,
@@ -249,8 +265,10 @@ def generate_certs(
         "leaf_days": k8s_pki.check_days(days, "days"),
         "backup_keep": _backup_keep(),
     }
-    plan, backup = k8s_pki.ensure_set(_pki_root(), tag, specs, force_regen=force, **options)
-    ret = {"cluster_tag": tag, **k8s_pki.describe_plan(plan, backup)}
+    plan, backup = k8s_pki.ensure_set(
+        _pki_root(), tag, specs, force_regen=force, dry_run=dry, **options
+    )
+    ret = {"cluster_tag": tag, **_described(plan, backup, dry)}
     if profile != "seed":
         ret["profile"] = profile
     log.info(
@@ -259,6 +277,11 @@ def generate_certs(
         ", ".join(f"{name} {info['action']}" for name, info in ret["files"].items()),
     )
     return ret
+
+
+def _described(plan, backup, dry):
+    """The plan as a dry run shows it, or what the real run wrote."""
+    return k8s_pki.describe_dry_run(plan) if dry else k8s_pki.describe_plan(plan, backup)
 
 
 # --------------------------------------------------------------------------
@@ -415,6 +438,8 @@ def renew(
     days=365,
     threshold_days=None,
     rotate_token_key=False,
+    *,
+    test=False,
     **kwargs,
 ):
     """
@@ -459,6 +484,9 @@ def renew(
         Give ``server`` a new key although it signs the service-account tokens
         (sets without ``sa.key``). Every token then fails once kube-apiserver
         restarts with it: the return's ``warnings`` say so; reissue them.
+    test : False
+        Dry run: return the plan (each file: keep or reissue, with the
+        reason) and write nothing.
 
     CLI Example:
 
@@ -468,12 +496,14 @@ def renew(
         salt-run k8s-helper.renew cluster_tag=prod certs=server
         salt-run k8s-helper.renew cluster_tag=prod certs='[server, kubecfg]' keep_keys=True
         salt-run k8s-helper.renew cluster_tag=prod threshold_days=90
+        salt-run k8s-helper.renew cluster_tag=prod threshold_days=90 test=True
         salt-run k8s-helper.renew cluster_tag=prod certs=server rotate_token_key=True
     """
     _reject_unknown(kwargs)
     tag = k8s_pki.check_cluster_tag(cluster_tag)
     keep = k8s_pki.check_bool(keep_keys, "keep_keys")
     rotate_token = k8s_pki.check_bool(rotate_token_key, "rotate_token_key")
+    dry = _dry_run(test)
     new_key_type = None if key_type in (None, "") else k8s_pki.check_key_type(key_type)
     leaf_days = k8s_pki.check_days(days, "days")
     due_within = (
@@ -492,9 +522,10 @@ def renew(
         leaf_days=leaf_days,
         due_within=due_within,
         backup_keep=_backup_keep(),
+        dry_run=dry,
     )
     renewed = [item.name for item in plan.items.values() if item.action != "reused"]
-    ret = {"cluster_tag": tag, "renewed": renewed, **k8s_pki.describe_plan(plan, backup)}
+    ret = {"cluster_tag": tag, "renewed": renewed, **_described(plan, backup, dry)}
     ret["restart"] = _must_restart(plan, renewed)
     ret["next"] = _after_renewal(ret["restart"])
     log.info("k8s-helper: cluster %s renewed: %s (backup %s)", tag, ", ".join(renewed), backup)
@@ -606,6 +637,8 @@ def rotate_ca(
     key_type=None,
     ca_days=3650,
     days=365,
+    *,
+    test=False,
     **kwargs,
 ):
     """
@@ -652,6 +685,9 @@ def rotate_ca(
         prepare: how long the new CA is valid.
     days : 365
         reissue: how long the reissued leaves are valid.
+    test : False
+        Dry run: return what the stage would do to each file (or why it is
+        refused) and write nothing.
 
     CLI Example:
 
@@ -659,6 +695,7 @@ def rotate_ca(
 
         salt-run k8s-helper.rotate_ca cluster_tag=prod
         salt-run k8s-helper.rotate_ca cluster_tag=prod stage=prepare
+        salt-run k8s-helper.rotate_ca cluster_tag=prod stage=reissue test=True
         salt-run k8s-helper.rotate_ca cluster_tag=prod stage=trust
         salt-run k8s-helper.rotate_ca cluster_tag=prod stage=reissue
         salt-run k8s-helper.rotate_ca cluster_tag=prod stage=finish
@@ -670,6 +707,7 @@ def rotate_ca(
     new_key_type = None if key_type in (None, "") else k8s_pki.check_key_type(key_type)
     ca_validity = k8s_pki.check_days(ca_days, "ca_days")
     leaf_days = k8s_pki.check_days(days, "days")
+    dry = _dry_run(test)
     specs = k8s_pki.seed_specs()
     directory = os.path.join(_pki_root(), tag)
     ret = {"cluster_tag": tag, "stage": stage}
@@ -688,6 +726,7 @@ def rotate_ca(
         leaf_days=leaf_days,
         keep_keys=keep,
         backup_keep=_backup_keep(),
+        dry_run=dry,
     )
     status = k8s_pki.rotation_status(k8s_pki.read_rotation(directory, specs))
     ret.update(state_before=before, state=after, changed=plan is not None)
@@ -699,7 +738,10 @@ def rotate_ca(
             what = "the new CA alone" if stage == "finish" else "the current CA alone"
             hosts = _CA_CRT_CHANGED.format(what=f"it now holds {what}")
         ret["message"] = f"stage={stage}: {before} -> {after}; {hosts}"
-        ret.update(k8s_pki.describe_plan(plan, backup))
+        ret.update(_described(plan, backup, dry))
+    if dry:
+        ret.update(test=True, comment="dry run: nothing written")
+        ret["message"] = f"dry run, nothing written: {ret['message']}"
     ret["status"] = status
     log.info("k8s-helper: cluster %s rotate_ca %s: %s -> %s", tag, stage, before, after)
     return ret

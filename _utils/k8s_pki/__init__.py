@@ -132,8 +132,10 @@ from .pem import (  # noqa: F401
 from .plan import (  # noqa: F401
     TOKEN_KEY_LEAF,
     Plan,
+    describe_dry_run,
     describe_plan,
     leaf_names,
+    plan_files,
     plan_set,
     token_key_warning,
     token_signing_leaf,

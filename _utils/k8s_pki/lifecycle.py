@@ -41,6 +41,7 @@ def ensure_set(
     renew_before_days=DEFAULT_RENEW_BEFORE_DAYS,
     now=None,
     backup_keep=DEFAULT_BACKUP_KEEP,
+    dry_run=False,
 ):
     """Make sure ``<pki_root>/<cluster_tag>`` holds a complete, valid set.
 
@@ -52,11 +53,24 @@ def ensure_set(
     newest ``backup_keep`` backups stay.  With ``key_type=None`` each new key
     is of the same type as the key it replaces.  A store someone else could
     have changed is refused (:func:`check_store`) before anything is read.
+
+    With ``dry_run`` the plan is returned unfilled and nothing is written, not
+    even pki_root or the lock: it is the same :func:`plan_set` call the locked
+    path makes, only without the lock (a writer meanwhile may change the outcome).
     """
     now = now or datetime.datetime.now(datetime.timezone.utc)
     directory = os.path.join(pki_root, cluster_tag)
     decide = dict(renew_before_days=renew_before_days, now=now)
+    options = dict(
+        force_regen=force_regen,
+        renew=renew,
+        keep_keys=keep_keys,
+        rotate_token_key=rotate_token_key,
+        **decide,
+    )
     check_store(directory)
+    if dry_run:
+        return plan_set(directory, specs, **options), None
     if not force_regen and not renew and os.path.isdir(directory):
         # Fast path, no lock: a valid set is left alone without writing anything.
         try:
@@ -69,15 +83,7 @@ def ensure_set(
             if lstat_or_none(os.path.join(pki_root, f".{cluster_tag}.lock")) is None:
                 raise
     with locked(pki_root, cluster_tag):
-        plan = plan_set(
-            directory,
-            specs,
-            force_regen=force_regen,
-            renew=renew,
-            keep_keys=keep_keys,
-            rotate_token_key=rotate_token_key,
-            **decide,
-        )
+        plan = plan_set(directory, specs, **options)
         if not plan.changed:
             return plan, None
         backup = write_plan(
@@ -184,6 +190,7 @@ def renew_set(
     due_within=None,
     now=None,
     backup_keep=DEFAULT_BACKUP_KEEP,
+    dry_run=False,
 ):
     """Issue the named leaves (all leaves by default) again from the set's own CA.
 
@@ -202,6 +209,8 @@ def renew_set(
     The key that signs service-account tokens (``server.key`` without ``sa.key``)
     is kept unless ``rotate_token_key``; the plan's warnings then say that the
     tokens must be reissued.
+
+    With ``dry_run`` nothing is written (see :func:`ensure_set`).
     """
     now = now or datetime.datetime.now(datetime.timezone.utc)
     directory = os.path.join(pki_root, cluster_tag)
@@ -256,6 +265,7 @@ def renew_set(
         renew_before_days=0,
         now=now,
         backup_keep=backup_keep,
+        dry_run=dry_run,
     )
     for name, reason in due.items():  # say why it was due, not just "requested"
         if reason and plan.items[name].reason == "renewal requested":

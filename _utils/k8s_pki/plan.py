@@ -366,3 +366,79 @@ def _describe_other(directory, item, spec):
 
 def leaf_names(specs):
     return [name for name, spec in specs.items() if isinstance(spec, LeafSpec)]
+
+
+# What each planned file amounts to, in the words of a dry run.
+CHANGE_WORDS = ("create", "keep", "reissue", "remove")
+
+
+def _planned_outputs(item, spec):
+    """(file name, action) for each file ``item`` leaves in the set, as the writer lays them.
+
+    Mirrors ``writer._outputs`` without needing the bytes: a dry run never fills
+    the plan.  A CA whose key is not here keeps having no key file.
+    """
+    key_kept = "reused" if item.action in ("reissued", "rebundled") else item.action
+    if isinstance(spec, KubeconfigSpec):
+        return [(item.name, item.action)]
+    if isinstance(spec, KeyPairSpec):
+        pub = "generated" if item.action == "reissued" else item.action
+        return [(f"{item.name}.key", key_kept), (f"{item.name}.pub", pub)]
+    rows = [(f"{item.name}.crt", item.action)]
+    if item.action != "reused" or item.key_bytes is not None:
+        rows.append((f"{item.name}.key", key_kept))
+    return rows
+
+
+def plan_files(plan):
+    """Every file a plan touches: path, action (as the real run reports it), change, reason.
+
+    ``change`` is one of :data:`CHANGE_WORDS`: ``keep`` (left as it is),
+    ``create`` (not there yet), ``reissue`` (there, written anew) or ``remove``
+    (left out of the new folder, kept in the backup).  The reason goes with
+    the first file of its pair, as in :func:`describe_plan`.  No key material.
+    """
+    files = {}
+    for item in plan.items.values():
+        rows = _planned_outputs(item, plan.specs.get(item.name))
+        for index, (name, action) in enumerate(rows):
+            path = os.path.join(plan.directory, name)
+            if action == "reused":
+                change = "keep"
+            else:
+                change = "reissue" if os.path.lexists(path) else "create"
+            entry = {"path": path, "action": action, "change": change}
+            if index == 0 and item.reason:
+                entry["reason"] = item.reason
+            files[name] = entry
+    for name in sorted(plan.drop):
+        files[name] = {
+            "path": os.path.join(plan.directory, name),
+            "action": "removed",
+            "change": "remove",
+            "reason": "left out of the new set (kept in the backup)",
+        }
+    return files
+
+
+def describe_dry_run(plan):
+    """A dry run's return: what the run would do to each file, and a line a file."""
+    files = plan_files(plan)
+    described = {
+        "test": True,
+        "comment": "dry run: nothing written",
+        "directory": plan.directory,
+        "changed": plan.changed,
+        "backup": None,
+        "would_back_up": plan.backup,
+        "files": files,
+        "plan": [
+            f"{info['change']:8} {name}" + (f": {info['reason']}" if info.get("reason") else "")
+            for name, info in files.items()
+        ],
+    }
+    if plan.drop:
+        described["removed"] = sorted(plan.drop)
+    if plan.warnings:
+        described["warnings"] = list(plan.warnings)
+    return described

@@ -191,6 +191,7 @@ def rotate_ca(
     keep_keys=True,
     now=None,
     backup_keep=DEFAULT_BACKUP_KEEP,
+    dry_run=False,
 ):
     """Move the CA rotation of a seed set on by one stage (see the comment above).
 
@@ -205,64 +206,22 @@ def rotate_ca(
 
     Returns ``(before, after, plan_or_None, backup)``: the state names before
     and after, the plan written (None when nothing changed), the backup path.
+    With ``dry_run`` the same plan is made (unfilled) and nothing is written;
+    ``after`` is the state the stage would reach.
     """
     stage = check_rotation_stage(stage)
     now = now or datetime.datetime.now(datetime.timezone.utc)
     directory = os.path.join(pki_root, cluster_tag)
-    read_rotation(directory, specs)  # a missing or unusable set: refused, nothing created
+    rot = read_rotation(directory, specs)  # a missing or unusable set: refused, nothing created
+    if dry_run:  # decided as below, without the lock: nothing is written
+        before, plan = plan_stage(rot, specs, stage, keep_keys, now)
+        after = before if plan is None else _STAGE_REACHES.get(stage, "idle")
+        return before, after, plan, None
     with locked(pki_root, cluster_tag):
         rot = read_rotation(directory, specs)
-        before = rot.state
-        order = ROTATION_STATES.index(before)
-        plan = None
-        if stage in _STAGE_REACHES and order >= ROTATION_STATES.index(_STAGE_REACHES[stage]):
+        before, plan = plan_stage(rot, specs, stage, keep_keys, now)
+        if plan is None:
             return before, before, None, None  # done already
-        if stage == "prepare":
-            plan = _plan_prepare(rot, specs, now)
-        elif stage == "trust":
-            if before == "idle":
-                raise RotationRefused(
-                    "stage=trust: there is no new CA yet; run stage=prepare first"
-                )
-            plan = _plan_trust(rot, specs, now)
-        elif stage == "reissue":
-            if before == "idle":
-                raise RotationRefused(
-                    "stage=reissue: no rotation in progress; start with stage=prepare"
-                )
-            if before != "trusted":
-                raise RotationRefused(
-                    "stage=reissue: the new CA is not in ca.crt yet, so hosts would refuse "
-                    "certificates it signs; run stage=trust and roll ca.crt out to every host first"
-                )
-            plan = _plan_reissue(rot, specs, keep_keys, now)
-        elif stage == "finish":
-            if before == "idle":
-                return before, before, None, None  # nothing to finish: done already
-            if before != "reissued":
-                raise RotationRefused(
-                    f"stage=finish: the rotation is only {before}; the leaves are still signed "
-                    "by the current CA, so dropping it would break every host. Next: "
-                    f"stage={NEXT_STAGE[before]}"
-                )
-            stale = [
-                f"{n}.crt" for n, item in rot.leaves.items() if rot.signer(item.cert) != "current"
-            ]
-            if stale:
-                raise RotationRefused(
-                    f"stage=finish: {', '.join(stale)} not signed by the new CA yet; run "
-                    "stage=reissue (and roll the result out) before dropping the old CA"
-                )
-            plan = _plan_finish(rot, specs, now)
-        else:  # abort
-            if before == "idle":
-                return before, before, None, None
-            if before == "reissued":
-                raise RotationRefused(
-                    "stage=abort: the leaves are already signed by the new CA; a rotation can "
-                    "only be abandoned before stage=reissue (finish it instead)"
-                )
-            plan = _plan_abort(rot, specs, now)
         # key_type is the new CA's (prepare); new leaf keys keep their own types.
         new_ca_key = (key_type or key_type_of(rot.ca.key)) if stage == "prepare" else None
         backup = write_plan(
@@ -270,6 +229,63 @@ def rotate_ca(
         )
         after = read_rotation(directory, specs).state
         return before, after, plan, backup
+
+
+def plan_stage(rot, specs, stage, keep_keys, now):
+    """``(state, plan_or_None)``: what ``stage`` would write to the rotation ``rot``.
+
+    None when the stage is done already; :class:`RotationRefused` when it
+    comes too early.  Writes nothing: :func:`rotate_ca` calls it under the
+    lock (and a dry run without).
+    """
+    before = rot.state
+    order = ROTATION_STATES.index(before)
+    plan = None
+    if stage in _STAGE_REACHES and order >= ROTATION_STATES.index(_STAGE_REACHES[stage]):
+        return before, None  # done already
+    if stage == "prepare":
+        plan = _plan_prepare(rot, specs, now)
+    elif stage == "trust":
+        if before == "idle":
+            raise RotationRefused("stage=trust: there is no new CA yet; run stage=prepare first")
+        plan = _plan_trust(rot, specs, now)
+    elif stage == "reissue":
+        if before == "idle":
+            raise RotationRefused(
+                "stage=reissue: no rotation in progress; start with stage=prepare"
+            )
+        if before != "trusted":
+            raise RotationRefused(
+                "stage=reissue: the new CA is not in ca.crt yet, so hosts would refuse "
+                "certificates it signs; run stage=trust and roll ca.crt out to every host first"
+            )
+        plan = _plan_reissue(rot, specs, keep_keys, now)
+    elif stage == "finish":
+        if before == "idle":
+            return before, None  # nothing to finish: done already
+        if before != "reissued":
+            raise RotationRefused(
+                f"stage=finish: the rotation is only {before}; the leaves are still signed "
+                "by the current CA, so dropping it would break every host. Next: "
+                f"stage={NEXT_STAGE[before]}"
+            )
+        stale = [f"{n}.crt" for n, item in rot.leaves.items() if rot.signer(item.cert) != "current"]
+        if stale:
+            raise RotationRefused(
+                f"stage=finish: {', '.join(stale)} not signed by the new CA yet; run "
+                "stage=reissue (and roll the result out) before dropping the old CA"
+            )
+        plan = _plan_finish(rot, specs, now)
+    else:  # abort
+        if before == "idle":
+            return before, None
+        if before == "reissued":
+            raise RotationRefused(
+                "stage=abort: the leaves are already signed by the new CA; a rotation can "
+                "only be abandoned before stage=reissue (finish it instead)"
+            )
+        plan = _plan_abort(rot, specs, now)
+    return before, plan
 
 
 def _rotation_ca_item(cert, key_item, bundle, action, reason):

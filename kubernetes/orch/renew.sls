@@ -16,6 +16,10 @@
 {%- set cluster_tag = args.get('cluster_tag', 'default') %}
 {%- set tgt = args.get('tgt', 'kubernetes:k8s_env:' ~ cluster_tag) %}
 {%- set tgt_type = args.get('tgt_type', 'pillar') %}
+{%- import tpldir.split('/')[0] ~ '/orch/rolling.jinja' as rolling with context %}
+{{ rolling.dry_run('kubernetes-orch-renew-due-leaves-plan', 'k8s-helper.renew',
+                   {'cluster_tag': cluster_tag,
+                    'threshold_days': args.get('threshold_days', 90)}) }}
 
 kubernetes-orch-renew-due-leaves-salt-runner:
   salt.runner:

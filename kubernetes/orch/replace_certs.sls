@@ -62,6 +62,9 @@
 {%- set prefix = 'kubernetes-orch-replace' %}
 
 {%- if generate %}
+{{ rolling.dry_run(prefix ~ '-set-plan', 'k8s-helper.generate_certs',
+                   salt['slsutil.merge']({'cluster_tag': tag},
+                                         generate if generate is mapping else {})) }}
 
 {{ prefix }}-set:
   salt.runner:

@@ -46,6 +46,11 @@
 {%- endif %}
 {%- set tag = args.get('cluster_tag', 'default') %}
 {%- set prefix = 'kubernetes-orch-rotate-' ~ stage %}
+{%- set plan_args = {'cluster_tag': tag, 'stage': stage} %}
+{%- for key in runner_args if key in args %}
+{%-   do plan_args.update({key: args[key]}) %}
+{%- endfor %}
+{{ rolling.dry_run(prefix ~ '-rotate-ca-plan', 'k8s-helper.rotate_ca', plan_args) }}
 
 {%- if stage == 'prepare' %}
 
