@@ -66,6 +66,7 @@ from .defaults import (  # noqa: F401
     ANCESTOR_MODE,
     BACKDATE,
     BACKUP_DIR,
+    MANIFEST_FILE,
     CA_FILE_ACTIONS,
     CERT_MODE,
     DEFAULT_BACKUP_KEEP,
@@ -121,6 +122,22 @@ from .lifecycle import (  # noqa: F401
     prune_backups,
     renew_set,
     write_plan,
+)
+from .manifest import (  # noqa: F401
+    MANIFEST_FORMAT,
+    PROFILE_DEFAULTS,
+    canonical,
+    explain_changes,
+    files_profile,
+    infer_settings,
+    manifest_path,
+    parse_manifest,
+    read_manifest,
+    render_manifest,
+    require_profile,
+    resolve_settings,
+    set_profile,
+    specs_for,
 )
 from .pem import (  # noqa: F401
     CERT_LABELS,

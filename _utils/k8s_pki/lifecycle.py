@@ -19,7 +19,8 @@ from .defaults import (
 )
 from .errors import InputError, SetError
 from .files import fsync_dir
-from .guard import check_store, lstat_or_none
+from .guard import check_store, lstat_or_none, read_store_file
+from .manifest import manifest_path
 from .plan import fill_plan, leaf_names, plan_set, token_signing_leaf
 from .specs import CASpec, spec_from_cert
 from .store import read_pair
@@ -41,6 +42,7 @@ def ensure_set(
     renew_before_days=DEFAULT_RENEW_BEFORE_DAYS,
     now=None,
     backup_keep=DEFAULT_BACKUP_KEEP,
+    manifest=None,
 ):
     """Make sure ``<pki_root>/<cluster_tag>`` holds a complete, valid set.
 
@@ -52,6 +54,8 @@ def ensure_set(
     newest ``backup_keep`` backups stay.  With ``key_type=None`` each new key
     is of the same type as the key it replaces.  A store someone else could
     have changed is refused (:func:`check_store`) before anything is read.
+    ``manifest`` (the bytes of ``cluster.yaml``) is written with the files, in
+    the same swap, when the set has no such manifest yet or another one.
     """
     now = now or datetime.datetime.now(datetime.timezone.utc)
     directory = os.path.join(pki_root, cluster_tag)
@@ -61,6 +65,7 @@ def ensure_set(
         # Fast path, no lock: a valid set is left alone without writing anything.
         try:
             plan = plan_set(directory, specs, **decide)
+            _stage_manifest(plan, manifest)
             if not plan.changed:
                 return plan, None
         except SetError:
@@ -78,12 +83,19 @@ def ensure_set(
             rotate_token_key=rotate_token_key,
             **decide,
         )
+        _stage_manifest(plan, manifest)
         if not plan.changed:
             return plan, None
         backup = write_plan(
             pki_root, cluster_tag, plan, key_type, ca_days, leaf_days, now, backup_keep
         )
         return plan, backup
+
+
+def _stage_manifest(plan, manifest):
+    """Have the writer put ``manifest`` in place unless the set already holds it."""
+    if manifest is not None and read_store_file(manifest_path(plan.directory)) != manifest:
+        plan.manifest = manifest
 
 
 def write_plan(
