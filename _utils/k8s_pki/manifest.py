@@ -121,7 +121,7 @@ def manifest_path(directory):
 
 def _bad(path, why):
     return SetError(
-        f"{path}: {why}; fix it (see docs/lifecycle.md, \"The set's manifest\") or move it "
+        f'{path}: {why}; fix it (see docs/lifecycle.md, "The set\'s manifest") or move it '
         "away, and k8s-helper infers the settings from the certificates again"
     )
 

@@ -100,7 +100,7 @@ def test_other_profile_refused_through_salt_run(runners, master_conf, pki_root):
     nothing changed (today's main added a seed server.* and kubecfg.* with exit 0)."""
     _kubeadm(runners["k8s-helper.generate_certs"])
     runners["k8s-helper.generate_certs"](cluster_tag="seedset")
-    remedy = f"profile: this set is kubeadm; run salt-run k8s-helper.generate_certs "
+    remedy = "profile: this set is kubeadm; run salt-run k8s-helper.generate_certs "
     remedy += f"profile=kubeadm cluster_tag={TAG}"
     with event_sink(master_conf):
         for args in ([], ["profile=seed"], ["service_account_key=True"]):
@@ -148,7 +148,9 @@ BAD_MANIFESTS = [
 ]
 
 
-@pytest.mark.parametrize(("what", "change", "message"), BAD_MANIFESTS, ids=[b[0] for b in BAD_MANIFESTS])
+@pytest.mark.parametrize(
+    ("what", "change", "message"), BAD_MANIFESTS, ids=[b[0] for b in BAD_MANIFESTS]
+)
 def test_bad_manifest_refused(runners, pki_root, what, change, message):
     gen = runners["k8s-helper.generate_certs"]
     gen()
@@ -171,7 +173,9 @@ def test_manifest_disagreeing_with_the_files(runners, pki_root):
     before = snapshot(pki_root)
     ret = gen()
     assert ret["retcode"] == 2
-    assert ret["error"].startswith(f"{path}: says profile kubeadm, but the files are those of a seed")
+    assert ret["error"].startswith(
+        f"{path}: says profile kubeadm, but the files are those of a seed"
+    )
     assert snapshot(pki_root) == before
     # seed files dropped into a kubeadm folder (what today's main did): refused
     for name in ("server.crt", "server.key"):
