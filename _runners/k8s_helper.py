@@ -120,16 +120,16 @@ def _refusals_exit_nonzero(func):
 @_refusals_exit_nonzero
 def generate_certs(
     cluster_tag="default",
-    api_service_address="10.254.0.1",
-    api_server_fqdn="kubernetes.api",
+    api_service_address=None,
+    api_server_fqdn=None,
     force_regen=False,
     extra_sans=None,
-    cluster_domain="cluster.local",
-    key_type="rsa-2048",
-    ca_days=3650,
-    days=365,
-    service_account_key=False,
-    profile="seed",
+    cluster_domain=None,
+    key_type=None,
+    ca_days=None,
+    days=None,
+    service_account_key=None,
+    profile=None,
     masters=None,
     nodes=None,
     control_plane_endpoint=None,
@@ -234,41 +234,50 @@ def generate_certs(
     tag = k8s_pki.check_cluster_tag(cluster_tag)
     force = k8s_pki.check_bool(force_regen, "force_regen")
     dry = _dry_run(test)
-    common = {
+    if profile not in (None, "seed", "kubeadm"):
+        raise k8s_pki.InputError(f"profile: {profile!r} is not one of seed, kubeadm")
+    arguments = {
         "api_server_fqdn": api_server_fqdn,
         "api_service_address": api_service_address,
         "cluster_domain": cluster_domain,
         "extra_sans": extra_sans,
-    }
-    kubeadm_args = {
+        "key_type": key_type,
+        "ca_days": ca_days,
+        "days": days,
+        "service_account_key": service_account_key,
         "masters": masters,
         "nodes": nodes,
         "control_plane_endpoint": control_plane_endpoint,
-        "pillar_minion": pillar_minion,
     }
-    if profile == "kubeadm":
-        if k8s_pki.check_bool(service_account_key, "service_account_key"):
-            raise k8s_pki.InputError(
-                "service_account_key: only for profile=seed (kubeadm always makes sa.key/sa.pub)"
-            )
-        specs = _kubeadm_specs(common, **kubeadm_args)
-    elif profile == "seed":
-        given = [name for name, value in kubeadm_args.items() if value not in (None, "")]
-        if given:
-            raise k8s_pki.InputError(f"{given[0]}: only used with profile=kubeadm")
-        specs = k8s_pki.seed_specs(**common, service_account_key=service_account_key)
-    else:
-        raise k8s_pki.InputError(f"profile: {profile!r} is not one of seed, kubeadm")
+    if pillar_minion not in (None, ""):
+        if profile != "kubeadm":
+            raise k8s_pki.InputError("pillar_minion: only used with profile=kubeadm")
+        from_pillar = _hosts_from_pillar(pillar_minion)
+        arguments["masters"] = from_pillar[0] if masters in (None, "") else masters
+        arguments["nodes"] = from_pillar[1] if nodes in (None, "") else nodes
+    # Only what the caller gave counts as a change; the rest comes from the set's manifest.
+    given = {
+        name: k8s_pki.canonical(name, value)
+        for name, value in arguments.items()
+        if value is not None
+    }
+    directory = os.path.join(_pki_root(), tag)
+    profile, settings, recorded, changed = k8s_pki.resolve_settings(directory, given, profile)
+    specs = k8s_pki.specs_for(settings)
     options = {
-        "key_type": k8s_pki.check_key_type(key_type),
-        "ca_days": k8s_pki.check_days(ca_days, "ca_days"),
-        "leaf_days": k8s_pki.check_days(days, "days"),
+        "key_type": settings["key_type"],
+        "ca_days": settings["ca_days"],
+        "leaf_days": settings["days"],
         "backup_keep": _backup_keep(),
+        "manifest": k8s_pki.render_manifest(settings),
     }
     plan, backup = k8s_pki.ensure_set(
         _pki_root(), tag, specs, force_regen=force, dry_run=dry, **options
     )
+    k8s_pki.explain_changes(plan, settings, recorded, changed)
     ret = {"cluster_tag": tag, **_described(plan, backup, dry)}
+    if changed:
+        ret["settings_changed"] = changed
     if profile != "seed":
         ret["profile"] = profile
     log.info(
@@ -307,21 +316,6 @@ def _hosts_from_pillar(minion):
     k8s_pki.check_hosts(data["masters"], where % "masters")
     k8s_pki.check_hosts(data.get("nodes"), where % "nodes", need_ip=False)
     return data["masters"], data.get("nodes")
-
-
-def _kubeadm_specs(common, masters, nodes, control_plane_endpoint, pillar_minion):
-    if pillar_minion not in (None, ""):
-        from_pillar = _hosts_from_pillar(pillar_minion)
-        masters = from_pillar[0] if masters in (None, "") else masters
-        nodes = from_pillar[1] if nodes in (None, "") else nodes
-    if masters in (None, ""):
-        raise k8s_pki.InputError(
-            "masters: the kubeadm profile needs the control-plane hosts, e.g. "
-            "masters='[{name: m1, ip: 192.0.2.11}]', or pillar_minion=<id>"
-        )
-    return k8s_pki.kubeadm_specs(
-        masters, nodes, control_plane_endpoint=control_plane_endpoint, **common
-    )
 
 
 # --------------------------------------------------------------------------
@@ -511,6 +505,7 @@ def renew(
         if threshold_days in (None, "")
         else k8s_pki.check_days(threshold_days, "threshold_days")
     )
+    k8s_pki.require_profile(os.path.join(_pki_root(), tag), "seed", "renew")
     plan, backup = k8s_pki.renew_set(
         _pki_root(),
         tag,
@@ -710,6 +705,7 @@ def rotate_ca(
     dry = _dry_run(test)
     specs = k8s_pki.seed_specs()
     directory = os.path.join(_pki_root(), tag)
+    k8s_pki.require_profile(directory, "seed", "rotate_ca")
     ret = {"cluster_tag": tag, "stage": stage}
     if stage == "status":
         status = k8s_pki.rotation_status(k8s_pki.read_rotation(directory, specs))
@@ -946,6 +942,7 @@ def verify(cluster_tag="default", tgt=None, tgt_type="glob", timeout=None, table
         raise k8s_pki.InputError(f"tgt_type: {tgt_type!r} is not one of {', '.join(TGT_TYPES)}")
     wait = __opts__.get("timeout", 5) if timeout in (None, "") else _seconds(timeout, "timeout")
     directory = os.path.join(_pki_root(), tag)
+    k8s_pki.require_profile(directory, "seed", "verify")
     reference = k8s_pki.verify_reference(directory)
     expected = _targeted(tgt, tgt_type)
     if not expected:

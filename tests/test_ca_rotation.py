@@ -337,7 +337,7 @@ def _kubeadm(master):
         key_type="ecdsa-p256",
     )
     assert ret.get("result") is not False, ret
-    return "kadm", "this set has more CAs (the kubeadm profile)"
+    return "kadm", "profile: this set is kubeadm; rotate_ca handles seed sets only"
 
 
 def _no_set(master):

@@ -111,7 +111,9 @@ def test_salt_run_end_to_end(master_conf, pki_root):
         # the seed profile's own call is unchanged: default profile, seed files
         proc = support.salt_run(master_conf, "k8s-helper.generate_certs", "cluster_tag=seed")
         assert proc.returncode == 0, proc.stderr
-        assert sorted(os.listdir(pki_root / "seed")) == sorted(support.SEED_FILES)
+        assert sorted(os.listdir(pki_root / "seed")) == sorted(
+            [*support.SEED_FILES, "cluster.yaml"]
+        )
 
 
 BAD = [

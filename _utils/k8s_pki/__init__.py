@@ -79,6 +79,7 @@ from .defaults import (  # noqa: F401
     KEY_TYPES,
     KUBEADM_PORT,
     KUBECONFIG_SUFFIXES,
+    MANIFEST_FILE,
     NEXT_CA,
     PEM_SUFFIXES,
     backup_keep,
@@ -121,6 +122,22 @@ from .lifecycle import (  # noqa: F401
     prune_backups,
     renew_set,
     write_plan,
+)
+from .manifest import (  # noqa: F401
+    MANIFEST_FORMAT,
+    PROFILE_DEFAULTS,
+    canonical,
+    explain_changes,
+    files_profile,
+    infer_settings,
+    manifest_path,
+    parse_manifest,
+    read_manifest,
+    render_manifest,
+    require_profile,
+    resolve_settings,
+    set_profile,
+    specs_for,
 )
 from .pem import (  # noqa: F401
     CERT_LABELS,

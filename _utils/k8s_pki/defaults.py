@@ -27,6 +27,10 @@ DEFAULT_RENEW_BEFORE_DAYS = 90
 BACKUP_DIR = "backup"
 
 
+# The set's manifest: its profile and settings (see manifest.py).
+MANIFEST_FILE = "cluster.yaml"
+
+
 # Certificates are back-dated a little so that hosts with a slightly slow clock
 # accept them at once.
 BACKDATE = datetime.timedelta(minutes=5)

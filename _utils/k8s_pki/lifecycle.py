@@ -19,7 +19,8 @@ from .defaults import (
 )
 from .errors import InputError, SetError
 from .files import fsync_dir
-from .guard import check_store, lstat_or_none
+from .guard import check_store, lstat_or_none, read_store_file
+from .manifest import manifest_path
 from .plan import fill_plan, leaf_names, plan_set, token_signing_leaf
 from .specs import CASpec, spec_from_cert
 from .store import read_pair
@@ -42,6 +43,7 @@ def ensure_set(
     now=None,
     backup_keep=DEFAULT_BACKUP_KEEP,
     dry_run=False,
+    manifest=None,
 ):
     """Make sure ``<pki_root>/<cluster_tag>`` holds a complete, valid set.
 
@@ -57,6 +59,9 @@ def ensure_set(
     With ``dry_run`` the plan is returned unfilled and nothing is written, not
     even pki_root or the lock: it is the same :func:`plan_set` call the locked
     path makes, only without the lock (a writer meanwhile may change the outcome).
+
+    ``manifest`` (the bytes of ``cluster.yaml``) is written with the files, in
+    the same swap, when the set has no such manifest yet or another one.
     """
     now = now or datetime.datetime.now(datetime.timezone.utc)
     directory = os.path.join(pki_root, cluster_tag)
@@ -70,11 +75,14 @@ def ensure_set(
     )
     check_store(directory)
     if dry_run:
-        return plan_set(directory, specs, **options), None
+        plan = plan_set(directory, specs, **options)
+        _stage_manifest(plan, manifest)
+        return plan, None
     if not force_regen and not renew and os.path.isdir(directory):
         # Fast path, no lock: a valid set is left alone without writing anything.
         try:
             plan = plan_set(directory, specs, **decide)
+            _stage_manifest(plan, manifest)
             if not plan.changed:
                 return plan, None
         except SetError:
@@ -84,12 +92,19 @@ def ensure_set(
                 raise
     with locked(pki_root, cluster_tag):
         plan = plan_set(directory, specs, **options)
+        _stage_manifest(plan, manifest)
         if not plan.changed:
             return plan, None
         backup = write_plan(
             pki_root, cluster_tag, plan, key_type, ca_days, leaf_days, now, backup_keep
         )
         return plan, backup
+
+
+def _stage_manifest(plan, manifest):
+    """Have the writer put ``manifest`` in place unless the set already holds it."""
+    if manifest is not None and read_store_file(manifest_path(plan.directory)) != manifest:
+        plan.manifest = manifest
 
 
 def write_plan(

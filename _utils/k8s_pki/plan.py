@@ -27,7 +27,13 @@ from .crypto import (
     satisfies,
     signed_by,
 )
-from .defaults import CA_FILE_ACTIONS, DEFAULT_KEY_TYPE, DEFAULT_RENEW_BEFORE_DAYS, NEXT_CA
+from .defaults import (
+    CA_FILE_ACTIONS,
+    DEFAULT_KEY_TYPE,
+    DEFAULT_RENEW_BEFORE_DAYS,
+    MANIFEST_FILE,
+    NEXT_CA,
+)
 from .errors import InputError, PKIError, SetError
 from .kubeconfig import render_kubeconfig
 from .specs import CASpec, KeyPairSpec, KubeconfigSpec, LeafSpec
@@ -44,10 +50,13 @@ class Plan:
     # only in the backup (e.g. ca.next.crt/.key once a rotation promoted them).
     drop: set = field(default_factory=set)
     warnings: list = field(default_factory=list)  # what the operator must act on
+    manifest: bytes | None = None  # a new cluster.yaml, staged with the files
 
     @property
     def changed(self):
-        return bool(self.drop) or any(item.action != "reused" for item in self.items.values())
+        if self.drop or self.manifest is not None:
+            return True
+        return any(item.action != "reused" for item in self.items.values())
 
 
 def _leaf_drift(item, spec, ca, renew_before_days, now):
@@ -322,6 +331,9 @@ def describe_plan(plan, backup=None):
         "backup": backup,
         "files": files,
     }
+    if plan.manifest is not None:
+        described["manifest"] = {"path": os.path.join(plan.directory, MANIFEST_FILE)}
+        described["manifest"]["action"] = "written"
     if plan.drop:  # files the new folder left out (kept in the backup)
         described["removed"] = sorted(plan.drop)
     if plan.warnings:

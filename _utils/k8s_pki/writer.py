@@ -17,6 +17,7 @@ from .defaults import (
     DEFAULT_BACKUP_KEEP,
     DIR_MODE,
     KEY_MODE,
+    MANIFEST_FILE,
 )
 from .errors import SetError
 from .files import exchange_dirs, flush_to_disk, fsync_dir, hard_link, make_parents, write_new
@@ -218,6 +219,11 @@ def stage_plan(plan, staging, now, keep=DEFAULT_BACKUP_KEEP):
                 make_parents(path)
                 write_new(path, data, mode)
                 written.append(path)
+    if plan.manifest is not None:  # the manifest goes with the files, in the same swap
+        planned.add(MANIFEST_FILE)
+        path = os.path.join(staging, MANIFEST_FILE)
+        write_new(path, plan.manifest, CERT_MODE)
+        written.append(path)
     if os.path.isdir(target):  # files the set does not name (yet) are the user's: keep them
         for rel in set_files(target):
             if rel not in planned and rel not in plan.drop:

@@ -116,7 +116,10 @@ def test_generate_drifted_seed_set(runners, pki_root):
         runners, pki_root, "k8s-helper.generate_certs", api_server_fqdn="api.other", **SEED
     )
     assert changes(dry)["server.crt"] == "reissue"
-    assert dry["files"]["server.crt"]["reason"] == "names or usages differ from those requested"
+    assert dry["files"]["server.crt"]["reason"] == (
+        "api_server_fqdn changed from 'kubernetes.api' to 'api.other': "
+        "names or usages differ from those requested"
+    )
     assert changes(dry)["server.key"] == "keep"  # it signs the service-account tokens
     assert changes(dry)["kubecfg.crt"] == "keep"
     assert dry["would_back_up"] is True
@@ -137,7 +140,7 @@ def test_generate_added_node_kubeadm(runners, pki_root):
     grown = {**KUBEADM, "nodes": [*NODES, {"name": "n3"}]}
     dry, _ = dry_then_real(runners, pki_root, "k8s-helper.generate_certs", **grown)
     created = {n: dry["files"][n].get("reason") for n, c in changes(dry).items() if c == "create"}
-    assert created == {"hosts/n3/kubelet.conf": "missing"}
+    assert created == {"hosts/n3/kubelet.conf": "nodes changed (added n3): missing"}
 
 
 @pytest.mark.parametrize("profile", [SEED, KUBEADM], ids=["seed", "kubeadm"])
@@ -426,7 +429,10 @@ def test_orchestrations_in_test_mode_show_the_plan(orch_conf, tmp_path):
         _, steps = orchestrate(orch_conf, "replace_certs", pillar, "test=True")
         plan = steps["kubernetes-orch-replace-set-plan"]
         assert plan["result"] is True
-        server = "reissue  server.crt: names or usages differ from those requested"
+        server = (
+            "reissue  server.crt: api_server_fqdn changed from 'kubernetes.api' to 'api.new': "
+            "names or usages differ from those requested"
+        )
         assert server in plan["comment"]
         assert "reissue  kubecfg.crt: expires in" in plan["comment"]
         assert "keep     ca.crt" in plan["comment"]

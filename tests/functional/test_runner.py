@@ -216,7 +216,10 @@ def test_service_account_key_pair(runners, tmp_path):
     assert drift["files"]["sa.key"]["action"] == "reused"
     assert (d / "sa.key").read_bytes() == before
     refused = generate(
-        profile="kubeadm", service_account_key=True, masters=[{"name": "m1", "ip": "192.0.2.1"}]
+        cluster_tag="other",
+        profile="kubeadm",
+        service_account_key=True,
+        masters=[{"name": "m1", "ip": "192.0.2.1"}],
     )
     assert refused["retcode"] != 0 and refused["error"].startswith("service_account_key: ")
     bad = generate(service_account_key="perhaps")

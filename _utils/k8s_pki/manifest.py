@@ -1,0 +1,459 @@
+"""The set's manifest, ``cluster.yaml``: which profile made the set, with which settings.
+
+A re-run of ``generate_certs`` with fewer arguments takes the missing ones
+from here, so forgetting an argument never reissues a certificate; a setting
+given explicitly that differs from the record changes it, and the caller says
+which files that reissues.  Sets made before the manifest existed have none:
+their profile is inferred once from the files, their settings from the
+certificates where they say it, and the manifest is written at the next write.
+"""
+
+from __future__ import annotations
+
+import os
+
+import yaml
+
+from .checks import (
+    check_bool,
+    check_days,
+    check_dns_name,
+    check_endpoint,
+    check_hosts,
+    check_ip,
+    check_key_type,
+    split_sans,
+)
+from .crypto import cert_sans, key_type_of
+from .defaults import (
+    DEFAULT_CA_DAYS,
+    DEFAULT_KEY_TYPE,
+    DEFAULT_LEAF_DAYS,
+    KUBEADM_PORT,
+    MANIFEST_FILE,
+)
+from .errors import InputError, PKIError, SetError
+from .guard import check_set_folder, lstat_or_none, read_store_file
+from .kubeconfig import parse_kubeconfig
+from .profiles import KUBEADM_HOSTS_DIR, kubeadm_specs, seed_specs
+from .specs import KeyPairSpec, KubeconfigSpec
+from .store import read_pair
+
+MANIFEST_FORMAT = 1
+
+PROFILES = ("seed", "kubeadm")
+
+#: every profile's settings and their defaults (what generate_certs uses when neither
+#: the arguments nor the record say otherwise)
+COMMON_DEFAULTS = {
+    "api_server_fqdn": "kubernetes.api",
+    "api_service_address": "10.254.0.1",
+    "cluster_domain": "cluster.local",
+    "extra_sans": [],
+    "key_type": DEFAULT_KEY_TYPE,
+    "ca_days": DEFAULT_CA_DAYS,
+    "days": DEFAULT_LEAF_DAYS,
+}
+
+PROFILE_DEFAULTS = {
+    "seed": {**COMMON_DEFAULTS, "service_account_key": False},
+    "kubeadm": {
+        **COMMON_DEFAULTS,
+        "masters": [],
+        "nodes": [],
+        "control_plane_endpoint": None,
+        "cluster_name": "kubernetes",
+    },
+}
+
+# Settings that only change what new keys and certificates will be like: a
+# change is recorded, but reissues nothing by itself.
+_NO_REISSUE = ("key_type", "ca_days", "days")
+
+
+def _endpoint_text(host, port):
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _hosts(value, name, need_ip):
+    return [
+        {"name": host, "ip": str(ip)} if ip is not None else {"name": host}
+        for host, ip in check_hosts(value, name, need_ip=need_ip)
+    ]
+
+
+def _cluster_name(value, name):
+    if not isinstance(value, str) or not value or value != value.strip() or "\n" in value:
+        raise InputError(f"{name}: {value!r} is not a cluster name")
+    return value
+
+
+def canonical(name, value, where=None):
+    """``value`` of the setting ``name``, checked, in the form the manifest records."""
+    where = where or name
+    if name in ("api_server_fqdn", "cluster_domain"):
+        return check_dns_name(value, where)
+    if name == "api_service_address":
+        return str(check_ip(value, where))
+    if name == "extra_sans":
+        dns, ips = split_sans(value, where)
+        return [*dns, *(str(ip) for ip in ips)]
+    if name == "key_type":
+        return check_key_type(value)
+    if name in ("ca_days", "days"):
+        return check_days(value, where)
+    if name == "service_account_key":
+        return check_bool(value, where)
+    if name == "masters":
+        return _hosts(value, where, need_ip=True)
+    if name == "nodes":
+        return _hosts(value, where, need_ip=False)
+    if name == "control_plane_endpoint":
+        return None if value in (None, "") else _endpoint_text(*check_endpoint(value, where))
+    if name == "cluster_name":
+        return _cluster_name(value, where)
+    raise InputError(f"{where}: unknown setting")
+
+
+def manifest_path(directory):
+    return os.path.join(directory, MANIFEST_FILE)
+
+
+def _bad(path, why):
+    return SetError(
+        f'{path}: {why}; fix it (see docs/lifecycle.md, "The set\'s manifest") or move it '
+        "away, and k8s-helper infers the settings from the certificates again"
+    )
+
+
+def parse_manifest(data, path):
+    """The settings a manifest's bytes record, checked strictly; SetError naming ``path``."""
+    try:
+        doc = yaml.safe_load(data.decode("utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError):
+        raise _bad(path, "not a YAML manifest") from None
+    if not isinstance(doc, dict):
+        raise _bad(path, "not a mapping of settings")
+    version = doc.get("format")
+    if version != MANIFEST_FORMAT or isinstance(version, bool):
+        raise SetError(
+            f"{path}: format {version!r} is not one this k8s-helper reads (format "
+            f"{MANIFEST_FORMAT}); a newer formula wrote it: upgrade the formula on the master"
+        )
+    profile = doc.get("profile")
+    if profile not in PROFILES:
+        raise _bad(path, f"profile {profile!r} is not one of {', '.join(PROFILES)}")
+    defaults = PROFILE_DEFAULTS[profile]
+    unknown = sorted(str(key) for key in doc if key not in ("format", "profile", *defaults))
+    if unknown:
+        raise _bad(path, f"unknown key {unknown[0]!r} for profile {profile}")
+    missing = [key for key in defaults if key not in doc]
+    if missing:
+        raise _bad(path, f"{missing[0]!r} is missing")
+    settings = {"profile": profile}
+    for key in defaults:
+        value = doc[key]
+        if key == "extra_sans" and not isinstance(value, list):
+            raise _bad(path, f"extra_sans: {value!r} is not a list")
+        if key in ("ca_days", "days") and (isinstance(value, bool) or not isinstance(value, int)):
+            raise _bad(path, f"{key}: {value!r} is not a whole number")
+        if key == "service_account_key" and not isinstance(value, bool):
+            raise _bad(path, f"{key}: {value!r} is not true or false")
+        try:
+            settings[key] = canonical(key, value)
+        except InputError as err:
+            raise _bad(path, str(err)) from None
+    return settings
+
+
+def read_manifest(directory):
+    """The settings ``<directory>/cluster.yaml`` records, or None when there is none."""
+    path = manifest_path(directory)
+    data = read_store_file(path)  # refused unless the master's user alone controls it
+    if data is None:
+        return None
+    return parse_manifest(data, path)
+
+
+def render_manifest(settings):
+    """The bytes of a manifest recording ``settings`` (which hold ``profile``)."""
+    profile = settings["profile"]
+    doc = {"format": MANIFEST_FORMAT, "profile": profile}
+    doc.update({key: settings[key] for key in PROFILE_DEFAULTS[profile]})
+    header = (
+        "# Written by salt-run k8s-helper.generate_certs: the profile and settings this set\n"
+        "# was made with. A re-run without an argument uses the value recorded here.\n"
+    )
+    return (header + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)).encode()
+
+
+def files_profile(directory):
+    """The profile the files of a set belong to, or None (no set, or only a CA).
+
+    Seed: ``server`` or ``kubecfg`` at the top.  kubeadm: ``hosts/``,
+    ``front-proxy-ca`` or ``etcd/``.  Both at once is a mixed folder: refused.
+    """
+
+    def here(rel):
+        return lstat_or_none(os.path.join(directory, rel)) is not None
+
+    seed = [rel for rel in ("server.crt", "server.key", "kubecfg.crt", "kubecfg.key") if here(rel)]
+    kubeadm = [rel for rel in (KUBEADM_HOSTS_DIR, "front-proxy-ca.crt", "etcd") if here(rel)]
+    if seed and kubeadm:
+        raise SetError(
+            f"{directory}: holds files of both profiles ({seed[0]}: seed, {kubeadm[0]}: "
+            "kubeadm); move the files of the wrong profile away (keep a copy), then run again"
+        )
+    return "seed" if seed else "kubeadm" if kubeadm else None
+
+
+def set_profile(directory):
+    """``(profile, recorded settings or None)`` of the set in ``directory``.
+
+    The manifest's profile must agree with the files: a manifest that says
+    kubeadm over seed files (or the other way round) is refused.
+    """
+    if not check_set_folder(directory):
+        return None, None
+    recorded = read_manifest(directory)
+    found = files_profile(directory)
+    if recorded is None:
+        return found, None
+    if found is not None and found != recorded["profile"]:
+        raise SetError(
+            f"{manifest_path(directory)}: says profile {recorded['profile']}, but the files "
+            f"are those of a {found} set; move the wrong one away (the manifest, or the "
+            "files) so that they agree"
+        )
+    return recorded["profile"], recorded
+
+
+def require_profile(directory, profile, operation):
+    """Refuse ``operation`` (which knows only ``profile``) on a set of another profile."""
+    found, _ = set_profile(directory)
+    if found is not None and found != profile:
+        raise InputError(
+            f"profile: this set is {found}; {operation} handles {profile} sets only "
+            f"(see docs/kubeadm-profile.md for what applies to a {found} set)"
+        )
+
+
+def _split_sans_of(cert):
+    dns, ips = cert_sans(cert)
+    return list(dns), [str(ip) for ip in ips]
+
+
+def _domain_of(dns):
+    prefix = "kubernetes.default.svc."
+    return next((name[len(prefix) :] for name in dns if name.startswith(prefix)), None)
+
+
+_SERVICE_DNS = ("kubernetes", "kubernetes.default", "kubernetes.default.svc")
+
+
+def _infer_seed(directory):
+    found = {}
+    server = read_pair(directory, "server").cert
+    if server is not None:
+        dns, ips = _split_sans_of(server)
+        domain = _domain_of(dns)
+        if dns and ips and domain:
+            service = {*_SERVICE_DNS, f"kubernetes.default.svc.{domain}"}
+            found["api_server_fqdn"] = dns[0]
+            found["api_service_address"] = ips[0]
+            found["cluster_domain"] = domain
+            found["extra_sans"] = [n for n in dns[1:] if n not in service] + ips[1:]
+    found["service_account_key"] = lstat_or_none(os.path.join(directory, "sa.key")) is not None
+    return found
+
+
+def _infer_kubeadm(directory):
+    hosts = os.path.join(directory, KUBEADM_HOSTS_DIR)
+    names = sorted(os.listdir(hosts)) if os.path.isdir(hosts) else []
+    masters, nodes, found = [], [], {}
+    for host in names:
+        apiserver = read_pair(directory, f"{KUBEADM_HOSTS_DIR}/{host}/apiserver").cert
+        if apiserver is None:
+            nodes.append({"name": host})
+            continue
+        dns, ips = _split_sans_of(apiserver)
+        if len(ips) < 2 or len(dns) < 2:
+            continue
+        masters.append({"name": host, "ip": ips[1]})
+        if "api_server_fqdn" in found:
+            continue
+        found["api_server_fqdn"], found["api_service_address"] = dns[1], ips[0]
+        found["cluster_domain"] = _domain_of(dns) or COMMON_DEFAULTS["cluster_domain"]
+        endpoint = None
+        data = read_store_file(os.path.join(directory, "admin.conf"), secret=True)
+        if data is not None:
+            try:
+                server = parse_kubeconfig(data, "admin.conf").server
+                endpoint = _endpoint_text(*check_endpoint(server.removeprefix("https://")))
+            except PKIError:
+                endpoint = None
+        if endpoint == _endpoint_text(dns[1], KUBEADM_PORT):
+            endpoint = None
+        found["control_plane_endpoint"] = endpoint
+        skip = {host, dns[1], *_SERVICE_DNS, f"kubernetes.default.svc.{found['cluster_domain']}"}
+        skip_ips = {ips[0], ips[1]}
+        if endpoint is not None:
+            skip.add(check_endpoint(endpoint)[0])
+            skip_ips.add(check_endpoint(endpoint)[0])
+        found["extra_sans"] = [n for n in dns if n not in skip] + [
+            ip for ip in ips if ip not in skip_ips
+        ]
+    if masters:
+        found["masters"], found["nodes"] = masters, nodes
+    return found
+
+
+def infer_settings(directory, profile):
+    """What a set made before the manifest says about its settings (only what it says)."""
+    found = _infer_seed(directory) if profile == "seed" else _infer_kubeadm(directory)
+    ca = read_pair(directory, "ca")
+    key_type = key_type_of(ca.key) if ca.key is not None else None
+    if key_type:
+        found["key_type"] = key_type
+    checked = {}
+    for key, value in found.items():
+        try:
+            checked[key] = canonical(key, value)
+        except InputError:
+            continue  # a value the set does not state plainly: the arguments decide
+    return checked
+
+
+def resolve_settings(directory, given, profile=None):
+    """Decide a run's settings: ``(profile, settings, recorded, changed)``.
+
+    ``given`` holds only the settings given explicitly (already canonical).
+    Each other setting comes from the manifest (or, for a set made before it,
+    from the certificates), else from the defaults.  ``changed`` maps each
+    explicit setting that differs from the record to ``{"from", "to"}``.
+    A profile other than the set's is refused, naming the remedy; so is a
+    kubeadm set with the profile left out (the seed is the default only for a
+    new set).
+    """
+    tag = os.path.basename(os.path.normpath(directory))
+    found, recorded = set_profile(directory)
+    if found is not None and profile not in (None, found):
+        raise InputError(
+            f"profile: this set is {found}; run salt-run k8s-helper.generate_certs "
+            f"profile={found} cluster_tag={tag} (a {profile} set needs a cluster_tag of its own)"
+        )
+    if found == "kubeadm" and profile is None:
+        raise InputError(
+            f"profile: this set is kubeadm; run salt-run k8s-helper.generate_certs "
+            f"profile=kubeadm cluster_tag={tag}"
+        )
+    profile = profile or found or "seed"
+    defaults = PROFILE_DEFAULTS[profile]
+    for key in given:
+        if key not in defaults:
+            other = next(p for p in PROFILES if p != profile)
+            raise InputError(f"{key}: only used with profile={other}, not {profile}")
+    if recorded is None and found is not None:
+        recorded = {"profile": profile, **infer_settings(directory, profile)}
+    recorded = recorded or {}
+    settings = {"profile": profile}
+    for key, default in defaults.items():
+        settings[key] = given.get(key, recorded.get(key, default))
+    changed = {
+        key: {"from": recorded[key], "to": value}
+        for key, value in given.items()
+        if key in recorded and recorded[key] != value
+    }
+    return profile, settings, recorded, changed
+
+
+def specs_for(settings):
+    """The members of a set with these settings (its profile's specs)."""
+    if settings["profile"] == "seed":
+        return seed_specs(
+            api_server_fqdn=settings["api_server_fqdn"],
+            api_service_address=settings["api_service_address"],
+            cluster_domain=settings["cluster_domain"],
+            extra_sans=settings["extra_sans"],
+            service_account_key=settings["service_account_key"],
+        )
+    if not settings["masters"]:
+        raise InputError(
+            "masters: the kubeadm profile needs the control-plane hosts, e.g. "
+            "masters='[{name: m1, ip: 192.0.2.11}]', or pillar_minion=<id>"
+        )
+    return kubeadm_specs(
+        settings["masters"],
+        settings["nodes"],
+        api_server_fqdn=settings["api_server_fqdn"],
+        api_service_address=settings["api_service_address"],
+        cluster_domain=settings["cluster_domain"],
+        extra_sans=settings["extra_sans"],
+        control_plane_endpoint=settings["control_plane_endpoint"],
+        cluster_name=settings["cluster_name"],
+    )
+
+
+def file_name(name, spec):
+    """The name a member is listed under in a plan's description."""
+    if isinstance(spec, KubeconfigSpec):
+        return name
+    return f"{name}.key" if isinstance(spec, KeyPairSpec) else f"{name}.crt"
+
+
+def describe_change(key, change):
+    """``<key> changed ...`` in a few words: a list names what it gained and lost, not itself.
+
+    (A kubeadm set's ``nodes`` may hold thousands of hosts; a reason repeats on
+    every file it reissues.)
+    """
+    before, after = change["from"], change["to"]
+    if not (isinstance(before, list) and isinstance(after, list)):
+        return f"{key} changed from {before!r} to {after!r}"
+
+    def label(entry):
+        return entry.get("name", repr(entry)) if isinstance(entry, dict) else str(entry)
+
+    old = {label(e): e for e in before}
+    new = {label(e): e for e in after}
+    parts = []
+    for verb, names in (
+        ("added", [n for n in new if n not in old]),
+        ("removed", [n for n in old if n not in new]),
+        ("changed", [n for n in new if n in old and new[n] != old[n]]),
+    ):
+        if names:
+            shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            parts.append(f"{verb} {shown}")
+    return f"{key} changed ({'; '.join(parts) or 'reordered'})"
+
+
+def explain_changes(plan, settings, recorded, changed):
+    """Name, in each reissued file's reason and in ``changed``, the setting that caused it.
+
+    For each changed setting, the specs made with the record but that one
+    setting are compared with the record's own: the members that differ are
+    the ones that setting reissues.
+    """
+    if not changed:
+        return
+    base = {**settings, **{k: v for k, v in recorded.items() if k in settings}}
+    try:
+        before = specs_for(base)
+    except InputError:
+        before = {}
+    for key, change in changed.items():
+        affected = []
+        if key not in _NO_REISSUE:
+            try:
+                variant = specs_for({**base, key: change["to"]})
+            except InputError:
+                variant = {}
+            for name, spec in variant.items():
+                item = plan.items.get(name)
+                if before.get(name) == spec or item is None or item.action == "reused":
+                    continue
+                affected.append(file_name(name, spec))
+                why = describe_change(key, change)
+                item.reason = f"{why}: {item.reason}" if item.reason else why
+        change["reissues"] = affected
