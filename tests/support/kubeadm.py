@@ -3,8 +3,9 @@
 import base64
 import pathlib
 
-import support
 import yaml
+
+import support
 
 k8s_pki = support.k8s_pki
 
