@@ -32,6 +32,7 @@ import ssl
 import time
 import urllib.parse
 
+import salt.exceptions
 import salt.utils.path
 import yaml
 
@@ -58,15 +59,9 @@ DEFAULT_RESTART = (
 ROLLOUT_KINDS = ("daemonset", "deployment", "statefulset")
 TOKEN_TYPE = "kubernetes.io/service-account-token"  # noqa: S105 - a Secret type
 
-_MAP = """\
-{%- from 'kubernetes/map.jinja' import mapdata, node with context %}
-{{ {'local_api_url': node.local_api_url,
-    'ca': mapdata.files['ca.crt'].path,
-    'cert': mapdata.files['kubecfg.crt'].path,
-    'key': mapdata.files['kubecfg.key'].path,
-    'server_name': mapdata.api_server.fqdn,
-    'admin_kubeconfig': mapdata.admin.kubeconfig} | json }}
-"""
+# This minion's settings, rendered by slsutil.renderer from the SLS tree
+# (file_roots or gitfs), where the formula's map.jinja lives too.
+_MAP = "salt://kubernetes/files/cluster-settings.json.jinja"
 
 
 def __virtual__():
@@ -82,9 +77,13 @@ def __virtual__():
 def _settings():
     """This minion's paths and addresses, as the formula's map.jinja gives them."""
     if "k8s_cluster.settings" not in __context__:
-        __context__["k8s_cluster.settings"] = __salt__["slsutil.renderer"](
-            string=_MAP, default_renderer="jinja|json"
-        )
+        settings = __salt__["slsutil.renderer"](path=_MAP, default_renderer="jinja|json")
+        # A file_roots without the formula's kubernetes/files renders nothing.
+        if not isinstance(settings, dict) or not settings:
+            raise salt.exceptions.CommandExecutionError(
+                f"{_MAP} did not render: put the formula's kubernetes/ folder in file_roots"
+            )
+        __context__["k8s_cluster.settings"] = settings
     return __context__["k8s_cluster.settings"]
 
 

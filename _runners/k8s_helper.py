@@ -747,54 +747,10 @@ def rotate_ca(
 # verify: the certificates on the minions against the master's set (issue 5)
 # --------------------------------------------------------------------------
 
-# Rendered on each minion by slsutil.renderer: the formula's own map.jinja
-# (with that minion's grains and pillar, so kubernetes:lookup is honoured)
-# names every path; Salt's own execution modules look at them.  Every call is
-# guarded so that no file can make the rendering fail.  Certificates travel
-# as base64 (they are public); of keys only hashes travel.
-_PROBE = """\
-{%- from formula ~ '/map.jinja' import mapdata with context %}
-{%- set given = salt['pillar.get'](mapdata.pillar, {}) %}
-{%- set sa_given = salt['pillar.get'](mapdata.service_account.pillar, {}) %}
-{%- set sa_key = mapdata.certs.dir ~ '/sa.key' %}
-{%- set out = {
-      'pillar': mapdata.pillar,
-      'given': (given | list) if given is mapping else [],
-      'k8s_env': salt['pillar.get']('kubernetes:k8s_env', ''),
-      'role': salt['pillar.get']('kubernetes:role', none),
-      'service_account': {'path': sa_key, 'exists': salt['file.file_exists'](sa_key),
-                          'given': (sa_given | list) if sa_given is mapping else []},
-      'files': {}} %}
-{%- for ident, file in mapdata.files | dictsort %}
-{%-   set info = {'path': file.path, 'pillar': file.pillar,
-                  'masters_only': file.get('masters_only'),
-                  'exists': salt['file.file_exists'](file.path)} %}
-{%-   if info.exists %}
-{%-     do info.update({'sha256': salt['file.get_hash'](file.path, 'sha256')}) %}
-{%-     if not file.pillar.endswith('.key') %}
-{%-       do info.update({'base64': salt['hashutil.base64_encodefile'](file.path)}) %}
-{%-     endif %}
-{%-   endif %}
-{%-   do out.files.update({ident: info}) %}
-{%- endfor %}
-{%- set link = mapdata.trust.link %}
-{%- set is_link = salt['file.is_link'](link) %}
-{%- do out.update({'link': {
-      'path': link, 'expected': mapdata.trust.anchor, 'is_link': is_link,
-      'exists': salt['file.file_exists'](link) or salt['file.directory_exists'](link),
-      'target': salt['file.readlink'](link) if is_link else none}}) %}
-{%- set bundle = mapdata.trust.bundle %}
-{%- set holds = [] %}
-{%- set has_bundle = salt['file.file_exists'](bundle) %}
-{%- if has_bundle %}
-{%-   for pattern in patterns %}
-{%-     do holds.append(salt['file.search'](bundle, pattern, multiline=True)) %}
-{%-   endfor %}
-{%- endif %}
-{%- do out.update({'bundle': {'path': bundle, 'exists': has_bundle, 'holds': holds}}) %}
-{{ out | json }}
-"""
 FORMULA = "kubernetes"
+# What each minion renders (slsutil.renderer) to report what it holds: a Jinja
+# file of the SLS tree, which minions always get from file_roots or gitfs.
+_PROBE = f"salt://{FORMULA}/files/verify-probe.json.jinja"
 TGT_TYPES = (
     "glob",
     "pcre",
@@ -953,7 +909,7 @@ def verify(cluster_tag="default", tgt=None, tgt_type="glob", timeout=None, table
         tgt,
         "slsutil.renderer",
         kwarg={
-            "string": _PROBE,
+            "path": _PROBE,
             "default_renderer": "jinja|json",
             "formula": FORMULA,
             "patterns": reference["ca.crt"]["patterns"],

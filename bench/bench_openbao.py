@@ -25,13 +25,13 @@ import tempfile
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
 
-import openbao_support as bs  # noqa: E402
 from bench_generate import interleaved, ms  # noqa: E402  (the same measuring as the other benches)
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: E402
-from openbao_support import k8s_openbao  # noqa: E402
+from support import openbao as bs  # noqa: E402
+from support.openbao import k8s_openbao  # noqa: E402
 
 KEY_TYPE = "ecdsa-p256"
 YEAR = 365 * 86400

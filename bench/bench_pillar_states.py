@@ -41,9 +41,8 @@ import time
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-import sandbox  # noqa: E402
 import support  # noqa: E402
-from support import k8s_pki  # noqa: E402
+from support import k8s_pki, sandbox  # noqa: E402
 
 WORK = REPO / ".bench" / "pillar_states"
 MINIONS = 100

@@ -2,8 +2,8 @@ import logging
 
 import pytest
 import salt._logging.impl
-import sandbox
 import support
+from support import sandbox
 
 # Salt installs a handler that queues every log record until logging is set up
 # and writes them to stderr at exit, after pytest's summary (and onto a closed
@@ -80,7 +80,7 @@ def host_untouched(host_before):
 
 @pytest.fixture(scope="module")
 def new_sandbox(tmp_path_factory, host_untouched):
-    """Make fresh sandboxes (see tests/sandbox.py); skips where they cannot run."""
+    """Make fresh sandboxes (see tests/support/sandbox.py); skips where they cannot run."""
     reason = sandbox.available()
     if reason:
         pytest.skip(f"sandbox unavailable: {reason}")

@@ -6,9 +6,9 @@ checkout; a real ``salt-call`` checks the exit status of a failure.  The
 defaults come from the formula's map.jinja, rendered with this minion's pillar
 (``kubernetes:lookup`` moves every path under a temporary folder).
 
-- ``healthz`` talks TLS to tests/tlsserver.py, a stand-in for the apiserver's
+- ``healthz`` talks TLS to tests/support/tlsserver.py, a stand-in for the apiserver's
   TLS endpoint (client certificates required);
-- ``cleanup`` runs the real ``kubectl`` against tests/kubeapi.py, a stand-in
+- ``cleanup`` runs the real ``kubectl`` against tests/support/kubeapi.py, a stand-in
   for the few API endpoints it uses (discovery, list/delete Secrets, get/patch
   DaemonSets and Deployments).  kubectl is real; the cluster behind it is not.
 """
@@ -22,11 +22,9 @@ import subprocess
 import threading
 import time
 
-import kubeapi
 import pytest
 import support
-import tlsserver
-from support import k8s_pki
+from support import k8s_pki, kubeapi, tlsserver
 
 FQDN = "kubernetes.api"
 

@@ -15,8 +15,8 @@ import pathlib
 
 import pytest
 import support
-from kubeadm_support import MASTERS, NODES
 from support import event_sink, k8s_pki, salt_run
+from support.kubeadm import MASTERS, NODES
 
 DAY = datetime.timedelta(days=1)
 KUBEADM = {

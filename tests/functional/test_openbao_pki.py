@@ -13,13 +13,13 @@ import pathlib
 import socket
 import threading
 
-import openbao_support as bs
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from openbao_support import k8s_openbao
+from support import openbao as bs
 from support import openssl
+from support.openbao import k8s_openbao
 
 TEN_YEARS = 10 * 365 * 86400
 YEAR = 365 * 86400

@@ -2,7 +2,7 @@
 
 - ``files``, ``chain``, ``keys``, ``trust``: on a host where the real
   ``kubernetes.certs.present`` was applied with ``salt-call --local``, inside a
-  throwaway mount namespace (tests/sandbox.py), so /srv, /var/lib/kubelet,
+  throwaway mount namespace (tests/support/sandbox.py), so /srv, /var/lib/kubelet,
   /usr/local/share/ca-certificates and /etc/ssl/certs are the real paths and
   the trust bundle is the one the real update-ca-certificates built;
 - ``api``: the real kubectl against a small HTTPS stand-in for kube-apiserver
@@ -26,8 +26,7 @@ import time
 
 import pytest
 import support
-import tlsserver
-from support import k8s_pki
+from support import k8s_pki, tlsserver
 
 DOC = support.REPO / "docs" / "troubleshooting.md"
 

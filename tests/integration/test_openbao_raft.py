@@ -9,11 +9,11 @@ clean line; a re-run then completes, with the same CA.
 import json
 import pathlib
 
-import openbao_support as bs
 import pytest
 from cryptography import x509
-from openbao_support import k8s_openbao
+from support import openbao as bs
 from support import openssl
+from support.openbao import k8s_openbao
 
 YEAR = 365 * 86400
 KEY_TYPE = "ecdsa-p256"

@@ -2,11 +2,11 @@
 kubernetes.orch.rotate_ca, run by ``salt-run state.orchestrate`` on a real
 salt-master against four real salt-minions (two masters, two nodes).
 
-Each minion daemon runs inside its own sandbox (tests/sandbox.py): a private
+Each minion daemon runs inside its own sandbox (tests/support/sandbox.py): a private
 mount namespace with overlays over /etc, /var, /srv and /usr/local, so every
 host writes the real paths of its own "machine" and the host stays untouched.
 Inside, Salt drives a real init script standing in for the kubelet service
-(tests/services.py: systemctl hidden, ``runlevel`` stand-in); the script
+(tests/support/services.py: systemctl hidden, ``runlevel`` stand-in); the script
 records each start, stop and restart with its time.  The hosts trust no public
 CA (an empty /etc/ca-certificates.conf in each sandbox), so the real
 ``update-ca-certificates`` builds a system bundle of the cluster's CAs alone.  These hosts have no
@@ -16,14 +16,14 @@ container runtime (docker, ctr and crictl are hidden), so
 What cannot run here, and what stands in for it (no Kubernetes binary can be
 installed on this machine):
 
-- each master's kube-apiserver is tests/tlsserver.py on that master's
+- each master's kube-apiserver is tests/support/tlsserver.py on that master's
   ``secure_port``, presenting the ``server.cert``/``server.key`` on that
   master's disk and trusting its ``ca.crt``, read again whenever they change:
   what an apiserver restarted by its kubelet would serve.  The orchestration's
   health check (``k8s_cluster.healthz`` on the master) must get ``ok`` from it,
   verifying its certificate with the ``ca.crt`` just laid down;
 - the cluster's API, reached through the masters' admin kubeconfig, is
-  tests/kubeapi.py: the real ``kubectl`` of the clean-up step talks to a
+  tests/support/kubeapi.py: the real ``kubectl`` of the clean-up step talks to a
   stand-in implementing only the endpoints it uses (discovery, list and delete
   Secrets, get and patch DaemonSets/Deployments).  When it is not running, the
   clean-up step must say "no cluster reachable" and fail.
@@ -39,14 +39,10 @@ import threading
 import time
 
 import attr
-import kubeapi
 import pytest
-import sandbox
-import services
 import support
-import tlsserver
 from saltfactories.daemons.minion import SaltMinion
-from support import k8s_pki
+from support import k8s_pki, kubeapi, sandbox, services, tlsserver
 
 pytestmark = [pytest.mark.daemons, pytest.mark.sandbox]
 
@@ -59,7 +55,7 @@ BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 ACTIONS = "/var/log/kubelet.actions"
 RUNTIME_CLIS = ("docker", "ctr", "crictl")
 
-# The kubelet stand-in: tests/services.py's script, each action with its time.
+# The kubelet stand-in: tests/support/services.py's script, each action with its time.
 INIT_SCRIPT = (
     services.INIT_SCRIPT.replace(
         "start) echo start >> $ACTIONS", 'start) echo "start $(date +%s.%N)" >> $ACTIONS'
@@ -329,7 +325,7 @@ def cluster(salt_factories, tmp_path_factory, host_untouched, event_listener):
             box = sandbox.Sandbox(base / minion)
             # A host that trusts no public CA: update-ca-certificates then
             # builds a bundle of the cluster's CAs alone, in 0.05 s instead of
-            # ~1 s (the full system bundle: tests/test_certs_states.py).
+            # ~1 s (the full system bundle: tests/functional/test_certs_states.py).
             box.upper("/etc/ca-certificates.conf").write_text("# no public CA here\n")
             sysv = services.SysV(box, base / f"{minion}-bin")
             script = box.upper("/etc/init.d/kubelet")
@@ -346,7 +342,7 @@ def cluster(salt_factories, tmp_path_factory, host_untouched, event_listener):
                 overrides={
                     "enable_fqdns_grains": False,
                     # The formula's modules straight from the checkout (no
-                    # saltutil.sync_all: tests/test_certs_daemons.py covers it).
+                    # saltutil.sync_all: tests/integration/test_certs_daemons.py covers it).
                     "module_dirs": [str(support.REPO / "_modules")],
                     "states_dirs": [str(support.REPO / "_states")],
                     "utils_dirs": [str(support.REPO / "_utils")],

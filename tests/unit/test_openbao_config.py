@@ -7,7 +7,7 @@ never shows a secret.
 import os
 
 import pytest
-from openbao_support import k8s_openbao, master_opts, write_secret
+from support.openbao import k8s_openbao, master_opts, write_secret
 
 SECRET = "s.secret-token-that-must-never-show"
 

@@ -1,7 +1,7 @@
 """verify's comparison, on its own: what a minion reported against the master's set.
 
 The "observed" dicts have the shape the runner's probe returns (see
-_runners/k8s_helper.py, _PROBE); the daemon test in tests/integration produces
+kubernetes/files/verify-probe.json.jinja); the daemon test in tests/integration produces
 them for real.  Here each decision is pinned with a small, exact case.
 """
 

@@ -1,9 +1,9 @@
 """kubernetes.kubelet.removed applied for real: the kubelet stopped, every container gone.
 
-Each apply is the real ``salt-call --local`` inside a sandbox (tests/sandbox.py)
-where Salt drives a kubelet init script for real (tests/services.py).  The
+Each apply is the real ``salt-call --local`` inside a sandbox (tests/support/sandbox.py)
+where Salt drives a kubelet init script for real (tests/support/services.py).  The
 containers are real: Debian's dockerd, and a standalone containerd driven with
-``ctr``, started by the tests (tests/runtimes.py) with their own sockets and no
+``ctr``, started by the tests (tests/support/runtimes.py) with their own sockets and no
 effect on the host's network.  ``crictl`` is not packaged for Debian or on PyPI
 here, so the crictl path of the state is not exercised by these tests.
 
@@ -16,8 +16,8 @@ import os
 import socket as socketlib
 
 import pytest
-import runtimes
-from node_support import REMOVED, RUNNING, by_id, generate_sets, new_node, node_pillar
+from support import runtimes
+from support.node import REMOVED, RUNNING, by_id, generate_sets, new_node, node_pillar
 
 pytestmark = pytest.mark.sandbox
 

@@ -2,14 +2,14 @@
 
 Salt renders the formula from this checkout for a master and a node: the real
 salt-call for the two roles, and for the many variations Salt's Caller in this
-process, each pillar given as an override (node_support.Renderer); nothing is
+process, each pillar given as an override (support.node.Renderer); nothing is
 applied (no sandbox needed).  Bad settings
 must fail the render with a message naming the setting; the real salt-call
 exits non-zero on them.
 """
 
 import pytest
-from node_support import (
+from support.node import (
     FAST,
     REMOVED,
     RUNNING,

@@ -1,9 +1,9 @@
 """kubernetes.running applied for real, on a master and a node.
 
 Every apply is the real ``salt-call --local`` with this checkout as file_roots,
-inside a throwaway mount namespace (tests/sandbox.py), so the states write the
+inside a throwaway mount namespace (tests/support/sandbox.py), so the states write the
 real /srv, /etc and /var/lib paths without touching the host.  Salt drives the
-kubelet service through a real init script (tests/services.py): there is no
+kubelet service through a real init script (tests/support/services.py): there is no
 systemd here, so the "service" is a stand-in that records start, stop and
 restart; what the real kubelet would do with the files is not exercised.
 
@@ -18,9 +18,9 @@ import shutil
 
 import pytest
 import support
-import tlsserver
 from kubernetes.client import ApiClient
-from node_support import (
+from support import tlsserver
+from support.node import (
     KUBECONFIGS,
     KUBELET_CONFIG,
     KUBELET_DROPIN,

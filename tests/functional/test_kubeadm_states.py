@@ -2,7 +2,7 @@
 
 Real ``salt-call --local`` with this checkout as file_roots and the formula's
 k8s_kubeadm ext_pillar reading a generated set, applied inside a throwaway mount
-namespace (tests/sandbox.py) so the states write the real /etc/kubernetes
+namespace (tests/support/sandbox.py) so the states write the real /etc/kubernetes
 without touching the host.
 """
 
@@ -10,11 +10,11 @@ import json
 import pathlib
 import subprocess
 
-import kubeadm_support as ks
 import pytest
-import sandbox
 import support
 import yaml
+from support import kubeadm as ks
+from support import sandbox
 
 k8s_pki = support.k8s_pki
 

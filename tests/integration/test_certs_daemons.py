@@ -9,7 +9,7 @@ checkout's file_roots) -> ``salt-run k8s-helper.generate_certs`` -> the
 Both minions run on this one host, yet each must have its own disk: the
 master-role minion gets the apiserver's key, the node-role minion must not
 have it anywhere.  So each minion daemon is started inside its own sandbox
-(tests/sandbox.py): its own private mount namespace with overlays over /etc,
+(tests/support/sandbox.py): its own private mount namespace with overlays over /etc,
 /var, /srv and /usr/local.  Each minion writes the real paths of its own
 "machine", and the host stays untouched.  We look at each minion's disk by
 entering its namespace (nsenter), and ask the minion itself (file.stat).
@@ -20,11 +20,9 @@ import subprocess
 
 import attr
 import pytest
-import sandbox
 import support
-import tlsserver
 from saltfactories.daemons.minion import SaltMinion
-from support import k8s_pki
+from support import k8s_pki, sandbox, tlsserver
 
 pytestmark = [pytest.mark.daemons, pytest.mark.sandbox]
 

@@ -1,7 +1,7 @@
 """A stand-in for the few kube-apiserver endpoints the clean-up step uses.
 
 Not an apiserver: a Python HTTPS server (client certificates required, like
-tests/tlsserver.py) that keeps a handful of objects in memory and answers the
+tests/support/tlsserver.py) that keeps a handful of objects in memory and answers the
 real ``kubectl`` for exactly these commands:
 
 - ``kubectl get --raw /version`` (and ``/healthz``);
@@ -23,7 +23,7 @@ import json
 import threading
 import urllib.parse
 
-import tlsserver
+from support import tlsserver
 
 WORKLOADS = {"daemonsets": "DaemonSet", "deployments": "Deployment", "statefulsets": "StatefulSet"}
 SHORT = {"daemonsets": ["ds"], "deployments": ["deploy"], "statefulsets": ["sts"]}

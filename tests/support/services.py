@@ -2,7 +2,7 @@
 
 PID 1 here is not systemd, and ``systemctl`` is installed but offline: Salt's
 service states then load the systemd module in "offline mode" and start or
-stop nothing.  Inside a sandbox (tests/sandbox.py) two things make Salt pick
+stop nothing.  Inside a sandbox (tests/support/sandbox.py) two things make Salt pick
 its ``debian_service`` module instead, which runs ``service <name> <action>``
 (``/usr/sbin/service`` -> ``/etc/init.d/<name>``) for real:
 

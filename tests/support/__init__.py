@@ -11,7 +11,7 @@ import threading
 
 import yaml
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 VENV_BIN = pathlib.Path(sys.executable).parent
 sys.path.insert(0, str(REPO / "_utils"))
 

@@ -22,10 +22,10 @@ import time
 import urllib.error
 import urllib.request
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "_utils"))
 
-import k8s_openbao  # noqa: E402, F401  (the library under test; tests use openbao_support.k8s_openbao)
+import k8s_openbao  # noqa: E402, F401  (the library under test; tests use support.openbao.k8s_openbao)
 
 POLICY_FILE = REPO / "docs" / "openbao-master-policy.hcl"
 POLICY_NAME = "k8s-helper-master"

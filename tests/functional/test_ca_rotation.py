@@ -20,7 +20,7 @@ files are kept, and then:
 The same stages rolled out to real minions by the orchestration, with the
 system trust stores following, are in tests/integration/test_replace_daemons.py.
 
-The TLS server is tests/tlsserver.py, a stand-in for kube-apiserver's TLS
+The TLS server is tests/support/tlsserver.py, a stand-in for kube-apiserver's TLS
 endpoint (no apiserver can be installed here).
 """
 
@@ -32,8 +32,7 @@ import subprocess
 
 import pytest
 import support
-import tlsserver
-from support import k8s_pki
+from support import k8s_pki, tlsserver
 
 FQDN = "kubernetes.api"
 FILES = ("ca.crt", "ca.key", "server.crt", "server.key", "kubecfg.crt", "kubecfg.key")

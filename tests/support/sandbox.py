@@ -25,7 +25,7 @@ import shutil
 import subprocess
 import sys
 
-# /usr/bin: where packages put binaries (a stand-in kubelet, tests/services.py).
+# /usr/bin: where packages put binaries (a stand-in kubelet, tests/support/services.py).
 OVERLAID = ("/etc", "/var", "/srv", "/usr/local", "/usr/bin")
 EMPTIED = ("/etc/ca-certificates/update.d",)
 

@@ -1,9 +1,9 @@
 """Shared by the node life-cycle tests (kubernetes.running, kubernetes.kubelet.removed).
 
-The masterless minion is tests/test_certs_states.py's ``Minion`` (salt-call
+The masterless minion is tests/support/minion.py's ``Minion`` (salt-call
 --local with this checkout as file_roots, every call inside a sandbox);
 ``Node`` adds what a service needs: Salt drives a real init script through
-tests/services.py.
+tests/support/services.py.
 """
 
 import json
@@ -12,12 +12,12 @@ import os
 import pathlib
 import subprocess
 
-import services
-import support
 import yaml
 from cryptography.hazmat.primitives import serialization
-from support import k8s_pki
-from test_certs_states import Minion, by_id, changed  # noqa: F401  (re-exported)
+
+import support
+from support import k8s_pki, services
+from support.minion import Minion, by_id, changed  # noqa: F401  (re-exported)
 
 #: Minion options: no reverse-DNS lookups of the host's addresses for grains
 #: (they cost ~0.5 s per salt-call here and the formula does not use them).

@@ -1,6 +1,6 @@
 """Real container runtimes for tests: Debian's dockerd and containerd, started by the test.
 
-Each daemon runs inside its own sandbox (tests/sandbox.py: /etc, /var, /srv and
+Each daemon runs inside its own sandbox (tests/support/sandbox.py: /etc, /var, /srv and
 /usr/local overlaid) with a private tmpfs on /run, under ``tini -s`` (it reaps
 the per-container shims).  Its sockets, data and state live in a pytest tmp
 folder; nothing of it reaches the host's /etc, /run or /var.  Networking is
@@ -27,7 +27,7 @@ import subprocess
 import tarfile
 import time
 
-import sandbox
+from support import sandbox
 
 IMAGE = "local/busybox:latest"
 SLEEP = ("/bin/busybox", "sleep", "3600")

@@ -1,7 +1,7 @@
 """kubernetes.certs.present / kubernetes.certs.removed, applied for real.
 
 Every apply is the real ``salt-call --local`` with this checkout as file_roots,
-run inside a throwaway mount namespace (tests/sandbox.py) so the states write
+run inside a throwaway mount namespace (tests/support/sandbox.py) so the states write
 the real /srv, /var/lib/kubelet, /usr/local/share/ca-certificates and
 /etc/ssl/certs, and run the real update-ca-certificates, without touching the
 host.  Independent checks: openssl verify against the rebuilt trust bundle.
@@ -14,8 +14,8 @@ import subprocess
 
 import pytest
 import support
-import tlsserver
-from support import k8s_pki
+from support import k8s_pki, tlsserver
+from support.minion import Minion, by_id, changed
 
 pytestmark = pytest.mark.sandbox
 
@@ -43,59 +43,6 @@ FROM_SET = {
     ANCHOR: "ca.crt",
 }
 KEYS = (f"{SRV}/kubecfg.key", f"{SRV}/server.key")
-
-
-class Minion:
-    """A masterless minion (salt-call --local) whose every call runs inside ``box``."""
-
-    def __init__(self, box, base, minion_id="k8s-master-1", sync=True, **extra):
-        self.box = box
-        self.base = pathlib.Path(base)
-        self.pillar_root = self.base / "pillar"
-        support.write_pillar(self.pillar_root, {})
-        self.conf = support.write_minion_config(self.base, self.pillar_root, minion_id, **extra)
-        if not sync:  # rendering only: no custom module needed
-            return
-        # The formula's _states/_utils, synced the way a deployment does it.  It
-        # writes only under the minion's root_dir, so it runs outside the sandbox.
-        proc = subprocess.run(
-            support.salt_call_argv(self.conf, "saltutil.sync_all"),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert proc.returncode == 0, proc.stderr
-        synced = json.loads(proc.stdout)["local"]
-        assert "states.k8s_certs" in synced["states"], synced
-        # the PKI library is a package: every module of it reaches the minion
-        modules = (support.REPO / "_utils/k8s_pki").glob("*.py")
-        package = {f"utils.k8s_pki.{path.stem}" for path in modules}
-        assert package <= set(synced["utils"]), synced
-
-    def pillar(self, data=None, text=None):
-        support.write_pillar(self.pillar_root, data, text=text)
-
-    def call(self, *args):
-        """(process, parsed 'local' return or None), logging at info level to stderr."""
-        proc = self.box.run(support.salt_call_argv(self.conf, "-l", "info", *args))
-        try:
-            data = json.loads(proc.stdout)["local"]
-        except (ValueError, KeyError, TypeError):
-            data = None
-        return proc, data
-
-    def log(self):
-        path = self.base / "root/var/log/salt/minion"
-        return path.read_text() if path.exists() else ""
-
-
-def by_id(states):
-    """{state id: result dict} from a state.apply return."""
-    return {key.split("_|-")[1]: value for key, value in states.items()}
-
-
-def changed(states):
-    return sorted(sid for sid, r in by_id(states).items() if r["changes"])
 
 
 def kubectl_against(files, workdir):
@@ -687,7 +634,7 @@ def test_redhat_family_uses_ca_trust(work, sets):
 def test_the_host_is_untouched(host_untouched, flow, applied):
     """After everything above (the module fixture checks again at teardown)."""
     import conftest
-    import sandbox
+    from support import sandbox
 
     now = sandbox.host_tree(*conftest.HOST_PATHS)
     assert now == host_untouched

@@ -13,9 +13,9 @@ import shutil
 import socket
 import subprocess
 
-import kubeadm_support as ks
 import pytest
 import support
+from support import kubeadm as ks
 
 k8s_pki = support.k8s_pki
 

@@ -10,11 +10,11 @@ import os
 import shutil
 import stat
 
-import kubeadm_support as ks
 import pytest
 import support
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from support import kubeadm as ks
 
 k8s_pki = support.k8s_pki
 

@@ -3,7 +3,9 @@
 It presents a given certificate and key, *requires* a client certificate signed
 by a given CA, and answers what ``kubectl get --raw /healthz`` asks for
 (``GET /version?timeout=...`` first, then the path).  It records the subject
-of every client certificate it accepted, so a test can tell who connected.
+of every client certificate it accepted, so a test can tell who connected,
+answers ``/whoami`` with the client certificate's CN and Os, and records why
+it refused a handshake (``refused``).
 
     with TLSServer(cert_file, key_file, client_ca_file) as server:
         kubectl(..., server=server.url)
@@ -47,8 +49,22 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send(200, json.dumps(VERSION), "application/json")
         elif path in ("/healthz", "/livez", "/readyz"):
             self._send(200, "ok", "text/plain")
+        elif path == "/whoami":  # which identity the client presented: its CN and Os
+            subject = self.connection.getpeercert()["subject"]
+            orgs = sorted(v for rdn in subject for k, v in rdn if k == "organizationName")
+            who = {"cn": _subject({"subject": subject}).get("commonName"), "o": orgs}
+            self._send(200, json.dumps(who), "application/json")
         else:
             self._send(404, json.dumps({"kind": "Status", "code": 404}), "application/json")
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    def get_request(self):
+        try:
+            return super().get_request()
+        except ssl.SSLError as err:  # why a handshake failed, as the server saw it
+            self.owner.refused.append(str(err))
+            raise
 
 
 class TLSServer:
@@ -70,7 +86,8 @@ class TLSServer:
             context.sni_callback = self._sni
         self._current = context
         self.clients = []
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), self.handler)
+        self.refused = []
+        self.httpd = _Server(("127.0.0.1", port), self.handler)
         self.httpd.owner = self
         self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
         self.port = self.httpd.server_address[1]

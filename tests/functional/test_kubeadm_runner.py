@@ -8,10 +8,10 @@ import subprocess
 import sys
 import time
 
-import kubeadm_support as ks
 import pytest
 import support
 import yaml
+from support import kubeadm as ks
 
 k8s_pki = support.k8s_pki
 
@@ -248,7 +248,8 @@ CRASH_CHILD = """
 import sys, os
 sys.path.insert(0, {utils!r})
 sys.path.insert(0, {tests!r})
-import k8s_pki, kubeadm_support as ks
+import k8s_pki
+from support import kubeadm as ks
 nodes = [{{"name": f"n{{i}}"}} for i in range(30)]
 specs = ks.specs(nodes=nodes)
 os.write(1, b"ready\\n")
