@@ -319,7 +319,7 @@ def _hosts_from_pillar(minion):
 
 
 # --------------------------------------------------------------------------
-# Lifecycle: expiry report, renewal (issue 5)
+# Lifecycle: expiry report, renewal
 # --------------------------------------------------------------------------
 
 # The formula's outputter (_output/k8s_table.py) prints reports as tables;
@@ -605,7 +605,7 @@ def _after_renewal(restart):
 
 
 # --------------------------------------------------------------------------
-# CA rotation (issue 6)
+# CA rotation
 # --------------------------------------------------------------------------
 
 _ROTATION_NEXT = {
@@ -744,7 +744,7 @@ def rotate_ca(
 
 
 # --------------------------------------------------------------------------
-# verify: the certificates on the minions against the master's set (issue 5)
+# verify: the certificates on the minions against the master's set
 # --------------------------------------------------------------------------
 
 FORMULA = "kubernetes"

@@ -177,7 +177,7 @@ def probe_answer_problem(observed):
 
 
 def _role_checks(observed, add):
-    """Flag what the host's role must never hold, whatever its pillar gives (issue 15)."""
+    """Flag what the host's role must never hold, whatever its pillar gives."""
     role = observed.get("role")
     if role not in ROLE_FORBIDDEN:
         return set()

@@ -99,7 +99,7 @@ EXACT = [{"k8s_certs": {"cluster_tag": "default", "masters": ["m1"], "nodes": ["
 
 @pytest.mark.parametrize("minion_id", ["M1", "m1.", " m1", "N1"])
 def test_ext_pillar_matches_the_minion_id_exactly(tmp_path, pki, minion_id):
-    """Ids are what Salt accepted: no case folding, nothing stripped (issue 10)."""
+    """Ids are what Salt accepted: no case folding, nothing stripped."""
     pillar = compile_pillar(tmp_path, minion_id, EXACT, k8s_helper={"pki_root": str(pki)})
     assert "_errors" not in pillar
     assert "kubernetes" not in pillar

@@ -417,7 +417,7 @@ def test_broken_pillar_on_a_fresh_minion_creates_nothing(new_sandbox, work, sets
 
 
 def test_a_node_whose_pillar_holds_the_apiserver_key_is_refused(applied, sets):
-    """Whatever pillar gives: a node never holds server.key or sa.key (issue 15)."""
+    """Whatever pillar gives: a node never holds server.key or sa.key."""
     minion = applied
     before = minion.box.tree(*WATCHED)
     minion.pillar(
@@ -563,7 +563,7 @@ def test_lookup_moves_every_path(new_sandbox, work, sets):
 
 
 def _render_map(minion, **grains):
-    """What map.jinja gives on this minion: what a runner can ask a minion for (issue 5)."""
+    """What map.jinja gives on this minion: what a runner can ask a minion for."""
     template = "{%- from 'kubernetes/map.jinja' import mapdata with context %}{{ mapdata | json }}"
     proc = subprocess.run(
         support.salt_call_argv(

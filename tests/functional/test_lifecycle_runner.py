@@ -228,8 +228,7 @@ def test_generate_certs_drift_through_salt_run(sink, pki_root):
     assert proc.returncode == 0
     assert drift["files"]["server.crt"]["action"] == "reissued"  # same token-signing key
     assert drift["files"]["server.crt"]["reason"] == (
-        "extra_sans changed from [] to ['lb.example.com']: "
-        "names or usages differ from those requested"
+        "extra_sans changed (added lb.example.com): names or usages differ from those requested"
     )
     assert drift["files"]["kubecfg.crt"]["action"] == "reused"
     assert drift["files"]["ca.crt"]["action"] == "reused"

@@ -412,7 +412,7 @@ def _bad_pair(case):
     if case == "garbage-key":
         pair["sa.key"] = "cat: /var/salt/sa.key: No such file or directory"
         return pair, "kubernetes:service_account:sa.key: not a PEM private key: line 1"
-    if case == "two-keys-in-sa-key":  # strict PEM (issue 10): one block, nothing else
+    if case == "two-keys-in-sa-key":  # strict PEM: one block, nothing else
         pair["sa.key"] += sa_pair("ecdsa-p256")["sa.key"]
         return pair, "kubernetes:service_account:sa.key: holds 2 PEM blocks, expected 1"
     if case == "garbage-pub":

@@ -1,4 +1,4 @@
-"""The master's PKI folder as an attacker or an unlucky operator leaves it (issue 10).
+"""The master's PKI folder as an attacker or an unlucky operator leaves it.
 
 Modes whatever the umask, ownership and permission checks on pki_root, the
 folders above it, the set and its files; symlinks anywhere in the store; stale
