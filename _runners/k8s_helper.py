@@ -958,3 +958,52 @@ def verify(cluster_tag="default", tgt=None, tgt_type="glob", timeout=None, table
         "retcode": 1 if summary["problems"] else 0,
     }
     return {"outputter": _TABLE, "data": data} if tabled else data
+
+
+# --------------------------------------------------------------------------
+# The formula's orchestrations, printed as a short summary by default
+# --------------------------------------------------------------------------
+
+_ORCHESTRATIONS = ("replace_certs", "rotate_ca", "renew")
+
+
+@_refusals_exit_nonzero
+def orchestrate(name, pillar=None, test=False, **kwargs):
+    """
+    Run one of the formula's orchestrations; print it as a short per-step summary.
+
+    The same run as ``salt-run state.orchestrate kubernetes.orch.<name>
+    pillar=...``, with the ``k8s_orch`` outputter as its default (Salt's
+    orchestrate runner always asks for ``highstate``, which prints every state
+    of every host). ``--out=json`` or ``--out=highstate`` still print the whole
+    return; the exit status is the orchestration's.
+
+    name
+        ``replace_certs``, ``rotate_ca`` or ``renew``.
+
+    pillar : None
+        The orchestration's pillar, e.g. ``{k8s_replace: {masters: [...], nodes: [...]}}``
+        (docs/replace-certs.md, docs/ca-rotation.md).
+
+    test : False
+        Show what would run, and the runner step's plan, without changing anything.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run k8s-helper.orchestrate replace_certs pillar='{k8s_replace: {masters: [m1]}}'
+    """
+    _reject_unknown(kwargs)
+    if name not in _ORCHESTRATIONS:
+        raise k8s_pki.InputError(f"name: {name!r} is not one of {', '.join(_ORCHESTRATIONS)}")
+    if pillar is not None and not isinstance(pillar, dict):
+        raise k8s_pki.InputError(
+            "pillar: expected a mapping, e.g. pillar='{k8s_replace: {masters: [m1]}}'"
+        )
+    ret = __salt__["state.orchestrate"](
+        f"kubernetes.orch.{name}", pillar=pillar, test=True if _dry_run(test) else None
+    )
+    if isinstance(ret, dict) and "data" in ret:
+        ret["outputter"] = "k8s_orch"
+    return ret

@@ -491,3 +491,28 @@ def test_kubeadm_external_ca_certificate_only(runners, pki_root, tmp_path):
     assert changes(dry)["ca.crt"] == "keep"
     assert changes(dry)["hosts/m1/apiserver.crt"] == "keep"
     assert changes(dry)["etcd/ca.crt"] == "create"
+
+
+def test_the_orchestrate_wrapper_prints_the_summary_by_default(orch_conf, tmp_path):
+    """k8s-helper.orchestrate: the same run, the short summary without --out."""
+    pki_root = tmp_path / "pki"
+    with event_sink(orch_conf):
+        aged_seed_set(pki_root, 300)
+        before = tree(pki_root)
+        pillar = f"pillar={json.dumps({'k8s_rotate': {'stage': 'prepare'}})}"
+        args = ("k8s-helper.orchestrate", "rotate_ca", pillar, "test=True")
+        proc = salt_run(orch_conf, *args, out=None)
+        assert proc.returncode == 0, proc.stderr
+        lines = proc.stdout.splitlines()
+        assert "  ok       kubernetes-orch-rotate-prepare-rotate-ca-plan" in lines, proc.stdout
+        assert any("create   ca.next.crt: the new CA of a rotation" in x for x in lines)
+        assert len(lines) < 40, proc.stdout
+        # the whole return is still there for --out=json
+        proc = salt_run(orch_conf, *args)
+        (steps,) = json.loads(proc.stdout)["data"].values()
+        assert any(body["__id__"].endswith("-plan") for body in steps.values())
+        # refused: an unknown orchestration, a pillar that is not a mapping
+        for args in (("nosuch",), ("renew", "pillar=[1]")):
+            proc = salt_run(orch_conf, "k8s-helper.orchestrate", *args, out=None)
+            assert proc.returncode == 2, proc.stdout
+        assert tree(pki_root) == before
