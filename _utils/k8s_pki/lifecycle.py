@@ -22,7 +22,7 @@ from .files import fsync_dir
 from .guard import check_store, lstat_or_none, read_store_file
 from .manifest import manifest_path
 from .plan import fill_plan, leaf_names, plan_set, token_signing_leaf
-from .specs import CASpec, spec_from_cert
+from .specs import spec_from_cert
 from .store import read_pair
 from .writer import commit_staging, locked, record_created, scratch_dirs, stage_plan
 
@@ -121,7 +121,7 @@ def write_plan(
     made = {
         fingerprint(plan.items[name].cert): name
         for name, spec in specs.items()
-        if isinstance(spec, CASpec) and plan.items[name].action == "generated"
+        if spec.kind.is_ca and plan.items[name].action == "generated"
     }
     if made:
         record_created(plan.directory, made)
@@ -177,7 +177,7 @@ def check_renew_names(value, specs, name="certs"):
     for entry in value:
         text = str(entry).strip()
         base = text[: -len(".crt")] if text.endswith(".crt") else text
-        if base in specs and isinstance(specs[base], CASpec):
+        if base in specs and specs[base].kind.is_ca:
             raise InputError(
                 f"{name}: {text!r} is a CA; renew never touches a CA (a new CA means a new set: "
                 "generate_certs force_regen=True)"
@@ -245,7 +245,7 @@ def renew_set(
         raise InputError(f"rotate_token_key: only with {token_leaf} among certs")
     derived, due, ca_certs = {}, {}, {}
     for name, spec in specs.items():
-        if isinstance(spec, CASpec):
+        if spec.kind.is_ca:
             derived[name] = spec
             ca_certs[name] = read_pair(directory, name).cert
             continue

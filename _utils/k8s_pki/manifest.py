@@ -36,7 +36,6 @@ from .errors import InputError, PKIError, SetError
 from .guard import check_set_folder, lstat_or_none, read_store_file
 from .kubeconfig import parse_kubeconfig
 from .profiles import KUBEADM_HOSTS_DIR, kubeadm_specs, seed_specs
-from .specs import KeyPairSpec, KubeconfigSpec
 from .store import read_pair
 
 MANIFEST_FORMAT = 1
@@ -394,13 +393,6 @@ def specs_for(settings):
     )
 
 
-def file_name(name, spec):
-    """The name a member is listed under in a plan's description."""
-    if isinstance(spec, KubeconfigSpec):
-        return name
-    return f"{name}.key" if isinstance(spec, KeyPairSpec) else f"{name}.crt"
-
-
 def describe_change(key, change):
     """``<key> changed ...`` in a few words: a list names what it gained and lost, not itself.
 
@@ -453,7 +445,7 @@ def explain_changes(plan, settings, recorded, changed):
                 item = plan.items.get(name)
                 if before.get(name) == spec or item is None or item.action == "reused":
                     continue
-                affected.append(file_name(name, spec))
+                affected.append(spec.kind.main_file(name))
                 why = describe_change(key, change)
                 item.reason = f"{why}: {item.reason}" if item.reason else why
         change["reissues"] = affected

@@ -36,7 +36,7 @@ from .defaults import (
 )
 from .errors import InputError, PKIError, SetError
 from .kubeconfig import render_kubeconfig
-from .specs import CASpec, KeyPairSpec, KubeconfigSpec, LeafSpec
+from .kinds import CERTIFICATE
 from .store import Item, created_cas, read_item
 
 
@@ -85,14 +85,13 @@ def _kubeconfig_drift(item, spec, ca):
 
 def _check_provided(directory, name, spec, item, ca, renew, renew_before_days, now):
     """A leaf of a CA whose key is not here: it must be present and right; never issued."""
-    leaf = spec.leaf if isinstance(spec, KubeconfigSpec) else spec
-    problem = _leaf_drift(item, leaf, ca, 0, now)
-    if not problem and isinstance(spec, KubeconfigSpec):
+    problem = _leaf_drift(item, spec.leaf, ca, 0, now)
+    if not problem and spec.kind.embeds_ca:
         problem = _kubeconfig_drift(item, spec, ca)
     if not problem and name in renew:
         problem = "renewal requested"
     if problem:
-        what = name if isinstance(spec, KubeconfigSpec) else f"{name}.crt"
+        what = spec.kind.main_file(name)
         raise SetError(
             f"{directory}: {what}: {problem}; {spec.issuer}.key is not here (a CA k8s-helper "
             f"did not create), so {what} must be provided, signed by {spec.issuer}"
@@ -124,7 +123,7 @@ def token_signing_leaf(directory, specs):
     ``server.key`` unless the set has a key pair of its own (``sa.key``): a new
     ``server.key`` then invalidates every token in the cluster.
     """
-    if TOKEN_KEY_LEAF not in specs or not isinstance(specs[TOKEN_KEY_LEAF], LeafSpec):
+    if TOKEN_KEY_LEAF not in specs or specs[TOKEN_KEY_LEAF].kind is not CERTIFICATE:
         return None
     if "sa" in specs or os.path.exists(os.path.join(directory, "sa.key")):
         return None
@@ -176,7 +175,7 @@ def plan_set(
     for name in renew:
         if name not in specs:
             raise InputError(f"renew: {name!r} is not a certificate of this set")
-        if isinstance(specs[name], CASpec):
+        if specs[name].kind.is_ca:
             raise InputError(f"renew: {name!r} is a CA; renewal never replaces a CA")
     found = {name: read_item(directory, name, spec) for name, spec in specs.items()}
     plan = Plan(directory, specs=specs)
@@ -184,7 +183,7 @@ def plan_set(
     if force_regen:
         for name, spec in specs.items():
             cert = found[name].cert
-            if isinstance(spec, CASpec) and cert is not None and fingerprint(cert) not in created:
+            if spec.kind.is_ca and cert is not None and fingerprint(cert) not in created:
                 raise SetError(
                     f"{directory}: force_regen would replace {name}.crt, a CA that k8s-helper "
                     "did not create; it never overwrites such a CA. Move the folder (or that "
@@ -202,11 +201,11 @@ def plan_set(
     token_leaf = token_signing_leaf(directory, specs)
     for name, spec in specs.items():
         item = found[name]
-        if isinstance(spec, CASpec) and cas and name in cas:
+        if spec.kind.is_ca and cas and name in cas:
             plan.items[name] = cas[name]
             plan.backup = plan.backup or cas[name].action != "reused"
             continue
-        if isinstance(spec, CASpec):
+        if spec.kind.is_ca:
             signs = [n for n, s in specs.items() if getattr(s, "issuer", None) == name]
             if not item.present and not any(found[n].present for n in signs):
                 plan.items[name] = Item(name, action="generated", reason="missing")
@@ -223,7 +222,7 @@ def plan_set(
             item.external = not ours
             plan.items[name] = item
             continue
-        if isinstance(spec, KeyPairSpec):
+        if not spec.kind.signed:  # a bare key pair: nothing to sign
             plan.items[name] = _plan_keypair(item, name, renew)
             continue
         ca = plan.items[spec.issuer]
@@ -231,9 +230,8 @@ def plan_set(
             _check_provided(directory, name, spec, item, ca, renew, renew_before_days, now)
             plan.items[name] = item
             continue
-        leaf = spec.leaf if isinstance(spec, KubeconfigSpec) else spec
-        reason = _leaf_drift(item, leaf, ca, renew_before_days, now)
-        if not reason and isinstance(spec, KubeconfigSpec):
+        reason = _leaf_drift(item, spec.leaf, ca, renew_before_days, now)
+        if not reason and spec.kind.embeds_ca:
             reason = _kubeconfig_drift(item, spec, ca)
         if not reason and name in renew:
             reason = "renewal requested"
@@ -270,17 +268,16 @@ def fill_plan(plan, specs, key_type, ca_days, leaf_days, now):
             item.key = new_key(key_type or item.key_type or DEFAULT_KEY_TYPE)
             item.key_checked = True
             item.key_bytes = key_pem(item.key)
-        if isinstance(spec, KeyPairSpec):
+        if spec.kind.is_ca:
+            item.cert = build_ca(item.key, spec.common_name, ca_days, spec.organizations, now)
+        elif not spec.kind.signed:  # a bare key pair
             item.pub_bytes = public_pem(item.key)
             continue
-        if isinstance(spec, CASpec):
-            item.cert = build_ca(item.key, spec.common_name, ca_days, spec.organizations, now)
         else:
             ca = plan.items[spec.issuer]
             if not ca.key_checked:  # read from disk with the quick parse: check before signing
                 ca.key, ca.key_checked = load_key(ca.key_bytes, f"{ca.name}.key"), True
-            leaf = spec.leaf if isinstance(spec, KubeconfigSpec) else spec
-            item.cert = issue_leaf(leaf, item.key, ca.cert, ca.key, leaf_days, now=now)
+            item.cert = issue_leaf(spec.leaf, item.key, ca.cert, ca.key, leaf_days, now=now)
             _, requested = capped_end(ca.cert, leaf_days, now)
             if requested is not None:
                 item.capped = (
@@ -290,7 +287,7 @@ def fill_plan(plan, specs, key_type, ca_days, leaf_days, now):
                     "cannot outlive its CA"
                 )
         item.cert_bytes = cert_pem(item.cert)
-        if isinstance(spec, KubeconfigSpec):
+        if spec.kind.embeds_ca:
             ca_pem = plan.items[spec.issuer].cert_bytes
             item.file_bytes = render_kubeconfig(spec, ca_pem, item.cert_bytes, item.key_bytes)
 
@@ -299,32 +296,7 @@ def describe_plan(plan, backup=None):
     """The runner's return value: paths, fingerprints, subjects, dates; no key material."""
     files = {}
     for item in plan.items.values():
-        spec = plan.specs.get(item.name)
-        if isinstance(spec, (KeyPairSpec, KubeconfigSpec)):
-            files.update(_describe_other(plan.directory, item, spec))
-            continue
-        cert_path = os.path.join(plan.directory, f"{item.name}.crt")
-        key_path = os.path.join(plan.directory, f"{item.name}.key")
-        files[f"{item.name}.crt"] = {
-            "path": cert_path,
-            "action": item.action,
-            **describe_cert(item.cert),
-        }
-        if item.external:
-            files[f"{item.name}.crt"]["external"] = True
-        if item.bundle:
-            # The file is a trust bundle: every CA it holds, the key's own first.
-            files[f"{item.name}.crt"]["bundle"] = [fingerprint(cert) for cert in item.bundle]
-        if item.key is not None:
-            files[f"{item.name}.key"] = {
-                "path": key_path,
-                "action": "reused" if item.action in ("reissued", "rebundled") else item.action,
-                "public_key_sha256": public_key_fingerprint(item.key.public_key()),
-            }
-        if item.reason:
-            files[f"{item.name}.crt"]["reason"] = item.reason
-        if item.capped:
-            files[f"{item.name}.crt"]["capped"] = item.capped
+        files.update(_describe_member(plan.directory, item, plan.specs[item.name]))
     described = {
         "directory": plan.directory,
         "changed": plan.changed,
@@ -341,43 +313,35 @@ def describe_plan(plan, backup=None):
     return described
 
 
-def _describe_other(directory, item, spec):
-    """describe_plan's entries for a bare key pair or a kubeconfig."""
-    public = public_key_fingerprint(item.key.public_key())
-    if isinstance(spec, KeyPairSpec):
-        entries = {
-            f"{item.name}.key": {
-                "path": os.path.join(directory, f"{item.name}.key"),
-                "action": "reused" if item.action == "reissued" else item.action,
-                "public_key_sha256": public,
-            },
-            f"{item.name}.pub": {
-                "path": os.path.join(directory, f"{item.name}.pub"),
-                "action": "generated" if item.action == "reissued" else item.action,
-                "public_key_sha256": public,
-            },
-        }
-        first = f"{item.name}.key"
-    else:
-        entries = {
-            item.name: {
-                "path": os.path.join(directory, item.name),
-                "action": item.action,
-                "server": spec.server,
-                **describe_cert(item.cert),
-                "public_key_sha256": public,
-            }
-        }
-        first = item.name
+def _describe_member(directory, item, spec):
+    """describe_plan's entries for one member: each of its files, as its kind shows it."""
+    entries = {}
+    for f in spec.kind.files:
+        if f.follows_key and item.key is None:  # a CA whose key is not here
+            continue
+        entry = {"path": os.path.join(directory, item.name + f.suffix)}
+        entry["action"] = f.action(item.action)
+        if "server" in f.shows:
+            entry["server"] = spec.server
+        if "cert" in f.shows:
+            entry.update(describe_cert(item.cert))
+            if item.external:
+                entry["external"] = True
+            if item.bundle:  # a trust bundle: every CA it holds, the key's own first
+                entry["bundle"] = [fingerprint(cert) for cert in item.bundle]
+        if "public" in f.shows:
+            entry["public_key_sha256"] = public_key_fingerprint(item.key.public_key())
+        entries[item.name + f.suffix] = entry
+    first = entries[spec.kind.main_file(item.name)]
     if item.reason:
-        entries[first]["reason"] = item.reason
+        first["reason"] = item.reason
     if item.capped:
-        entries[first]["capped"] = item.capped
+        first["capped"] = item.capped
     return entries
 
 
 def leaf_names(specs):
-    return [name for name, spec in specs.items() if isinstance(spec, LeafSpec)]
+    return [name for name, spec in specs.items() if spec.kind is CERTIFICATE]
 
 
 # What each planned file amounts to, in the words of a dry run.
@@ -390,16 +354,11 @@ def _planned_outputs(item, spec):
     Mirrors ``writer._outputs`` without needing the bytes: a dry run never fills
     the plan.  A CA whose key is not here keeps having no key file.
     """
-    key_kept = "reused" if item.action in ("reissued", "rebundled") else item.action
-    if isinstance(spec, KubeconfigSpec):
-        return [(item.name, item.action)]
-    if isinstance(spec, KeyPairSpec):
-        pub = "generated" if item.action == "reissued" else item.action
-        return [(f"{item.name}.key", key_kept), (f"{item.name}.pub", pub)]
-    rows = [(f"{item.name}.crt", item.action)]
-    if item.action != "reused" or item.key_bytes is not None:
-        rows.append((f"{item.name}.key", key_kept))
-    return rows
+    return [
+        (item.name + f.suffix, f.action(item.action))
+        for f in spec.kind.files
+        if not (f.follows_key and item.action == "reused" and item.key_bytes is None)
+    ]
 
 
 def plan_files(plan):
@@ -412,7 +371,7 @@ def plan_files(plan):
     """
     files = {}
     for item in plan.items.values():
-        rows = _planned_outputs(item, plan.specs.get(item.name))
+        rows = _planned_outputs(item, plan.specs[item.name])
         for index, (name, action) in enumerate(rows):
             path = os.path.join(plan.directory, name)
             if action == "reused":

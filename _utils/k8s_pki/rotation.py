@@ -82,7 +82,7 @@ def read_rotation(directory, specs):
     check_store(directory)
     if not os.path.isdir(directory):
         raise SetError(f"{directory}: no certificate set here; run generate_certs first")
-    others = [n for n, sp in specs.items() if isinstance(sp, CASpec) and n != "ca"]
+    others = [n for n, sp in specs.items() if sp.kind.is_ca and n != "ca"]
     if others or os.path.exists(os.path.join(directory, "front-proxy-ca.crt")):
         raise SetError(
             f"{directory}: CA rotation handles the seed set's single CA (ca.crt); this set "
@@ -111,7 +111,7 @@ def read_rotation(directory, specs):
     old = [cert for cert in ca.bundle if cert != ca.cert]
     leaves = {}
     for name, spec in specs.items():
-        if isinstance(spec, CASpec):
+        if spec.kind.is_ca:
             continue
         leaves[name] = read_pair(directory, name)
         if leaves[name].cert is None:
@@ -174,7 +174,7 @@ def _rotation_specs(rotation, specs, with_next):
     if with_next:  # kept as it is: its spec is never used to issue anything
         out[NEXT_CA] = spec_from_ca(rotation.next.cert)
     for name, spec in specs.items():
-        if not isinstance(spec, CASpec):
+        if not spec.kind.is_ca:
             out[name] = spec_from_cert(rotation.leaves[name].cert, spec.issuer)
     return out
 

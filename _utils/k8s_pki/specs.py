@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from .crypto import USAGE_OIDS, cert_sans, cert_usages
+from .kinds import CA, CERTIFICATE, KEY_PAIR, KUBECONFIG, Kind
 
 
 @dataclass(frozen=True)
 class CASpec:
     """A self-signed CA of the set."""
 
+    kind: ClassVar[Kind] = CA
     common_name: str
     organizations: tuple = ()
 
@@ -33,6 +36,13 @@ class LeafSpec:
     ip_addresses: tuple = ()
     issuer: str = "ca"
 
+    kind: ClassVar[Kind] = CERTIFICATE
+
+    @property
+    def leaf(self):
+        """What the certificate must say: itself (a kubeconfig's is inside it)."""
+        return self
+
     @property
     def extended_key_usages(self):
         # A usage this module does not name (kept from an existing certificate
@@ -43,6 +53,8 @@ class LeafSpec:
 @dataclass(frozen=True)
 class KeyPairSpec:
     """A bare key pair, ``<name>.key`` and ``<name>.pub`` (the service-account signing key)."""
+
+    kind: ClassVar[Kind] = KEY_PAIR
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,8 @@ class KubeconfigSpec:
     server: str = "https://kubernetes.api:6443"
     cluster_name: str = "kubernetes"
     issuer: str = "ca"
+
+    kind: ClassVar[Kind] = KUBECONFIG
 
     @property
     def leaf(self):

@@ -15,11 +15,10 @@ from .crypto import (
     load_public_key,
     public_key_fingerprint,
 )
-from .defaults import CERT_MODE, KEY_MODE
 from .errors import PKIError, SetError
 from .guard import read_store_file
+from .kinds import CA, CERTIFICATE, KEY_PAIR, KUBECONFIG
 from .kubeconfig import Kubeconfig, parse_kubeconfig
-from .specs import KeyPairSpec, KubeconfigSpec
 
 
 @dataclass
@@ -135,22 +134,23 @@ def read_kubeconfig(directory, name):
     return item
 
 
+# How each kind of member is read from disk.
+_READERS = {
+    CA: read_pair,
+    CERTIFICATE: read_pair,
+    KEY_PAIR: read_keypair,
+    KUBECONFIG: read_kubeconfig,
+}
+
+
 def read_item(directory, name, spec):
-    """What is on disk for one name of a set, whatever kind of spec it is."""
-    if isinstance(spec, KeyPairSpec):
-        return read_keypair(directory, name)
-    if isinstance(spec, KubeconfigSpec):
-        return read_kubeconfig(directory, name)
-    return read_pair(directory, name)
+    """What is on disk for one name of a set, whatever kind of member it is."""
+    return _READERS[spec.kind](directory, name)
 
 
 def spec_files(name, spec):
     """The files (relative paths) and modes one name of a set occupies."""
-    if isinstance(spec, KeyPairSpec):
-        return [(f"{name}.key", KEY_MODE), (f"{name}.pub", CERT_MODE)]
-    if isinstance(spec, KubeconfigSpec):
-        return [(name, KEY_MODE)]  # it embeds a private key
-    return [(f"{name}.crt", CERT_MODE), (f"{name}.key", KEY_MODE)]
+    return [(name + f.suffix, f.mode) for f in spec.kind.files]
 
 
 def created_path(directory):

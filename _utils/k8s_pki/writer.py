@@ -29,7 +29,6 @@ from .guard import (
     lstat_or_none,
     read_store_file,
 )
-from .specs import KeyPairSpec, KubeconfigSpec
 from .store import created_path
 
 
@@ -54,20 +53,10 @@ def record_created(directory, cas):
 
 def _outputs(item, spec):
     """(relative path, bytes, mode, kept) for each file of ``item``; kept = linked as it is."""
-    kept = item.action == "reused"
-    key_kept = item.action in ("reused", "reissued", "rebundled")
-    if isinstance(spec, KubeconfigSpec):
-        rows = [(item.name, item.file_bytes, KEY_MODE, kept)]
-    elif isinstance(spec, KeyPairSpec):
-        rows = [
-            (f"{item.name}.key", item.key_bytes, KEY_MODE, key_kept),
-            (f"{item.name}.pub", item.pub_bytes, CERT_MODE, kept),
-        ]
-    else:
-        rows = [
-            (f"{item.name}.crt", item.cert_bytes, CERT_MODE, kept),
-            (f"{item.name}.key", item.key_bytes, KEY_MODE, key_kept),
-        ]
+    rows = [
+        (item.name + f.suffix, getattr(item, f.field), f.mode, f.action(item.action) == "reused")
+        for f in spec.kind.files
+    ]
     # A CA whose key was never here (an external CA) has no key file to carry along.
     return [row for row in rows if row[1] is not None]
 
