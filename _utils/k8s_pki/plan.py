@@ -35,8 +35,8 @@ from .defaults import (
     NEXT_CA,
 )
 from .errors import InputError, PKIError, SetError
-from .kubeconfig import render_kubeconfig
 from .kinds import CERTIFICATE
+from .kubeconfig import render_kubeconfig
 from .store import Item, created_cas, read_item
 
 
