@@ -561,17 +561,6 @@ def prune_backups(cluster_tag="default", **kwargs):
     return {"cluster_tag": tag, "backup_keep": keep, "removed": removed, "kept": kept}
 
 
-# Who reads each leaf of the seed set, as kubernetes.running wires the hosts:
-# what must restart once it is renewed and handed out.
-_READERS = {
-    "server": ["kube-apiserver (masters: server.cert, server.key)"],
-    "kubecfg": [
-        "kubelet (every host: its kubeconfig)",
-        "kube-proxy (every host: its kubeconfig)",
-        "kube-controller-manager (masters: its kubeconfig)",
-        "kube-scheduler (masters: its kubeconfig)",
-    ],
-}
 _SA_SIGNER = "kube-controller-manager (masters: server.key signs service-account tokens)"
 
 
@@ -579,7 +568,7 @@ def _must_restart(plan, renewed):
     """The components that read a renewed file, each once, in a stable order."""
     restart = []
     for name in renewed:
-        restart += _READERS.get(name, [f"whatever reads {name}.crt"])
+        restart += k8s_pki.readers("seed", name) or [f"whatever reads {name}.crt"]
     item = plan.items.get("server")
     signs_tokens = "sa" not in plan.items and not os.path.exists(
         os.path.join(plan.directory, "sa.key")

@@ -1,13 +1,339 @@
-"""The profiles' members (seed and kubeadm) and which files each host receives."""
+"""The two profiles as tables of members, and everything derived from them.
+
+A profile is one table of :class:`Member` records (the model is kubeadm's
+``certlist.go``: ``KubeadmCert`` and ``CertTree()``).  A member says what it is
+(its kind, subject, usages, which CA signs it, which rule gives its SANs), how
+many there are (one per set, per master or per host), who receives which of its
+files and where they go.  The specs a set is issued from, the files each host
+receives, the pillar keys, the checks of what a host holds and the reminders of
+what must restart all derive from these tables: nothing here repeats a fact
+the tables already hold.
+"""
 
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 
 from .checks import check_bool, check_dns_name, check_endpoint, check_hosts, check_ip, split_sans
-from .defaults import CERT_MODE, KEY_MODE, KUBEADM_PORT
+from .defaults import KUBEADM_PORT
 from .errors import InputError
+from .kinds import CA, CERTIFICATE, KEY_PAIR, KUBECONFIG, Kind
 from .specs import CASpec, KeyPairSpec, KubeconfigSpec, LeafSpec
+
+MASTER, NODE = "master", "node"
+BOTH = (MASTER, NODE)
+
+# How many of a member a set holds.
+CLUSTER, PER_MASTER, PER_HOST = "cluster", "master", "host"
+
+KUBEADM_HOSTS_DIR = "hosts"
+KUBEADM_ADMIN_GROUP = "kubeadm:cluster-admins"
+
+
+@dataclass(frozen=True)
+class Member:
+    """One member of a profile.
+
+    ``path`` is its name in the set's folder (a per-master or per-host member
+    lives under ``hosts/<host>/``); ``name`` is what operators call it
+    (kubeadm's certificate names).  ``destinations`` lines up with the kind's
+    files: where each is handed out (a pillar key for the seed profile, a path
+    under /etc/kubernetes for kubeadm), None for a file that stays on the
+    master.  ``holders`` receive the member, ``key_holders`` (default: the
+    same) its private key.  ``{host}`` in ``common_name`` is the host's name.
+    """
+
+    name: str
+    path: str
+    kind: Kind
+    common_name: str = ""
+    organizations: tuple = ()
+    usages: tuple = ()
+    issuer: str = ""
+    sans: str = ""  # a rule of SAN_RULES
+    server: str = ""  # a kubeconfig's apiserver: a rule of SERVER_RULES
+    scope: str = CLUSTER
+    holders: tuple = ()
+    key_holders: tuple | None = None
+    destinations: tuple = ()
+    readers: tuple = ()  # what must restart once it is renewed and handed out
+    option: str = ""  # only in sets made with this setting true
+    pillar: str = ""  # seed: the pillar mapping its destinations are keys of
+
+    def receives(self, role, secret):
+        """Whether a host of ``role`` receives the (secret or public) files of this member."""
+        holders = self.holders if not secret or self.key_holders is None else self.key_holders
+        return role in holders
+
+    def handed_out(self):
+        """``(file, destination)`` for each file of the member that leaves the master."""
+        return [
+            (f, dest) for f, dest in zip(self.kind.files, self.destinations, strict=True) if dest
+        ]
+
+
+_APISERVER = "kube-apiserver"
+_SEED_READERS_KUBECFG = (
+    "kubelet (every host: its kubeconfig)",
+    "kube-proxy (every host: its kubeconfig)",
+    "kube-controller-manager (masters: its kubeconfig)",
+    "kube-scheduler (masters: its kubeconfig)",
+)
+
+CERTS_PILLAR = "kubernetes:certs"
+SERVICE_ACCOUNT_PILLAR = "kubernetes:service_account"
+
+#: The kube-up style set: a CA, the apiserver's pair, one admin pair, and the
+#: optional key pair that signs service-account tokens.
+SEED = (
+    Member(
+        "ca", "ca", CA, "kubernetes-ca",
+        holders=BOTH, key_holders=(), destinations=("ca.crt", None), pillar=CERTS_PILLAR,
+    ),
+    Member(
+        "server", "server", CERTIFICATE, "kube-apiserver", usages=("server",), issuer="ca",
+        sans="seed-apiserver", holders=(MASTER,), destinations=("server.cert", "server.key"),
+        readers=(f"{_APISERVER} (masters: server.cert, server.key)",), pillar=CERTS_PILLAR,
+    ),
+    Member(
+        "kubecfg", "kubecfg", CERTIFICATE, "kubecfg", ("system:masters",), ("client",),
+        issuer="ca", holders=BOTH, destinations=("kubecfg.crt", "kubecfg.key"),
+        readers=_SEED_READERS_KUBECFG, pillar=CERTS_PILLAR,
+    ),
+    Member(
+        "sa", "sa", KEY_PAIR, holders=(MASTER,), destinations=("sa.key", "sa.pub"),
+        option="service_account_key", pillar=SERVICE_ACCOUNT_PILLAR,
+    ),
+)  # fmt: skip
+
+
+def _static_pod(component):
+    return f"{component} (static pod on the masters concerned)"
+
+
+#: kubeadm's layout: three CAs, their leaves, the service-account key pair,
+#: the control plane's kubeconfigs, and per host its own certificates.
+KUBEADM = (
+    Member(
+        "ca", "ca", CA, "kubernetes-ca", holders=BOTH, key_holders=(MASTER,),
+        destinations=("pki/ca.crt", "pki/ca.key"),
+    ),
+    Member(
+        "front-proxy-ca", "front-proxy-ca", CA, "kubernetes-front-proxy-ca",
+        holders=(MASTER,), destinations=("pki/front-proxy-ca.crt", "pki/front-proxy-ca.key"),
+    ),
+    Member(
+        "etcd-ca", "etcd/ca", CA, "etcd-ca",
+        holders=(MASTER,), destinations=("pki/etcd/ca.crt", "pki/etcd/ca.key"),
+    ),
+    Member(
+        "apiserver-kubelet-client", "apiserver-kubelet-client", CERTIFICATE,
+        "kube-apiserver-kubelet-client", (KUBEADM_ADMIN_GROUP,), ("client",), issuer="ca",
+        holders=(MASTER,),
+        destinations=("pki/apiserver-kubelet-client.crt", "pki/apiserver-kubelet-client.key"),
+        readers=(_static_pod(_APISERVER),),
+    ),
+    Member(
+        "front-proxy-client", "front-proxy-client", CERTIFICATE, "front-proxy-client",
+        usages=("client",), issuer="front-proxy-ca", holders=(MASTER,),
+        destinations=("pki/front-proxy-client.crt", "pki/front-proxy-client.key"),
+        readers=(_static_pod(_APISERVER),),
+    ),
+    Member(
+        "etcd-healthcheck-client", "etcd/healthcheck-client", CERTIFICATE,
+        "kube-etcd-healthcheck-client", usages=("client",), issuer="etcd/ca", holders=(MASTER,),
+        destinations=("pki/etcd/healthcheck-client.crt", "pki/etcd/healthcheck-client.key"),
+        readers=("etcd's liveness probe (read at each probe; nothing restarts)",),
+    ),
+    Member(
+        "apiserver-etcd-client", "apiserver-etcd-client", CERTIFICATE,
+        "kube-apiserver-etcd-client", usages=("client",), issuer="etcd/ca", holders=(MASTER,),
+        destinations=("pki/apiserver-etcd-client.crt", "pki/apiserver-etcd-client.key"),
+        readers=(_static_pod(_APISERVER),),
+    ),
+    Member(
+        "sa", "sa", KEY_PAIR, holders=(MASTER,), destinations=("pki/sa.key", "pki/sa.pub"),
+    ),
+    Member(
+        "admin.conf", "admin.conf", KUBECONFIG, "kubernetes-admin", (KUBEADM_ADMIN_GROUP,),
+        issuer="ca", server="endpoint", holders=(MASTER,), destinations=("admin.conf",),
+        readers=("whoever uses admin.conf (kubectl; nothing restarts)",),
+    ),
+    Member(
+        "super-admin.conf", "super-admin.conf", KUBECONFIG, "kubernetes-super-admin",
+        ("system:masters",), issuer="ca", server="endpoint", holders=(MASTER,),
+        destinations=("super-admin.conf",),
+        readers=("whoever uses super-admin.conf (kubectl; nothing restarts)",),
+    ),
+    Member(
+        "controller-manager.conf", "controller-manager.conf", KUBECONFIG,
+        "system:kube-controller-manager", issuer="ca", server="endpoint", holders=(MASTER,),
+        destinations=("controller-manager.conf",),
+        readers=(_static_pod("kube-controller-manager"),),
+    ),
+    Member(
+        "scheduler.conf", "scheduler.conf", KUBECONFIG, "system:kube-scheduler", issuer="ca",
+        server="endpoint", holders=(MASTER,), destinations=("scheduler.conf",),
+        readers=(_static_pod("kube-scheduler"),),
+    ),
+    Member(
+        "apiserver", "apiserver", CERTIFICATE, "kube-apiserver", usages=("server",),
+        issuer="ca", sans="apiserver", scope=PER_MASTER, holders=(MASTER,),
+        destinations=("pki/apiserver.crt", "pki/apiserver.key"),
+        readers=(_static_pod(_APISERVER),),
+    ),
+    Member(
+        "etcd-server", "etcd/server", CERTIFICATE, "kube-etcd", usages=("server", "client"),
+        issuer="etcd/ca", sans="etcd", scope=PER_MASTER, holders=(MASTER,),
+        destinations=("pki/etcd/server.crt", "pki/etcd/server.key"),
+        readers=(_static_pod("etcd"),),
+    ),
+    Member(
+        "etcd-peer", "etcd/peer", CERTIFICATE, "kube-etcd-peer", usages=("server", "client"),
+        issuer="etcd/ca", sans="etcd", scope=PER_MASTER, holders=(MASTER,),
+        destinations=("pki/etcd/peer.crt", "pki/etcd/peer.key"),
+        readers=(_static_pod("etcd"),),
+    ),
+    Member(
+        "kubelet.conf", "kubelet.conf", KUBECONFIG, "system:node:{host}", ("system:nodes",),
+        issuer="ca", server="endpoint", scope=PER_HOST, holders=BOTH,
+        destinations=("kubelet.conf",), readers=("kubelet (on the hosts concerned)",),
+    ),
+)  # fmt: skip
+
+PROFILES = {"seed": SEED, "kubeadm": KUBEADM}
+
+
+def cert_tree(table):
+    """``{CA path: [paths of the members it signs]}``: kubeadm's ``CertTree()``."""
+    tree = {member.path: [] for member in table if member.kind.is_ca}
+    for member in table:
+        if member.issuer:
+            tree[member.issuer].append(member.path)
+    return tree
+
+
+def member_path(member, host=None):
+    """Where one instance of ``member`` lives in the set's folder."""
+    if member.scope == CLUSTER:
+        return member.path
+    return f"{KUBEADM_HOSTS_DIR}/{host}/{member.path}"
+
+
+def host_of(path):
+    """The host a per-host path of a kubeadm set belongs to, or None for a cluster-wide one."""
+    parts = path.split("/", 2)
+    return parts[1] if len(parts) == 3 and parts[0] == KUBEADM_HOSTS_DIR else None
+
+
+# --- From the table to specs --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """What the SAN and server rules need to know about a cluster (checked)."""
+
+    fqdn: str
+    address: object
+    domain: str
+    extra_dns: tuple
+    extra_ips: tuple
+    endpoint: tuple = ()  # (host, port) of the control plane
+    endpoint_sans: tuple = ((), ())  # its host as SANs: (DNS names, IP addresses)
+    cluster_name: str = "kubernetes"
+
+
+def _service_dns(facts):
+    return ["kubernetes", "kubernetes.default", "kubernetes.default.svc",
+            f"kubernetes.default.svc.{facts.domain}"]  # fmt: skip
+
+
+def _seed_apiserver_sans(facts, host, ip):
+    dns = [facts.fqdn, *_service_dns(facts), *facts.extra_dns]
+    return dns, [facts.address, *facts.extra_ips]
+
+
+def _apiserver_sans(facts, host, ip):
+    endpoint_dns, endpoint_ips = facts.endpoint_sans
+    dns = [host, facts.fqdn, *endpoint_dns, *_service_dns(facts), *facts.extra_dns]
+    return dns, [facts.address, ip, *endpoint_ips, *facts.extra_ips]
+
+
+_LOOPBACK = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
+
+
+def _etcd_sans(facts, host, ip):
+    return [host, "localhost"], [ip, *_LOOPBACK]
+
+
+#: SAN rule -> (facts, host, ip) -> (DNS names, IP addresses)
+SAN_RULES = {
+    "": lambda facts, host, ip: ((), ()),
+    "seed-apiserver": _seed_apiserver_sans,
+    "apiserver": _apiserver_sans,
+    "etcd": _etcd_sans,
+}
+
+
+def _url(host, port):
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+
+
+#: server rule -> (facts, host, ip) -> the apiserver URL a kubeconfig names
+SERVER_RULES = {
+    "endpoint": lambda facts, host, ip: _url(*facts.endpoint),
+}
+
+
+def _spec(member, facts, host=None, ip=None):
+    """The spec one instance of ``member`` must satisfy."""
+    if member.kind.is_ca:
+        return CASpec(member.common_name, member.organizations)
+    if not member.kind.signed:
+        return KeyPairSpec()
+    common_name = member.common_name.format(host=host)
+    if member.kind.embeds_ca:
+        server = SERVER_RULES[member.server](facts, host, ip)
+        return KubeconfigSpec(
+            common_name, member.organizations, server, facts.cluster_name, member.issuer
+        )
+    dns, ips = SAN_RULES[member.sans](facts, host, ip)
+    return LeafSpec(
+        common_name,
+        member.organizations,
+        member.usages,
+        tuple(dict.fromkeys(dns)),
+        tuple(dict.fromkeys(ips)),
+        member.issuer,
+    )
+
+
+def _specs(table, facts, masters=(), nodes=(), options=()):
+    """Every instance of every member of ``table``: ``{path in the set: spec}``, CAs first."""
+    specs = {}
+    for member in table:
+        if member.option and member.option not in options:
+            continue
+        if member.scope == CLUSTER:
+            specs[member.path] = _spec(member, facts)
+            continue
+        hosts = masters if member.scope == PER_MASTER else (*masters, *nodes)
+        for host, ip in hosts:
+            specs[member_path(member, host)] = _spec(member, facts, host, ip)
+    return specs
+
+
+def _facts(api_server_fqdn, api_service_address, cluster_domain, extra_sans, **more):
+    extra_dns, extra_ips = split_sans(extra_sans)
+    return _Facts(
+        fqdn=check_dns_name(api_server_fqdn, "api_server_fqdn"),
+        address=check_ip(api_service_address, "api_service_address"),
+        domain=check_dns_name(cluster_domain, "cluster_domain"),
+        extra_dns=extra_dns,
+        extra_ips=extra_ips,
+        **more,
+    )
 
 
 def seed_specs(
@@ -23,37 +349,9 @@ def seed_specs(
     signing service-account tokens, so that a new serving certificate does not
     invalidate every token (the seed signs them with ``server.key``).
     """
-    fqdn = check_dns_name(api_server_fqdn, "api_server_fqdn")
-    address = check_ip(api_service_address, "api_service_address")
-    domain = check_dns_name(cluster_domain, "cluster_domain")
-    extra_dns, extra_ips = split_sans(extra_sans)
-    dns = [fqdn, "kubernetes", "kubernetes.default", "kubernetes.default.svc"]
-    dns += [f"kubernetes.default.svc.{domain}", *extra_dns]
-    return {
-        "ca": CASpec(common_name="kubernetes-ca"),
-        "server": LeafSpec(
-            common_name="kube-apiserver",
-            usages=("server",),
-            dns_names=tuple(dict.fromkeys(dns)),
-            ip_addresses=tuple(dict.fromkeys([address, *extra_ips])),
-        ),
-        "kubecfg": LeafSpec(
-            common_name="kubecfg",
-            organizations=("system:masters",),
-            usages=("client",),
-        ),
-        **({"sa": KeyPairSpec()} if check_bool(service_account_key, "service_account_key") else {}),
-    }
-
-
-KUBEADM_HOSTS_DIR = "hosts"
-
-
-KUBEADM_ADMIN_GROUP = "kubeadm:cluster-admins"
-
-
-def _url(host, port):
-    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+    facts = _facts(api_server_fqdn, api_service_address, cluster_domain, extra_sans)
+    with_sa = check_bool(service_account_key, "service_account_key")
+    return _specs(SEED, facts, options=("service_account_key",) if with_sa else ())
 
 
 def kubeadm_specs(
@@ -74,16 +372,14 @@ def kubeadm_specs(
     certificates, naming its host name and address.
     """
     fqdn = check_dns_name(api_server_fqdn, "api_server_fqdn")
-    address = check_ip(api_service_address, "api_service_address")
-    domain = check_dns_name(cluster_domain, "cluster_domain")
-    extra_dns, extra_ips = split_sans(extra_sans)
     master_hosts = check_hosts(masters, "masters")
     if not master_hosts:
         raise InputError("masters: the kubeadm profile needs at least one master {name, ip}")
     node_hosts = check_hosts(nodes, "nodes", need_ip=False)
+    master_names = dict(master_hosts)
     master_ips = {ip: host for host, ip in master_hosts}
     for index, (host, ip) in enumerate(node_hosts):
-        if host in dict(master_hosts):
+        if host in master_names:
             raise InputError(f"nodes[{index}].name: {host!r} is also listed in masters")
         if ip in master_ips:
             raise InputError(f"nodes[{index}].ip: {ip} is also the address of {master_ips[ip]!r}")
@@ -91,94 +387,29 @@ def kubeadm_specs(
         endpoint = (fqdn, KUBEADM_PORT)
     else:
         endpoint = check_endpoint(control_plane_endpoint)
-    server = _url(*endpoint)
-    endpoint_dns, endpoint_ips = split_sans([endpoint[0]], "control_plane_endpoint")
-
-    def conf(cn, orgs=()):
-        return KubeconfigSpec(cn, tuple(orgs), server=server, cluster_name=cluster_name)
-
-    specs = {
-        "ca": CASpec(common_name="kubernetes-ca"),
-        "front-proxy-ca": CASpec(common_name="kubernetes-front-proxy-ca"),
-        "etcd/ca": CASpec(common_name="etcd-ca"),
-        "apiserver-kubelet-client": LeafSpec(
-            "kube-apiserver-kubelet-client", (KUBEADM_ADMIN_GROUP,), ("client",)
-        ),
-        "front-proxy-client": LeafSpec(
-            "front-proxy-client", usages=("client",), issuer="front-proxy-ca"
-        ),
-        "etcd/healthcheck-client": LeafSpec(
-            "kube-etcd-healthcheck-client", usages=("client",), issuer="etcd/ca"
-        ),
-        "apiserver-etcd-client": LeafSpec(
-            "kube-apiserver-etcd-client", usages=("client",), issuer="etcd/ca"
-        ),
-        "sa": KeyPairSpec(),
-        "admin.conf": conf("kubernetes-admin", [KUBEADM_ADMIN_GROUP]),
-        "super-admin.conf": conf("kubernetes-super-admin", ["system:masters"]),
-        "controller-manager.conf": conf("system:kube-controller-manager"),
-        "scheduler.conf": conf("system:kube-scheduler"),
-    }
-    service_dns = ["kubernetes", "kubernetes.default", "kubernetes.default.svc"]
-    service_dns.append(f"kubernetes.default.svc.{domain}")
-    loopback = [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")]
-    for host, ip in master_hosts:
-        here = f"{KUBEADM_HOSTS_DIR}/{host}"
-        dns = [host, fqdn, *endpoint_dns, *service_dns, *extra_dns]
-        ips = [address, ip, *endpoint_ips, *extra_ips]
-        specs[f"{here}/apiserver"] = LeafSpec(
-            "kube-apiserver",
-            usages=("server",),
-            dns_names=tuple(dict.fromkeys(dns)),
-            ip_addresses=tuple(dict.fromkeys(ips)),
-        )
-        for leaf, cn in (("server", "kube-etcd"), ("peer", "kube-etcd-peer")):
-            specs[f"{here}/etcd/{leaf}"] = LeafSpec(
-                cn,
-                usages=("server", "client"),
-                dns_names=(host, "localhost"),
-                ip_addresses=tuple(dict.fromkeys([ip, *loopback])),
-                issuer="etcd/ca",
-            )
-    for host, _ in master_hosts + node_hosts:
-        specs[f"{KUBEADM_HOSTS_DIR}/{host}/kubelet.conf"] = conf(
-            f"system:node:{host}", ["system:nodes"]
-        )
-    return specs
+    facts = _facts(
+        fqdn,
+        api_service_address,
+        cluster_domain,
+        extra_sans,
+        endpoint=endpoint,
+        endpoint_sans=split_sans([endpoint[0]], "control_plane_endpoint"),
+        cluster_name=cluster_name,
+    )
+    return _specs(KUBEADM, facts, master_hosts, node_hosts)
 
 
-# Where each file of the set goes on a host, relative to /etc/kubernetes.
-_KUBEADM_MASTER_SHARED = (
-    "ca.crt",
-    "ca.key",
-    "front-proxy-ca.crt",
-    "front-proxy-ca.key",
-    "etcd/ca.crt",
-    "etcd/ca.key",
-    "apiserver-kubelet-client.crt",
-    "apiserver-kubelet-client.key",
-    "front-proxy-client.crt",
-    "front-proxy-client.key",
-    "etcd/healthcheck-client.crt",
-    "etcd/healthcheck-client.key",
-    "apiserver-etcd-client.crt",
-    "apiserver-etcd-client.key",
-    "sa.key",
-    "sa.pub",
-)
+# --- From the table to what each host receives ------------------------------------------
 
 
-_KUBEADM_MASTER_OWN = (
-    "apiserver.crt",
-    "apiserver.key",
-    "etcd/server.crt",
-    "etcd/server.key",
-    "etcd/peer.crt",
-    "etcd/peer.key",
-)
-
-
-_KUBEADM_CONFS = ("admin.conf", "super-admin.conf", "controller-manager.conf", "scheduler.conf")
+def _received(table, role, pillar=None):
+    """``(member, file, destination)`` for every file a host of ``role`` receives."""
+    for member in table:
+        if pillar is not None and member.pillar != pillar:
+            continue
+        for f, dest in member.handed_out():
+            if member.receives(role, f.secret):
+                yield member, f, dest
 
 
 def kubeadm_host_files(host, master):
@@ -189,78 +420,90 @@ def kubeadm_host_files(host, master):
     no key but its own.
     """
     host = check_dns_name(host, "host")
-    own = f"{KUBEADM_HOSTS_DIR}/{host}"
-    files = {"pki/ca.crt": "ca.crt", "kubelet.conf": f"{own}/kubelet.conf"}
-    if master:
-        files.update({f"pki/{rel}": rel for rel in _KUBEADM_MASTER_SHARED})
-        files.update({f"pki/{rel}": f"{own}/{rel}" for rel in _KUBEADM_MASTER_OWN})
-        files.update({conf: conf for conf in _KUBEADM_CONFS})
-    return files
+    role = MASTER if master else NODE
+    return {
+        dest: member_path(member, host) + f.suffix for member, f, dest in _received(KUBEADM, role)
+    }
 
 
-KUBEADM_HOST_FILES = tuple(
-    ["pki/ca.crt", "kubelet.conf"]
-    + [f"pki/{rel}" for rel in _KUBEADM_MASTER_SHARED + _KUBEADM_MASTER_OWN if rel != "ca.crt"]
-    + list(_KUBEADM_CONFS)
-)
+#: every file the kubeadm profile may lay down on a host (paths under /etc/kubernetes)
+KUBEADM_HOST_FILES = tuple(dest for member in KUBEADM for _, dest in member.handed_out())
 
+#: what a kubeadm node holds
+KUBEADM_NODE_FILES = tuple(dest for _, _, dest in _received(KUBEADM, NODE))
 
-KUBEADM_NODE_FILES = ("pki/ca.crt", "kubelet.conf")
+_KUBEADM_DESTINATIONS = {
+    dest: (member, f) for member in KUBEADM for f, dest in member.handed_out()
+}  # fmt: skip
 
-
-KUBEADM_CAS = {"ca": "pki/ca.crt", "front-proxy-ca": "pki/front-proxy-ca.crt"}
-
-
-KUBEADM_CAS["etcd/ca"] = "pki/etcd/ca.crt"
+#: CA path in the set -> its certificate on a host
+KUBEADM_CAS = {member.path: member.destinations[0] for member in KUBEADM if member.kind.is_ca}
 
 
 def kubeadm_file_mode(rel):
     """The mode of a laid-down kubeadm file: keys and kubeconfigs 0600, the rest 0644."""
-    return KEY_MODE if rel.endswith((".key", ".conf")) else CERT_MODE
+    return _KUBEADM_DESTINATIONS[rel][1].mode
 
 
 def kubeadm_issuer(rel):
     """Which CA file (relative to /etc/kubernetes) signs the laid-down file ``rel``."""
-    if rel == "pki/apiserver-etcd-client.crt" or rel.startswith("pki/etcd/"):
-        return KUBEADM_CAS["etcd/ca"]
-    if rel == "pki/front-proxy-client.crt":
-        return KUBEADM_CAS["front-proxy-ca"]
-    return KUBEADM_CAS["ca"]
+    member = _KUBEADM_DESTINATIONS[rel][0]
+    return KUBEADM_CAS[member.issuer or member.path]
 
 
-#: The CA certificate(s) every minion gets.
 #: pillar key under kubernetes:certs -> file of the set on the master
 PILLAR_FILES = {
-    "ca.crt": "ca.crt",
-    "kubecfg.crt": "kubecfg.crt",
-    "kubecfg.key": "kubecfg.key",
-    "server.cert": "server.crt",
-    "server.key": "server.key",
+    dest: member.path + f.suffix
+    for member in SEED
+    if member.pillar == CERTS_PILLAR
+    for f, dest in member.handed_out()
 }
 
-
 #: pillar keys only masters receive (nodes never get the apiserver's pair)
-MASTERS_ONLY = ("server.cert", "server.key")
-
+MASTERS_ONLY = tuple(
+    dest
+    for member, f, dest in _received(SEED, MASTER, CERTS_PILLAR)
+    if not member.receives(NODE, f.secret)
+)
 
 #: the optional service-account key pair -> pillar kubernetes:service_account (masters only)
-SERVICE_ACCOUNT_FILES = ("sa.key", "sa.pub")
+SERVICE_ACCOUNT_FILES = tuple(
+    dest for member in SEED if member.pillar == SERVICE_ACCOUNT_PILLAR
+    for _, dest in member.handed_out()
+)  # fmt: skip
 
+#: the CA certificate every minion gets
+DIST_CA = next(member.destinations[0] for member in SEED if member.kind.is_ca)
 
-DIST_CA = "ca.crt"
-
-
-#: (certificate, key, required) pairs; the server pair goes to masters only.
-DIST_PAIRS = (("kubecfg.crt", "kubecfg.key", True), ("server.cert", "server.key", False))
-
+#: (certificate, key, required) pillar keys of each pair; those nodes do not
+#: receive are optional (a node has none of them)
+DIST_PAIRS = tuple(
+    sorted(
+        (
+            (*member.destinations, member.receives(NODE, True))
+            for member in SEED
+            if member.pillar == CERTS_PILLAR and member.kind.signed
+        ),
+        key=lambda pair: not pair[2],
+    )
+)
 
 DIST_KEYS = (DIST_CA, *(name for pair in DIST_PAIRS for name in pair[:2]))
 
+#: key pillar key -> the certificate pillar key it belongs to
+KEY_PAIRS = {key: cert for cert, key, _ in DIST_PAIRS}
 
 #: what a role must never hold, whatever its pillar says: a node gets the CA,
 #: and the seed's kubecfg pair (its kubelet and kube-proxy use it), but never
 #: the apiserver's key nor the key that signs service-account tokens.
-ROLE_FORBIDDEN = {"node": ("server.key", "sa.key")}
+ROLE_FORBIDDEN = {
+    NODE: tuple(
+        dest
+        for member in SEED
+        for f, dest in member.handed_out()
+        if f.secret and not member.receives(NODE, True)
+    )
+}
 
 
 def role_forbidden(role, held):
@@ -268,5 +511,10 @@ def role_forbidden(role, held):
     return [name for name in ROLE_FORBIDDEN.get(role, ()) if name in held]
 
 
-#: key pillar key -> the certificate pillar key it belongs to
-KEY_PAIRS = {"kubecfg.key": "kubecfg.crt", "server.key": "server.cert"}
+def readers(profile, path):
+    """What reads the member at ``path`` of a ``profile`` set: what must restart after a renewal."""
+    base = path.split("/", 2)[2] if host_of(path) else path
+    for member in PROFILES[profile]:
+        if member.path == base:
+            return list(member.readers)
+    return []

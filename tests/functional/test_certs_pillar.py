@@ -230,9 +230,8 @@ def test_seed_form_leaves_indented_lines_that_the_states_strip(tmp_path, pki):
     assert support.k8s_pki.normalize_pem(got) == original
 
 
-def test_example_lookup_values_are_the_defaults(tmp_path):
-    """pillar.example shows kubernetes:lookup with the Debian defaults: keep it true."""
-    example = yaml.safe_load(EXAMPLE.read_text())["kubernetes"]["lookup"]
+def _mapdata(tmp_path):
+    """map.jinja's export as a minion without pillar renders it."""
     root = support.write_pillar(tmp_path / "p", {})
     conf = support.write_minion_config(tmp_path / "m", root, "k8s-master-1")
     template = "{%- from 'kubernetes/map.jinja' import mapdata with context %}{{ mapdata | json }}"
@@ -245,10 +244,35 @@ def test_example_lookup_values_are_the_defaults(tmp_path):
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    mapdata = json.loads(json.loads(proc.stdout)["local"])
+    return json.loads(json.loads(proc.stdout)["local"])
+
+
+def test_example_lookup_values_are_the_defaults(tmp_path):
+    """pillar.example shows kubernetes:lookup with the Debian defaults: keep it true."""
+    example = yaml.safe_load(EXAMPLE.read_text())["kubernetes"]["lookup"]
+    mapdata = _mapdata(tmp_path)
     mapdata.pop("files")
     mapdata["kubeadm"].pop("files")  # the kubeadm profile's fixed file list, not a setting
     assert mapdata == example
+
+
+def test_the_states_file_lists_agree_with_the_profile_tables(tmp_path):
+    """The states' parameters say what the profiles' member tables say, file by file."""
+    mapdata = _mapdata(tmp_path)
+    modes = {"0600": 0o600, "0644": 0o644}
+    seed = {
+        dest: (f.mode, not member.receives("node", f.secret))
+        for member in support.k8s_pki.profiles.SEED
+        if member.pillar == "kubernetes:certs"
+        for f, dest in member.handed_out()
+    }
+    laid = {
+        key: (modes[entry["mode"]], entry["masters_only"])
+        for key, entry in mapdata["files"].items()
+        if entry["pillar"] == key  # the copies elsewhere (kubelet CA, trust anchor) aside
+    }
+    assert laid == seed
+    assert mapdata["kubeadm"]["files"] == list(support.k8s_pki.KUBEADM_HOST_FILES)
 
 
 def test_pillar_example_is_valid_yaml_for_yamllint():
