@@ -53,11 +53,16 @@ def check_dns_name(value, name="api_server_fqdn"):
             f"{name}: {value!r} is not a valid DNS name (labels of letters, digits and '-', "
             "joined by '.')"
         )
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return text.rstrip(".").lower()
-    raise InputError(f"{name}: {value!r} is an IP address, not a DNS name")
+    # Labels that are all digits may spell an IPv4 address (an IPv6 one never
+    # passes the label check): only then is it worth asking ipaddress.
+    if all(label.isdigit() for label in labels):
+        try:
+            ipaddress.ip_address(text)
+        except ValueError:
+            pass
+        else:
+            raise InputError(f"{name}: {value!r} is an IP address, not a DNS name")
+    return text.rstrip(".").lower()
 
 
 def check_bool(value, name):
@@ -120,7 +125,7 @@ def check_hosts(value, name, need_ip=True):
             f"{name}: {value!r} is not a list of {{name: ..., ip: ...}} entries "
             f"(on the command line: {name}='[{{name: host1, ip: 192.0.2.11}}]')"
         )
-    hosts, seen_ips = [], {}
+    hosts, seen_names, seen_ips = [], set(), {}
     for index, entry in enumerate(value):
         where = f"{name}[{index}]"
         if not isinstance(entry, dict):
@@ -137,8 +142,9 @@ def check_hosts(value, name, need_ip=True):
             ip = None
         else:
             ip = check_ip(entry["ip"], f"{where}.ip")
-        if any(host == other for other, _ in hosts):
+        if host in seen_names:
             raise InputError(f"{where}.name: {host!r} is listed twice")
+        seen_names.add(host)
         if ip is not None and ip in seen_ips:
             raise InputError(f"{where}.ip: {ip} is also the address of {seen_ips[ip]!r}")
         if ip is not None:

@@ -324,7 +324,11 @@ def renewal_window_days(cert, renew_before_days=DEFAULT_RENEW_BEFORE_DAYS):
     (cert-manager's rule).  Otherwise a certificate issued for, say, 30 days
     would be due the moment it is made, and every run would issue it again.
     """
-    lifetime = (cert.not_valid_after_utc - cert.not_valid_before_utc).total_seconds() / 86400
+    return _window_days(cert.not_valid_before_utc, cert.not_valid_after_utc, renew_before_days)
+
+
+def _window_days(not_before, not_after, renew_before_days):
+    lifetime = (not_after - not_before).total_seconds() / 86400
     # Whole days: a certificate issued for 90 days lives 90 days and the few
     # minutes it is back-dated, and is still not "longer" than a 90-day window.
     return renew_before_days if renew_before_days < math.floor(lifetime) else lifetime / 3
@@ -337,12 +341,21 @@ def renewal_due(cert, renew_before_days=DEFAULT_RENEW_BEFORE_DAYS, now=None, ca_
     expires: a new one could not last a moment longer (see :func:`issue_leaf`),
     and reissuing it on every run would only churn keys.
     """
-    left = days_left(cert, now)
+    ca_end = ca_cert.not_valid_after_utc if ca_cert is not None else None
+    return renewal_due_by_dates(
+        cert.not_valid_before_utc, cert.not_valid_after_utc, renew_before_days, now, ca_end
+    )
+
+
+def renewal_due_by_dates(not_before, not_after, renew_before_days, now=None, ca_not_after=None):
+    """:func:`renewal_due` for a certificate known by its dates (and its CA's end) only."""
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    left = (not_after - now).total_seconds() / 86400
     if left <= 0:
         return "expired"
-    if ca_cert is not None and cert.not_valid_after_utc >= ca_cert.not_valid_after_utc:
+    if ca_not_after is not None and not_after >= ca_not_after:
         return ""
-    window = renewal_window_days(cert, renew_before_days)
+    window = _window_days(not_before, not_after, renew_before_days)
     if left < window:
         return f"expires in {_days_text(left)} (renewal window: {_days_text(window)})"
     return ""

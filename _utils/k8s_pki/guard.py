@@ -142,12 +142,19 @@ def check_store(directory):
     A missing pki_root or set is fine: nothing to trust yet.
     """
     directory = os.path.normpath(directory)
-    if not check_set_folder(directory):
-        return
-    for dirpath, dirnames, filenames in os.walk(directory):
-        for name in dirnames + filenames:
-            path = os.path.join(dirpath, name)
-            check_entry(path, os.lstat(path), secret=name in filenames and is_secret(name))
+    if check_set_folder(directory):
+        _check_tree(directory)
+
+
+def _check_tree(folder):
+    """check_entry on everything under ``folder``, never following a link."""
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            st = entry.stat(follow_symlinks=False)
+            is_dir = stat.S_ISDIR(st.st_mode)
+            check_entry(entry.path, st, secret=not is_dir and is_secret(entry.name))
+            if is_dir:
+                _check_tree(entry.path)
 
 
 def read_store_file(path, secret=False):

@@ -19,12 +19,22 @@ from .defaults import (
 )
 from .errors import InputError, SetError
 from .files import fsync_dir
-from .guard import check_store, lstat_or_none, read_store_file
+from .guard import check_set_folder, check_store, lstat_or_none, read_store_file
 from .manifest import manifest_path
-from .plan import fill_plan, leaf_names, plan_set, token_signing_leaf
+from .plan import fill_plan, leaf_names, member_shows, plan_set, token_signing_leaf
+from .profiles import host_of
+from .record import remember
 from .specs import spec_from_cert
 from .store import read_pair
-from .writer import commit_staging, locked, record_created, scratch_dirs, stage_plan
+from .writer import (
+    HostSwapUnsupported,
+    commit_hosts,
+    commit_staging,
+    locked,
+    record_created,
+    scratch_dirs,
+    stage_plan,
+)
 
 
 def ensure_set(
@@ -73,12 +83,17 @@ def ensure_set(
         rotate_token_key=rotate_token_key,
         **decide,
     )
-    check_store(directory)
     if dry_run:
+        check_store(directory)
         plan = plan_set(directory, specs, **options)
         _stage_manifest(plan, manifest)
         return plan, None
-    if not force_regen and not renew and os.path.isdir(directory):
+    # Settings that differ from the set's manifest change the set for sure:
+    # straight to the lock then, without deciding twice.
+    settled = manifest is None or read_store_file(manifest_path(directory)) == manifest
+    check_set_folder(directory)
+    if not force_regen and not renew and settled and os.path.isdir(directory):
+        check_store(directory)
         # Fast path, no lock: a valid set is left alone without writing anything.
         try:
             plan = plan_set(directory, specs, **decide)
@@ -125,6 +140,22 @@ def write_plan(
     }
     if made:
         record_created(plan.directory, made)
+    hosts = changed_hosts(plan)
+    backup, hosts = _write_files(pki_root, cluster_tag, plan, hosts, now, keep)
+    remember(plan.directory, plan, member_shows, hosts)
+    return backup
+
+
+def _write_files(pki_root, cluster_tag, plan, hosts, now, keep):
+    """Put the plan's files in place: only ``hosts`` where it can, else the whole set.
+
+    Returns the backup's path and the hosts written (None: the whole set).
+    """
+    if hosts:
+        try:
+            return commit_hosts(pki_root, cluster_tag, plan, hosts, now, keep), hosts
+        except HostSwapUnsupported:
+            pass
     staging, old = scratch_dirs(pki_root, cluster_tag)
     try:
         backup = stage_plan(plan, staging, now, keep)
@@ -133,7 +164,27 @@ def write_plan(
         with contextlib.suppress(OSError):
             shutil.rmtree(staging)
         raise
-    return backup
+    return backup, None
+
+
+def changed_hosts(plan):
+    """The hosts whose folders hold every change of ``plan``, or () when a change lies elsewhere.
+
+    A set that does not exist yet, a file dropped, or any change to a member
+    of the whole set (a CA, a shared leaf) is written as a whole.
+    """
+    if plan.drop or not os.path.isdir(plan.directory):
+        return ()
+    hosts = []
+    for name, item in plan.items.items():
+        if item.action == "reused":
+            continue
+        host = host_of(name)
+        if host is None:
+            return ()
+        if host not in hosts:
+            hosts.append(host)
+    return tuple(hosts)
 
 
 def prune_backups(pki_root, cluster_tag, keep=DEFAULT_BACKUP_KEEP):

@@ -37,6 +37,7 @@ from .defaults import (
 from .errors import InputError, PKIError, SetError
 from .kinds import CERTIFICATE
 from .kubeconfig import render_kubeconfig
+from .record import load_record, recall
 from .store import Item, created_cas, read_item
 
 
@@ -177,7 +178,7 @@ def plan_set(
             raise InputError(f"renew: {name!r} is not a certificate of this set")
         if specs[name].kind.is_ca:
             raise InputError(f"renew: {name!r} is a CA; renewal never replaces a CA")
-    found = {name: read_item(directory, name, spec) for name, spec in specs.items()}
+    found = _find_members(directory, specs, renew, renew_before_days, now, force_regen or cas)
     plan = Plan(directory, specs=specs)
     created = created_cas(directory)
     if force_regen:
@@ -201,6 +202,9 @@ def plan_set(
     token_leaf = token_signing_leaf(directory, specs)
     for name, spec in specs.items():
         item = found[name]
+        if item.recorded is not None and plan.items[spec.issuer].action == "reused":
+            plan.items[name] = item  # verified before, and unchanged since (record.py)
+            continue
         if spec.kind.is_ca and cas and name in cas:
             plan.items[name] = cas[name]
             plan.backup = plan.backup or cas[name].action != "reused"
@@ -256,6 +260,33 @@ def plan_set(
             item.reason = reason
         plan.items[name] = item
     return plan
+
+
+def _find_members(directory, specs, renew, renew_before_days, now, full):
+    """Every member of ``specs`` as found on disk.
+
+    An issued member whose files the set's record shows unchanged since they
+    were verified comes from the record (:func:`recall`); the others, and all
+    of them when ``full`` (a new start, a CA rotation), are read and parsed.
+    CAs come first in ``specs``, so a member's CA is found before it.
+    """
+    record = {} if full else load_record(directory)
+    found, prints = {}, {}
+    for name, spec in specs.items():
+        entry = record.get(name)
+        if entry is not None and spec.kind.signed and name not in renew:
+            ca = found[spec.issuer]
+            if ca.cert is not None and ca.key is not None:
+                if spec.issuer not in prints:
+                    prints[spec.issuer] = fingerprint(ca.cert)
+                item = recall(
+                    entry, directory, name, spec, ca, prints[spec.issuer], renew_before_days, now
+                )
+                if item is not None:
+                    found[name] = item
+                    continue
+        found[name] = read_item(directory, name, spec)
+    return found
 
 
 def fill_plan(plan, specs, key_type, ca_days, leaf_days, now):
@@ -315,12 +346,31 @@ def describe_plan(plan, backup=None):
 
 def _describe_member(directory, item, spec):
     """describe_plan's entries for one member: each of its files, as its kind shows it."""
+    shows = item.recorded["shows"] if item.recorded is not None else member_shows(item, spec)
     entries = {}
+    for f in spec.kind.files:
+        rel = item.name + f.suffix
+        if rel in shows:
+            entries[rel] = {
+                "path": os.path.join(directory, rel),
+                "action": f.action(item.action),
+                **shows[rel],
+            }
+    first = entries[spec.kind.main_file(item.name)]
+    if item.reason:
+        first["reason"] = item.reason
+    if item.capped:
+        first["capped"] = item.capped
+    return entries
+
+
+def member_shows(item, spec):
+    """What a description says of each file of a member, but its path and action."""
+    shows = {}
     for f in spec.kind.files:
         if f.follows_key and item.key is None:  # a CA whose key is not here
             continue
-        entry = {"path": os.path.join(directory, item.name + f.suffix)}
-        entry["action"] = f.action(item.action)
+        entry = {}
         if "server" in f.shows:
             entry["server"] = spec.server
         if "cert" in f.shows:
@@ -331,13 +381,8 @@ def _describe_member(directory, item, spec):
                 entry["bundle"] = [fingerprint(cert) for cert in item.bundle]
         if "public" in f.shows:
             entry["public_key_sha256"] = public_key_fingerprint(item.key.public_key())
-        entries[item.name + f.suffix] = entry
-    first = entries[spec.kind.main_file(item.name)]
-    if item.reason:
-        first["reason"] = item.reason
-    if item.capped:
-        first["capped"] = item.capped
-    return entries
+        shows[item.name + f.suffix] = entry
+    return shows
 
 
 def leaf_names(specs):
@@ -354,10 +399,11 @@ def _planned_outputs(item, spec):
     Mirrors ``writer._outputs`` without needing the bytes: a dry run never fills
     the plan.  A CA whose key is not here keeps having no key file.
     """
+    keyless = item.action == "reused" and item.key is None and item.recorded is None
     return [
         (item.name + f.suffix, f.action(item.action))
         for f in spec.kind.files
-        if not (f.follows_key and item.action == "reused" and item.key_bytes is None)
+        if not (f.follows_key and keyless)
     ]
 
 

@@ -42,9 +42,14 @@ class Item:
     # bundle during a rotation); ``cert`` is then the one ``key`` belongs to.
     bundle: list = field(default_factory=list)
     capped: str = ""  # issued to end with its CA, sooner than asked: says so
+    # Taken as verified from the set's record (record.py), not read: its
+    # files' descriptions and dates; no certificate or key object then.
+    recorded: dict | None = None
 
     @property
     def present(self):
+        if self.recorded is not None:
+            return True
         return any(
             data is not None
             for data in (self.cert_bytes, self.key_bytes, self.pub_bytes, self.file_bytes)

@@ -24,11 +24,13 @@ from .files import exchange_dirs, flush_to_disk, fsync_dir, hard_link, make_pare
 from .guard import (
     check_ancestors,
     check_entry,
+    check_set_folder,
     check_store,
     is_secret,
     lstat_or_none,
     read_store_file,
 )
+from .profiles import KUBEADM_HOSTS_DIR
 from .store import created_path
 
 
@@ -57,8 +59,9 @@ def _outputs(item, spec):
         (item.name + f.suffix, getattr(item, f.field), f.mode, f.action(item.action) == "reused")
         for f in spec.kind.files
     ]
-    # A CA whose key was never here (an external CA) has no key file to carry along.
-    return [row for row in rows if row[1] is not None]
+    # A CA whose key was never here (an external CA) has no key file to carry
+    # along; a member taken from the record has all its files, unread.
+    return [row for row in rows if row[1] is not None or (row[3] and item.recorded)]
 
 
 def scratch_dirs(pki_root, cluster_tag):
@@ -118,7 +121,7 @@ def locked(pki_root, cluster_tag):
     """Serialise writers of one cluster's set, and clear what a killed writer left."""
     make_pki_root(pki_root)
     target = os.path.join(pki_root, cluster_tag)
-    check_store(target)
+    check_set_folder(target)  # the whole set is checked once the lock is held
     lock = os.path.join(pki_root, f".{cluster_tag}.lock")
     flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
@@ -232,3 +235,124 @@ def commit_staging(staging, old, target):
         os.rename(staging, target)
         shutil.rmtree(old)
     fsync_dir(os.path.dirname(target))
+
+
+class HostSwapUnsupported(Exception):
+    """The file system cannot swap two folders in one step: write the whole set instead."""
+
+
+def _backup_name(directory, now):
+    """A new backup folder's path relative to the set: when it was made, unique."""
+    backup = os.path.join(BACKUP_DIR, now.strftime("%Y%m%dT%H%M%S.%fZ"))
+    taken = backup
+    for n in range(1, 1000):  # two writes at the same instant (a caller's fixed now=)
+        if lstat_or_none(os.path.join(directory, taken)) is None:
+            break
+        taken = f"{backup}-{n}"
+    return taken
+
+
+def commit_hosts(pki_root, cluster_tag, plan, hosts, now, keep=DEFAULT_BACKUP_KEEP):
+    """Write what ``plan`` changes in ``hosts`` only: one folder swap per host, then the manifest.
+
+    For a plan whose every change lies in ``hosts/<host>/`` folders (a node
+    added, a master moved): each such folder is staged whole (its unchanged
+    files linked, its new ones written), made durable, and swapped in for the
+    live one in one rename; ``cluster.yaml`` follows in one rename.  A reader
+    or a crash sees each host's folder old or new, never mixed, and the
+    manifest names the new hosts only once their files are in place.  The rest
+    of the set is not touched.  The files replaced are backed up first (the
+    hosts' folders and the manifest).  Returns the backup's path, or None.
+
+    Raises :class:`HostSwapUnsupported`, having changed nothing, where folders
+    cannot be swapped in one step.
+    """
+    directory = plan.directory
+    staging, _ = scratch_dirs(pki_root, cluster_tag)
+    os.mkdir(staging, DIR_MODE)
+    os.chmod(staging, DIR_MODE)
+    try:
+        written, staged = [], {}
+        for host in hosts:
+            staged[host] = _stage_host(plan, staging, host, written)
+        backup = None
+        if plan.backup:
+            backup = _back_up_hosts(directory, hosts, now, written)
+        if plan.manifest is not None:
+            new_manifest = os.path.join(staging, MANIFEST_FILE)
+            write_new(new_manifest, plan.manifest, CERT_MODE)
+            written.append(new_manifest)
+        flush_to_disk(staging, written)
+        hosts_dir = os.path.join(directory, KUBEADM_HOSTS_DIR)
+        for index, host in enumerate(hosts):
+            live = os.path.join(hosts_dir, host)
+            if lstat_or_none(live) is None:
+                make_parents(live)
+                os.rename(staged[host], live)
+            elif not exchange_dirs(staged[host], live):
+                if index == 0:  # nothing changed yet but the new backup
+                    if backup is not None:
+                        shutil.rmtree(os.path.join(directory, backup))
+                    raise HostSwapUnsupported(live)
+                raise SetError(f"{live}: could not swap the folder in one step; run again")
+        fsync_dir(hosts_dir)
+        if plan.manifest is not None:
+            os.replace(new_manifest, os.path.join(directory, MANIFEST_FILE))
+            fsync_dir(directory)
+        _prune(directory, keep)
+    finally:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(staging)  # after the swaps: the hosts' previous folders
+    return backup and os.path.join(directory, backup)
+
+
+def _stage_host(plan, staging, host, written):
+    """Build the new ``hosts/<host>`` folder under ``staging``; returns its path."""
+    prefix = f"{KUBEADM_HOSTS_DIR}/{host}/"
+    folder = os.path.join(staging, KUBEADM_HOSTS_DIR, host)
+    make_parents(os.path.join(folder, "."))
+    planned = set()
+    for name, item in plan.items.items():
+        if not name.startswith(prefix):
+            continue
+        for rel, data, mode, kept in _outputs(item, plan.specs[name]):
+            planned.add(rel)
+            path = os.path.join(staging, rel)
+            make_parents(path)
+            if kept:
+                hard_link(os.path.join(plan.directory, rel), path)
+            else:
+                write_new(path, data, mode)
+                written.append(path)
+    live = os.path.join(plan.directory, KUBEADM_HOSTS_DIR, host)
+    if os.path.isdir(live):  # files the set does not name are the user's: keep them
+        for rel in set_files(live):
+            if prefix + rel not in planned:
+                hard_link(os.path.join(live, rel), os.path.join(folder, rel))
+    return folder
+
+
+def _back_up_hosts(directory, hosts, now, written):
+    """Private copies of the hosts' live folders and the manifest under a new backup folder."""
+    backup = _backup_name(directory, now)
+    sources = [os.path.join(KUBEADM_HOSTS_DIR, host) for host in hosts]
+    for source in sources:
+        live = os.path.join(directory, source)
+        if os.path.isdir(live):
+            for rel in set_files(live):
+                path = os.path.join(directory, backup, source, rel)
+                private_copy(os.path.join(live, rel), path, is_secret(rel))
+                written.append(path)
+    manifest = os.path.join(directory, MANIFEST_FILE)
+    if lstat_or_none(manifest) is not None:
+        path = os.path.join(directory, backup, MANIFEST_FILE)
+        private_copy(manifest, path, False)
+        written.append(path)
+    return backup
+
+
+def _prune(directory, keep):
+    """Remove all but the newest ``keep`` backups of the set."""
+    names = backups(directory)
+    for name in names[: max(len(names) - keep, 0)]:
+        shutil.rmtree(os.path.join(directory, BACKUP_DIR, name))

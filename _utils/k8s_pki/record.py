@@ -1,0 +1,168 @@
+"""What the last writer of a set verified, by file identity: a large unchanged set checks fast.
+
+After every write, the writer records for each issued member (a certificate or a
+kubeconfig) the identity of its files - device, inode, size, mtime and ctime in
+nanoseconds - with the spec it satisfies, the fingerprint of the CA that signed
+it, its dates and its description.  A later run that finds a member's files with
+exactly those identities, asked for the same spec under the same CA, knows they
+hold the bytes that were verified: any write to a file moves its ctime (even one
+that puts the mtime back, which user space cannot do for the ctime), and a
+replaced file is another inode.  Such a member is taken as it is without parsing
+its files or checking its signature again; anything else is read and checked in
+full, as before, so a changed or tampered file is still caught and reissued.
+
+The record lives beside the set (``<pki_root>/.<tag>.verified``), belongs to the
+master's user like the rest of the store and is read with the same checks; it
+grants nothing the store's own files do not (whoever can rewrite it can rewrite
+the certificates).  A record that is missing, unreadable or of another version is
+ignored: the set is then checked in full.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import json
+import os
+import stat
+
+from .crypto import fingerprint, renewal_due_by_dates
+from .defaults import CERT_MODE
+from .files import fsync_dir, write_new
+from .guard import check_entry, lstat_or_none, read_store_file
+from .profiles import host_of
+from .store import Item
+
+RECORD_VERSION = 1
+
+
+def record_path(directory):
+    directory = os.path.normpath(directory)
+    return os.path.join(os.path.dirname(directory), f".{os.path.basename(directory)}.verified")
+
+
+def spec_digest(spec):
+    """A short digest of everything a spec asks (its repr lists every field)."""
+    return hashlib.sha256(f"{type(spec).__name__}{spec!r}".encode()).hexdigest()[:32]
+
+
+def file_identity(path, secret):
+    """``[dev, ino, size, mtime_ns, ctime_ns]`` of a regular file of ours, or None.
+
+    A file someone else controls is refused (:func:`check_entry`), as when it is read.
+    """
+    st = lstat_or_none(path)
+    if st is None or not stat.S_ISREG(st.st_mode):
+        return None
+    check_entry(path, st, secret=secret)
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def load_record(directory):
+    """The entries of the set's record: ``{member name: entry}``; empty when there is none."""
+    data = read_store_file(record_path(directory))
+    if not data:
+        return {}
+    try:
+        record = json.loads(data)
+    except ValueError:
+        return {}
+    if not isinstance(record, dict) or record.get("version") != RECORD_VERSION:
+        return {}
+    entries = record.get("members")
+    return entries if isinstance(entries, dict) else {}
+
+
+def _timestamp(when):
+    return int(when.timestamp())
+
+
+def _datetime(seconds):
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+
+
+def recall(entry, directory, name, spec, ca, ca_print, renew_before_days, now):
+    """The member ``name`` as verified before, or None when it must be read and checked.
+
+    ``ca`` is the item of the CA that must have signed it, as found now, and
+    ``ca_print`` its certificate's fingerprint.
+    """
+    if not isinstance(entry, dict) or entry.get("spec") != spec_digest(spec):
+        return None
+    if not isinstance(entry.get("shows"), dict):
+        return None
+    if ca.action != "reused" or ca.key is None or entry.get("ca") != ca_print:
+        return None
+    files = entry.get("files")
+    if not isinstance(files, dict) or len(files) != len(spec.kind.files):
+        return None
+    for f in spec.kind.files:
+        rel = name + f.suffix
+        if files.get(rel) != file_identity(os.path.join(directory, rel), f.secret):
+            return None
+    try:
+        not_before, not_after = (_datetime(s) for s in entry["dates"])
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return None
+    ca_end = ca.cert.not_valid_after_utc
+    if renewal_due_by_dates(not_before, not_after, renew_before_days, now, ca_end):
+        return None
+    return Item(name, action="reused", recorded=entry)
+
+
+def remember(directory, plan, shows, hosts=None):
+    """Write the record of a set just written: every issued member the plan left valid.
+
+    ``shows(item, spec)`` gives the description of each of a member's files
+    (what :func:`recall` hands back).  Called under the set's lock, after the
+    new files are in place; identities are taken now, from the files on disk,
+    but for the members taken from the record outside ``hosts`` (the only
+    folders written, when not None): their files were not touched.
+    """
+    members = {}
+    for name, item in plan.items.items():
+        spec = plan.specs[name]
+        if not spec.kind.signed:
+            continue
+        if item.recorded is not None and hosts is not None and host_of(name) not in hosts:
+            members[name] = item.recorded
+            continue
+        ca = plan.items[spec.issuer]
+        if ca.key is None or ca.cert is None:  # a CA whose key is not here: check in full
+            continue
+        files = {}
+        for f in spec.kind.files:
+            rel = name + f.suffix
+            files[rel] = file_identity(os.path.join(directory, rel), f.secret)
+        if None in files.values():
+            continue
+        if item.recorded is not None:
+            entry_shows, dates = item.recorded["shows"], item.recorded["dates"]
+        else:
+            entry_shows = shows(item, spec)
+            dates = [
+                _timestamp(item.cert.not_valid_before_utc),
+                _timestamp(item.cert.not_valid_after_utc),
+            ]
+        members[name] = {
+            "spec": spec_digest(spec),
+            "ca": fingerprint(ca.cert),
+            "files": files,
+            "dates": dates,
+            "shows": entry_shows,
+        }
+    path = record_path(directory)
+    tmp = f"{path}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    data = json.dumps({"version": RECORD_VERSION, "members": members}, separators=(",", ":"))
+    write_new(tmp, data.encode(), CERT_MODE)
+    os.replace(tmp, path)
+    fsync_dir(os.path.dirname(path))
+
+
+def forget(directory):
+    """Drop the record (a writer about to change the set without writing a new one)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(record_path(directory))
