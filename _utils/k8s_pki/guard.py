@@ -100,7 +100,7 @@ def check_set_folder(directory):
     check_entry(root, st)
     if not stat.S_ISDIR(st.st_mode):
         raise SetError(f"{root}: pki_root is not a folder; move it away")
-    for name in (f".{tag}.lock", f".{tag}.created"):
+    for name in (f".{tag}.lock", f".{tag}.created", f".{tag}.verified"):
         path = os.path.join(root, name)
         st = lstat_or_none(path)
         if st is not None:

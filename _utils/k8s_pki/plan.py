@@ -151,6 +151,7 @@ def plan_set(
     renew_before_days=DEFAULT_RENEW_BEFORE_DAYS,
     now=None,
     cas=None,
+    trust_record=True,
 ):
     """Decide, without writing anything, which pairs to keep and which to issue.
 
@@ -171,6 +172,10 @@ def plan_set(
     The key that signs service-account tokens (:func:`token_signing_leaf`) is
     kept whenever its leaf is issued again, unless ``rotate_token_key``; a new
     one in an existing set adds a warning to the plan.
+
+    Members whose files the set's record shows unchanged since a writer
+    verified them are taken from it unread (record.py), unless
+    ``trust_record`` is False or the run starts anew or rotates a CA.
     """
     now = now or datetime.datetime.now(datetime.timezone.utc)
     for name in renew:
@@ -178,7 +183,8 @@ def plan_set(
             raise InputError(f"renew: {name!r} is not a certificate of this set")
         if specs[name].kind.is_ca:
             raise InputError(f"renew: {name!r} is a CA; renewal never replaces a CA")
-    found = _find_members(directory, specs, renew, renew_before_days, now, force_regen or cas)
+    full = force_regen or cas or not trust_record
+    found = _find_members(directory, specs, renew, renew_before_days, now, full)
     plan = Plan(directory, specs=specs)
     created = created_cas(directory)
     if force_regen:
