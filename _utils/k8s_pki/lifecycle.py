@@ -92,6 +92,8 @@ def ensure_set(
     # straight to the lock then, without deciding twice.
     settled = manifest is None or read_store_file(manifest_path(directory)) == manifest
     check_set_folder(directory)
+    if lstat_or_none(os.path.join(pki_root, f".{cluster_tag}.lock")) is None:
+        check_store(directory)  # never written by k8s-helper: refuse before making a lock
     if not force_regen and not renew and settled and os.path.isdir(directory):
         check_store(directory)
         # Fast path, no lock: a valid set is left alone without writing anything.
