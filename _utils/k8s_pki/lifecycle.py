@@ -88,14 +88,17 @@ def ensure_set(
         plan = plan_set(directory, specs, **options)
         _stage_manifest(plan, manifest)
         return plan, None
-    # Settings that differ from the set's manifest change the set for sure:
-    # straight to the lock then, without deciding twice.
-    settled = manifest is None or read_store_file(manifest_path(directory)) == manifest
     check_set_folder(directory)
-    if lstat_or_none(os.path.join(pki_root, f".{cluster_tag}.lock")) is None:
-        check_store(directory)  # never written by k8s-helper: refuse before making a lock
-    if not force_regen and not renew and settled and os.path.isdir(directory):
+    written_before = lstat_or_none(os.path.join(pki_root, f".{cluster_tag}.lock")) is not None
+    # Settings that differ from the manifest of a set k8s-helper wrote before
+    # change it for sure: straight to the lock then, without deciding twice.
+    # Any other set is decided (and refused, if it must be) before a lock is made.
+    settled = manifest is None or read_store_file(manifest_path(directory)) == manifest
+    unlocked = not force_regen and not renew and os.path.isdir(directory)
+    unlocked = unlocked and (settled or not written_before)
+    if unlocked or not written_before:
         check_store(directory)
+    if unlocked:
         # Fast path, no lock: a valid set is left alone without writing anything.
         try:
             plan = plan_set(directory, specs, **decide)
@@ -105,7 +108,7 @@ def ensure_set(
         except SetError:
             # Perhaps a writer mid-swap: decide again under the lock.  Where no
             # writer ever took the lock there is none; refuse, creating nothing.
-            if lstat_or_none(os.path.join(pki_root, f".{cluster_tag}.lock")) is None:
+            if not written_before:
                 raise
     with locked(pki_root, cluster_tag):
         plan = plan_set(directory, specs, **options)
