@@ -62,7 +62,7 @@ ROTATION_CAS = {"ca": "ca", "etcd-ca": "etcd/ca", "front-proxy-ca": "front-proxy
 
 def check_rotation_ca(value, profile):
     """The set's name of the CA ``ca=`` chooses; InputError naming what this set has."""
-    text = value.strip() if isinstance(value, str) else value
+    text = value.strip() if isinstance(value, str) else None
     name = ROTATION_CAS.get(text, text if text in ROTATION_CAS.values() else None)
     if name is None:
         raise InputError(f"ca: {value!r} is not one of {', '.join(ROTATION_CAS)}")
