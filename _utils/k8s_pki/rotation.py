@@ -27,7 +27,7 @@ from .defaults import (
     NEXT_CA,
 )
 from .errors import InputError, PKIError, RotationRefused, SetError
-from .guard import check_store
+from .guard import check_store, read_store_file
 from .kubeconfig import render_kubeconfig
 from .lifecycle import write_plan
 from .plan import plan_set
@@ -191,11 +191,15 @@ def read_rotation(directory, specs, ca="ca"):
 
 
 def _other_state(directory, ca):
-    """Where a rotation of another CA of the set stands, judged by its files alone."""
+    """Where a rotation of another CA of the set stands, judged by its files alone
+    (its next CA there or not, its certificate file one CA or several; no key is read)."""
     pending = os.path.lexists(os.path.join(directory, f"{next_ca_name(ca)}.crt"))
     pending = pending or os.path.lexists(os.path.join(directory, f"{next_ca_name(ca)}.key"))
-    cert = read_pair(directory, ca)
-    several = len(cert.bundle) > 1
+    data = read_store_file(os.path.join(directory, f"{ca}.crt"))
+    try:
+        several = data is not None and len(load_certs(data, f"{ca}.crt")) > 1
+    except PKIError as err:
+        raise SetError(f"{directory}: {err}") from None
     if pending:
         return "trusted" if several else "prepared"
     return "reissued" if several else "idle"

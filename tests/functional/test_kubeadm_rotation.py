@@ -689,3 +689,23 @@ def test_kubectl_with_kubeadms_kubeconfigs_during_the_rollout(rotations, stage, 
                     key = (server_state, client_state, conf)
                     results[key] = kubectl_ok(server, kept / client_state / conf, tmp_path)
     assert all(results.values()), results
+
+
+@pytest.mark.parametrize("choice", ["etcd-ca", "front-proxy-ca"])
+def test_force_regen_in_the_middle_starts_over_without_the_rotation(master, choice):
+    """force_regen makes a whole new set: the rotation's new CA is not carried along
+    (it stays in the backup only), and every CA of the new set is idle."""
+    tag, name = f"regen-{choice}", CAS[choice]
+    directory = generate(master, tag)
+    for stage in ("prepare", "trust"):
+        rotate(master, cluster_tag=tag, ca=choice, stage=stage)
+    next_ca = (directory / f"{name}.next.crt").read_bytes()
+    ret = master["run"]["k8s-helper.generate_certs"](
+        cluster_tag=tag, profile="kubeadm", force_regen=True
+    )
+    assert ret.get("result") is not False, ret
+    assert ret["removed"] == [f"{name}.next.crt", f"{name}.next.key"]
+    assert not (directory / f"{name}.next.crt").exists()
+    assert (pathlib.Path(ret["backup"]) / f"{name}.next.crt").read_bytes() == next_ca
+    for other in CAS:
+        assert rotate(master, cluster_tag=tag, ca=other)["state"] == "idle"
