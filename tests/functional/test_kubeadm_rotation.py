@@ -709,3 +709,30 @@ def test_force_regen_in_the_middle_starts_over_without_the_rotation(master, choi
     assert (pathlib.Path(ret["backup"]) / f"{name}.next.crt").read_bytes() == next_ca
     for other in CAS:
         assert rotate(master, cluster_tag=tag, ca=other)["state"] == "idle"
+
+
+@pytest.mark.parametrize("stage", ["trust", "reissue", "finish"])
+def test_a_dry_run_plans_what_the_stage_then_does(master, stage):
+    """test=True names every file the stage writes, with the action the real run
+    reports (the kubeconfigs rewritten around the bundle included), and writes nothing."""
+    tag = f"dry-{stage}"
+    directory = generate(master, tag)
+    for step in STAGES[: STAGES.index(stage)]:
+        rotate(master, cluster_tag=tag, stage=step)
+    before = support.snapshot(directory)
+    dry = rotate(master, cluster_tag=tag, stage=stage, test=True)
+    assert support.snapshot(directory) == before
+    real = rotate(master, cluster_tag=tag, stage=stage)
+    planned = {
+        rel: info["action"]
+        for rel, info in dry["files"].items()
+        if info["change"] not in ("keep", "remove")
+    }
+    assert dry.get("removed") == real.get("removed")
+    written = {
+        rel: info["action"] for rel, info in real["files"].items() if info["action"] != "reused"
+    }
+    assert planned == written, (planned, written)
+    assert (dry["state"], dry["state_before"]) == (real["state"], real["state_before"])
+    assert planned["admin.conf"] == ("reissued" if stage == "reissue" else "rebundled")
+    assert planned["hosts/n2/kubelet.conf"] == planned["admin.conf"]
