@@ -35,7 +35,6 @@ import json
 import os
 import pathlib
 import shutil
-import subprocess
 
 import pytest
 import support
@@ -648,31 +647,6 @@ def test_tls_during_the_rollout_of_each_stage(rotations, choice, stage):
     assert all(results.values()), results
 
 
-def kubectl_ok(server, conf, home):
-    """The real kubectl with one of kubeadm's kubeconfigs as it is (its embedded CA data,
-    client certificate and key); only the address is the stand-in's."""
-    proc = subprocess.run(
-        [
-            "kubectl",
-            "--kubeconfig",
-            str(conf),
-            "--server",
-            server.url,
-            "--tls-server-name",
-            FQDN,
-            "get",
-            "--raw",
-            "/healthz",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, "HOME": str(home)},
-    )
-    return proc.returncode == 0 and proc.stdout.strip() == "ok"
-
-
 @pytest.mark.parametrize("stage", STAGES)
 def test_kubectl_with_kubeadms_kubeconfigs_during_the_rollout(rotations, stage, tmp_path):
     """admin.conf and a node's kubelet.conf from before and after the stage, against
@@ -687,7 +661,7 @@ def test_kubectl_with_kubeadms_kubeconfigs_during_the_rollout(rotations, stage, 
             for client_state in (BEFORE[stage], stage):
                 for conf in ("admin.conf", "hosts/n1/kubelet.conf"):
                     key = (server_state, client_state, conf)
-                    results[key] = kubectl_ok(server, kept / client_state / conf, tmp_path)
+                    results[key] = ks.kubectl_healthz(server, kept / client_state / conf, tmp_path)
     assert all(results.values()), results
 
 

@@ -15,8 +15,6 @@ gets through; and each laid-down kubeconfig embeds exactly the ``ca.crt`` laid
 down beside it (the bundle during trust and reissue).
 """
 
-import os
-import subprocess
 
 import pytest
 import support
@@ -49,29 +47,6 @@ def apply(minion):
     assert all(r["result"] for r in states.values())
 
 
-def kubectl_ok(server, conf, home):
-    proc = subprocess.run(
-        [
-            "kubectl",
-            "--kubeconfig",
-            str(conf),
-            "--server",
-            server.url,
-            "--tls-server-name",
-            FQDN,
-            "get",
-            "--raw",
-            "/healthz",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, "HOME": str(home)},
-    )
-    return proc.returncode == 0 and proc.stdout.strip() == "ok"
-
-
 def calls(master_box, node_box, home):
     """kubectl with the node's kubelet.conf and the master's admin.conf, as laid down,
     against the master's apiserver files as laid down."""
@@ -81,8 +56,12 @@ def calls(master_box, node_box, home):
         master_box.upper(f"{ETC}/pki/ca.crt"),
     ) as server:
         return {
-            "n1 kubelet.conf": kubectl_ok(server, node_box.upper(f"{ETC}/kubelet.conf"), home),
-            "m1 admin.conf": kubectl_ok(server, master_box.upper(f"{ETC}/admin.conf"), home),
+            "n1 kubelet.conf": ks.kubectl_healthz(
+                server, node_box.upper(f"{ETC}/kubelet.conf"), home
+            ),
+            "m1 admin.conf": ks.kubectl_healthz(
+                server, master_box.upper(f"{ETC}/admin.conf"), home
+            ),
         }
 
 
