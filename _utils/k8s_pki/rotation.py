@@ -24,7 +24,6 @@ from .defaults import (
     DEFAULT_BACKUP_KEEP,
     DEFAULT_CA_DAYS,
     DEFAULT_LEAF_DAYS,
-    NEXT_CA,
 )
 from .errors import InputError, PKIError, RotationRefused, SetError
 from .guard import check_store, read_store_file
@@ -75,8 +74,9 @@ def check_rotation_ca(value, profile):
 
 
 def next_ca_name(ca):
-    """Where a rotation keeps the new CA of ``ca`` until it signs: ``<ca>.next``."""
-    return NEXT_CA if ca == "ca" else f"{ca}.next"
+    """Where a rotation keeps the new CA of ``ca`` until it signs: ``<ca>.next``
+    (the seed's ``ca.next``, :data:`NEXT_CA`; kubeadm's ``etcd/ca.next`` too)."""
+    return f"{ca}.next"
 
 
 def rotation_members(specs, ca):

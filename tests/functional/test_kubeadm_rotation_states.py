@@ -15,7 +15,6 @@ gets through; and each laid-down kubeconfig embeds exactly the ``ca.crt`` laid
 down beside it (the bundle during trust and reissue).
 """
 
-
 import pytest
 import support
 from support import kubeadm as ks
