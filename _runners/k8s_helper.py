@@ -768,6 +768,16 @@ def _rotation_specs(directory, profile):
     return k8s_pki.specs_for(settings)
 
 
+# Who reads each kubeadm CA's files, as kubeadm wires a control plane: what
+# must restart once they are laid down (the files alone restart nothing).
+_KUBEADM_CA_READERS = {
+    "ca": "the static pods and the kubelet",
+    "etcd/ca": "the etcd and kube-apiserver static pods, one master at a time, each etcd "
+    "member healthy again before the next: the etcd cluster keeps its quorum",
+    "front-proxy-ca": "the kube-apiserver static pod",
+}
+
+
 def _kubeadm_rollout(after, ca_name, changed_to=None):
     """What the hosts of a kubeadm set need after a stage: which files reach which hosts.
 
@@ -776,17 +786,19 @@ def _kubeadm_rollout(after, ca_name, changed_to=None):
     """
     if after in ("idle", "prepared") and changed_to is None:
         return _ROTATION_NEXT[after]
-    files = f"pki/{ca_name}.crt" + (" and the kubeconfigs" if ca_name == "ca" else "")
+    ca_file = f"pki/{ca_name}.crt"
+    files = [ca_file, *(["the kubeconfigs"] if ca_name == "ca" else [])]
+    if after == "reissued":
+        files.append("the reissued certificates")
+    what = ", ".join(files[:-1]) + f" and {files[-1]}" if len(files) > 1 else files[0]
     who = "every host" if ca_name == "ca" else "every master"
     hand = (
-        f"hand {files} out to {who} (kubernetes.kubeadm.present) and restart what reads "
-        "them (the static pods; the kubelet)"
+        f"hand {what} out to {who} (kubernetes.kubeadm.present) and restart what reads "
+        f"them ({_KUBEADM_CA_READERS[ca_name]})"
     )
     if changed_to is not None:
-        return f"pki/{ca_name}.crt changed (it now holds {changed_to}): {hand}"
-    if after == "trusted":
-        return f"{hand}; next: stage=reissue"
-    return f"hand the reissued certificates out too: {hand}; next: stage=finish"
+        return f"{ca_file} changed (it now holds {changed_to}): {hand}"
+    return f"{hand}; next: stage={k8s_pki.NEXT_STAGE[after]}"
 
 
 # --------------------------------------------------------------------------
