@@ -65,10 +65,10 @@ def check_rotation_ca(value, profile):
     name = ROTATION_CAS.get(text, text if text in ROTATION_CAS.values() else None)
     if name is None:
         raise InputError(f"ca: {value!r} is not one of {', '.join(ROTATION_CAS)}")
-    if profile != "kubeadm" and name != "ca":
+    if profile == "seed" and name != "ca":  # no set at all: reading it says so
         raise InputError(
-            f"ca: {value!r} is a CA of kubeadm sets; this set is {profile or 'seed'} and has "
-            "one CA, ca (leave ca= out)"
+            f"ca: {value!r} is a CA of kubeadm sets; this set is seed and has one CA, ca "
+            "(leave ca= out)"
         )
     return name
 

@@ -455,6 +455,16 @@ def test_a_seed_set_has_only_ca(master, choice):
     assert "ca" not in rotate(master, cluster_tag=tag)  # a seed return is as it was
 
 
+@pytest.mark.parametrize("choice", ["etcd-ca", "front-proxy-ca"])
+def test_no_set_is_refused_creating_nothing(master, choice):
+    before = support.snapshot(master["pki"])
+    for stage in ("status", "prepare"):
+        ret = rotate(master, cluster_tag="nosuch", ca=choice, stage=stage)
+        assert ret["retcode"] == 2
+        assert ret["error"].endswith("nosuch: no certificate set here; run generate_certs first")
+    assert support.snapshot(master["pki"]) == before
+
+
 def test_an_external_kubeadm_ca_is_not_rotated(master):
     """A front-proxy CA the operator placed (k8s-helper did not make it) is theirs to rotate."""
     directory = master["pki"] / "extfp"
