@@ -149,7 +149,11 @@ def test_each_stage_moves_the_chosen_cas_rotation_on(rotations, choice):
     assert who in rets["trust"]["message"] and "next: stage=reissue" in rets["trust"]["message"]
     assert f"pki/{CAS[choice]}.crt changed" in rets["finish"]["message"]
     assert rets["trust"]["status"]["next_stage"] == "reissue"
-    assert "PRIVATE KEY" not in json.dumps(rets)
+    dumped = json.dumps(rets)
+    assert "PRIVATE KEY" not in dumped and "client-key-data" not in dumped
+    for conf in ks.CONFS:  # nor a line of the keys the kubeconfigs embed
+        key = ks.kubeconfig(rotations[choice]["kept"] / "finish" / conf)["key"]
+        assert not support.leaked(dumped, [key]), conf
 
 
 @pytest.mark.parametrize("choice", CAS)
