@@ -387,19 +387,25 @@ def test_stages_out_of_order_are_refused_and_change_nothing(master, choice, done
     assert support.snapshot(directory) == before
 
 
+@pytest.mark.parametrize("choice", CAS)
 @pytest.mark.parametrize("done", [("prepare",), ("prepare", "trust")])
-def test_abort_before_reissue_puts_every_file_back(master, done):
-    tag = f"abort-{len(done)}"
+def test_abort_before_reissue_puts_every_file_back(master, choice, done):
+    """Every file as it was before prepare (the kubeconfigs too), only the backups added;
+    and the set may start another rotation, of any CA."""
+    tag = f"abort-{choice}-{len(done)}"
     directory = generate(master, tag)
     start = {rel: state[2] for rel, state in support.snapshot(directory).items()}
     for step in done:
-        rotate(master, cluster_tag=tag, stage=step)
-    ret = rotate(master, cluster_tag=tag, stage="abort")
+        rotate(master, cluster_tag=tag, ca=choice, stage=step)
+    ret = rotate(master, cluster_tag=tag, ca=choice, stage="abort")
     assert (ret["state_before"], ret["state"]) == (REACHED[done[-1]], "idle")
+    assert rotate(master, cluster_tag=tag, ca=choice, stage="abort")["changed"] is False
     now = {rel: state[2] for rel, state in support.snapshot(directory).items()}
     assert {r: d for r, d in now.items() if not r.startswith("backup")} == {
         r: d for r, d in start.items() if not r.startswith("backup")
     }
+    other = next(c for c in CAS if c != choice)
+    assert rotate(master, cluster_tag=tag, ca=other, stage="prepare")["state"] == "prepared"
 
 
 def test_keep_keys_false_gives_the_chosen_cas_leaves_new_keys(master):
