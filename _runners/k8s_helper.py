@@ -622,6 +622,7 @@ def rotate_ca(
     ca_days=3650,
     days=365,
     *,
+    ca="ca",
     test=False,
     **kwargs,
 ):
@@ -651,8 +652,11 @@ def rotate_ca(
 
     Every change keeps the previous files under
     ``<cluster_tag>/backup/<timestamp>/`` and swaps the folder atomically.
-    Only the seed set's CA is rotated (not the kubeadm profile's three CAs),
-    and only a CA k8s-helper created. See the formula's docs/ca-rotation.md.
+    A kubeadm set rotates each of its three CAs, one at a time (``ca=``):
+    the same stages, the file ``<ca>.crt`` becoming the bundle, only that
+    CA's leaves reissued, and the kubeconfigs it signs embedding the bundle
+    while it lasts. Only a CA k8s-helper created is rotated. See the
+    formula's docs/ca-rotation.md.
 
     cluster_tag : default
         Which cluster's set.
@@ -669,6 +673,10 @@ def rotate_ca(
         prepare: how long the new CA is valid.
     days : 365
         reissue: how long the reissued leaves are valid.
+    ca : ca
+        Which CA: ``ca`` (the cluster CA; the only one of a seed set),
+        ``etcd-ca`` or ``front-proxy-ca`` (kubeadm sets). Refused while
+        another CA of the set is being rotated.
     test : False
         Dry run: return what the stage would do to each file (or why it is
         refused) and write nothing.
@@ -683,6 +691,7 @@ def rotate_ca(
         salt-run k8s-helper.rotate_ca cluster_tag=prod stage=trust
         salt-run k8s-helper.rotate_ca cluster_tag=prod stage=reissue
         salt-run k8s-helper.rotate_ca cluster_tag=prod stage=finish
+        salt-run k8s-helper.rotate_ca cluster_tag=prod ca=etcd-ca stage=prepare
     """
     _reject_unknown(kwargs)
     tag = k8s_pki.check_cluster_tag(cluster_tag)
@@ -692,12 +701,15 @@ def rotate_ca(
     ca_validity = k8s_pki.check_days(ca_days, "ca_days")
     leaf_days = k8s_pki.check_days(days, "days")
     dry = _dry_run(test)
-    specs = k8s_pki.seed_specs()
     directory = os.path.join(_pki_root(), tag)
-    k8s_pki.require_profile(directory, "seed", "rotate_ca")
+    profile, _ = k8s_pki.set_profile(directory)
+    ca_name = k8s_pki.check_rotation_ca(ca, profile)
+    specs = _rotation_specs(directory, profile)
     ret = {"cluster_tag": tag, "stage": stage}
+    if profile == "kubeadm":
+        ret.update(profile=profile, ca=ca_name)
     if stage == "status":
-        status = k8s_pki.rotation_status(k8s_pki.read_rotation(directory, specs))
+        status = k8s_pki.rotation_status(k8s_pki.read_rotation(directory, specs, ca_name))
         ret.update(changed=False, state=status["state"], status=status)
         ret["message"] = f"rotation {status['state']}: {status['explain']}"
         return ret
@@ -706,6 +718,7 @@ def rotate_ca(
         tag,
         specs,
         stage,
+        ca=ca_name,
         key_type=new_key_type,
         ca_days=ca_validity,
         leaf_days=leaf_days,
@@ -713,15 +726,18 @@ def rotate_ca(
         backup_keep=_backup_keep(),
         dry_run=dry,
     )
-    status = k8s_pki.rotation_status(k8s_pki.read_rotation(directory, specs))
+    status = k8s_pki.rotation_status(k8s_pki.read_rotation(directory, specs, ca_name))
     ret.update(state_before=before, state=after, changed=plan is not None)
     if plan is None:
         ret["message"] = f"stage={stage}: nothing to do, the rotation is {after}"
     else:
         hosts = _ROTATION_NEXT[after]
-        if after == "idle" and plan.items["ca"].action in k8s_pki.CA_FILE_ACTIONS:
-            what = "the new CA alone" if stage == "finish" else "the current CA alone"
+        changed_ca = after == "idle" and plan.items[ca_name].action in k8s_pki.CA_FILE_ACTIONS
+        what = "the new CA alone" if stage == "finish" else "the current CA alone"
+        if changed_ca:
             hosts = _CA_CRT_CHANGED.format(what=f"it now holds {what}")
+        if profile == "kubeadm":
+            hosts = _kubeadm_rollout(after, ca_name, what if changed_ca else None)
         ret["message"] = f"stage={stage}: {before} -> {after}; {hosts}"
         ret.update(_described(plan, backup, dry))
     if dry:
@@ -730,6 +746,48 @@ def rotate_ca(
     ret["status"] = status
     log.info("k8s-helper: cluster %s rotate_ca %s: %s -> %s", tag, stage, before, after)
     return ret
+
+
+def _rotation_specs(directory, profile):
+    """The members of the set a rotation reads: the seed's, or the kubeadm set's as
+    its manifest (or, made before it, its files) describes them."""
+    if profile != "kubeadm":
+        return k8s_pki.seed_specs()
+    _, settings, _, _ = k8s_pki.resolve_settings(directory, {}, profile)
+    return k8s_pki.specs_for(settings)
+
+
+# Who reads each kubeadm CA's files, as kubeadm wires a control plane: what
+# must restart once they are laid down (the files alone restart nothing).
+_KUBEADM_CA_READERS = {
+    "ca": "the static pods and the kubelet",
+    "etcd/ca": "the etcd and kube-apiserver static pods, one master at a time, each etcd "
+    "member healthy again before the next: the etcd cluster keeps its quorum",
+    "front-proxy-ca": "the kube-apiserver static pod",
+}
+
+
+def _kubeadm_rollout(after, ca_name, changed_to=None):
+    """What the hosts of a kubeadm set need after a stage: which files reach which hosts.
+
+    Nodes hold only pki/ca.crt and kubelet.conf: the front-proxy and etcd
+    CAs concern the masters alone.
+    """
+    if after in ("idle", "prepared") and changed_to is None:
+        return _ROTATION_NEXT[after]
+    ca_file = f"pki/{ca_name}.crt"
+    files = [ca_file, *(["the kubeconfigs"] if ca_name == "ca" else [])]
+    if after == "reissued":
+        files.append("the reissued certificates")
+    what = ", ".join(files[:-1]) + f" and {files[-1]}" if len(files) > 1 else files[0]
+    who = "every host" if ca_name == "ca" else "every master"
+    hand = (
+        f"hand {what} out to {who} (kubernetes.kubeadm.present) and restart what reads "
+        f"them ({_KUBEADM_CA_READERS[ca_name]})"
+    )
+    if changed_to is not None:
+        return f"{ca_file} changed (it now holds {changed_to}): {hand}"
+    return f"{hand}; next: stage={k8s_pki.NEXT_STAGE[after]}"
 
 
 # --------------------------------------------------------------------------

@@ -183,12 +183,16 @@ from .profiles import (  # noqa: F401
 )
 from .rotation import (  # noqa: F401
     NEXT_STAGE,
+    ROTATION_CAS,
     ROTATION_STAGES,
     ROTATION_STATES,
     Rotation,
+    check_rotation_ca,
     check_rotation_stage,
+    next_ca_name,
     read_rotation,
     rotate_ca,
+    rotation_members,
     rotation_status,
 )
 from .specs import (  # noqa: F401

@@ -201,7 +201,9 @@ def plan_set(
         reason = "force_regen" if plan.backup else "new set"
         plan.items = {name: Item(name, action="generated", reason=reason) for name in specs}
         if force_regen:  # a new start ends any CA rotation: its new CA goes to the backup only
-            rotation = (f"{NEXT_CA}.crt", f"{NEXT_CA}.key")
+            cas = [n for n, spec in specs.items() if spec.kind.is_ca]
+            nexts = {NEXT_CA} | {f"{name}.next" for name in cas}  # each CA's (kubeadm: three)
+            rotation = [f"{n}.{ext}" for n in sorted(nexts) for ext in ("crt", "key")]
             plan.drop |= {f for f in rotation if os.path.exists(os.path.join(directory, f))}
         return plan
 

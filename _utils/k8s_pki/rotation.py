@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import re
@@ -9,19 +10,28 @@ from dataclasses import dataclass
 
 from cryptography.x509.oid import NameOID
 
-from .crypto import cert_pem, days_left, describe_cert, fingerprint, is_ca, key_type_of, signed_by
+from .crypto import (
+    cert_pem,
+    days_left,
+    describe_cert,
+    fingerprint,
+    is_ca,
+    key_type_of,
+    load_certs,
+    signed_by,
+)
 from .defaults import (
     DEFAULT_BACKUP_KEEP,
     DEFAULT_CA_DAYS,
     DEFAULT_LEAF_DAYS,
-    NEXT_CA,
 )
-from .errors import InputError, RotationRefused, SetError
-from .guard import check_store
+from .errors import InputError, PKIError, RotationRefused, SetError
+from .guard import check_store, read_store_file
+from .kubeconfig import render_kubeconfig
 from .lifecycle import write_plan
 from .plan import plan_set
 from .specs import CASpec, spec_from_ca, spec_from_cert
-from .store import Item, created_cas, read_pair
+from .store import Item, created_cas, read_item, read_pair
 from .writer import locked
 
 ROTATION_STAGES = ("prepare", "trust", "reissue", "finish", "abort")
@@ -44,6 +54,44 @@ def check_rotation_stage(value, allowed=ROTATION_STAGES):
     return stage
 
 
+#: ``ca=`` of rotate_ca -> the CA's name in a set.  The seed has ``ca`` alone;
+#: the kubeadm profile has all three (``etcd/ca`` is also accepted as it is).
+ROTATION_CAS = {"ca": "ca", "etcd-ca": "etcd/ca", "front-proxy-ca": "front-proxy-ca"}
+
+
+def check_rotation_ca(value, profile):
+    """The set's name of the CA ``ca=`` chooses; InputError naming what this set has."""
+    text = value.strip() if isinstance(value, str) else None
+    name = ROTATION_CAS.get(text, text if text in ROTATION_CAS.values() else None)
+    if name is None:
+        raise InputError(f"ca: {value!r} is not one of {', '.join(ROTATION_CAS)}")
+    if profile == "seed" and name != "ca":  # no set at all: reading it says so
+        raise InputError(
+            f"ca: {value!r} is a CA of kubeadm sets; this set is seed and has one CA, ca "
+            "(leave ca= out)"
+        )
+    return name
+
+
+def next_ca_name(ca):
+    """Where a rotation keeps the new CA of ``ca`` until it signs: ``<ca>.next``
+    (the seed's ``ca.next``, :data:`NEXT_CA`; kubeadm's ``etcd/ca.next`` too)."""
+    return f"{ca}.next"
+
+
+def rotation_members(specs, ca):
+    """The members a rotation of ``ca`` deals with: the CA and what it signs.
+
+    The other CAs and their leaves are no part of the plan at all, so the
+    writer carries their files over as they are (byte for byte, same inodes).
+    """
+    return {
+        name: spec
+        for name, spec in specs.items()
+        if name == ca or (spec.kind.signed and spec.issuer == ca)
+    }
+
+
 @dataclass
 class Rotation:
     """Where a cluster's CA rotation stands, as read from its folder."""
@@ -54,6 +102,8 @@ class Rotation:
     next: Item | None  # ca.next.crt/.key when there
     old: list  # the CA certificates of ca.crt other than the signing one
     leaves: dict  # leaf name -> Item
+    name: str = "ca"  # which CA of the set rotates (kubeadm: also front-proxy-ca, etcd/ca)
+    busy: dict = dataclasses.field(default_factory=dict)  # other CA -> its rotation's state
 
     def signer(self, cert):
         """Which CA of the rotation signed ``cert``: "current", "old", "next" or ""."""
@@ -77,46 +127,44 @@ def _next_ca_name(cert):
     return f"{base}-{generation + 1}"[:64]
 
 
-def read_rotation(directory, specs):
-    """Read a seed set's CA, its next CA and its leaves; :class:`SetError` if unusable."""
+def read_rotation(directory, specs, ca="ca"):
+    """Read a set's CA ``ca``, its next CA and the leaves it signs; :class:`SetError` if
+    unusable.  The other CAs of the set (kubeadm) are only looked at for a rotation of
+    their own in progress (``busy``)."""
     check_store(directory)
     if not os.path.isdir(directory):
         raise SetError(f"{directory}: no certificate set here; run generate_certs first")
-    others = [n for n, sp in specs.items() if sp.kind.is_ca and n != "ca"]
-    if others or os.path.exists(os.path.join(directory, "front-proxy-ca.crt")):
-        raise SetError(
-            f"{directory}: CA rotation handles the seed set's single CA (ca.crt); this set "
-            "has more CAs (the kubeadm profile), which rotate_ca does not rotate"
-        )
-    ca = read_pair(directory, "ca")
-    if ca.cert is None or ca.key is None:
-        missing = "ca.crt" if ca.cert is None else "ca.key"
+    next_name = next_ca_name(ca)
+    current = read_pair(directory, ca)
+    if current.cert is None or current.key is None:
+        missing = f"{ca}.crt" if current.cert is None else f"{ca}.key"
         raise SetError(f"{directory}: {missing} is missing; there is no CA to rotate")
-    if fingerprint(ca.cert) not in created_cas(directory):
+    if fingerprint(current.cert) not in created_cas(directory):
         raise SetError(
-            f"{directory}: ca.crt is a CA k8s-helper did not create; rotate it with whatever "
+            f"{directory}: {ca}.crt is a CA k8s-helper did not create; rotate it with whatever "
             "made it (rotate_ca only replaces a CA it made itself)"
         )
-    nxt = read_pair(directory, NEXT_CA)
+    nxt = read_pair(directory, next_name)
     if not nxt.present:
         nxt = None
     elif nxt.cert is None or nxt.key is None:
-        missing = f"{NEXT_CA}.crt" if nxt.cert is None else f"{NEXT_CA}.key"
+        missing = f"{next_name}.crt" if nxt.cert is None else f"{next_name}.key"
         raise SetError(
             f"{directory}: {missing} is missing while the other half of the new CA is there; "
             "restore it from backup/, or remove both and run stage=prepare again"
         )
     elif nxt.bundle or not is_ca(nxt.cert):
-        raise SetError(f"{directory}: {NEXT_CA}.crt must hold exactly one CA certificate")
-    old = [cert for cert in ca.bundle if cert != ca.cert]
+        raise SetError(f"{directory}: {next_name}.crt must hold exactly one CA certificate")
+    old = [cert for cert in current.bundle if cert != current.cert]
     leaves = {}
-    for name, spec in specs.items():
+    for name, spec in rotation_members(specs, ca).items():
         if spec.kind.is_ca:
             continue
-        leaves[name] = read_pair(directory, name)
+        leaves[name] = read_item(directory, name, spec)
         if leaves[name].cert is None:
             raise SetError(
-                f"{directory}: {name}.crt is missing; generate_certs issues it before a rotation"
+                f"{directory}: {spec.kind.main_file(name)} is missing; generate_certs issues it "
+                "before a rotation"
             )
     if nxt is None:
         state = "reissued" if old else "idle"
@@ -126,10 +174,31 @@ def read_rotation(directory, specs):
         state = "trusted"
     else:
         raise SetError(
-            f"{directory}: ca.crt holds several CAs, but not {NEXT_CA}.crt: this is no state a "
-            "rotation leaves; restore the folder from backup/"
+            f"{directory}: {ca}.crt holds several CAs, but not {next_name}.crt: this is no "
+            "state a rotation leaves; restore the folder from backup/"
         )
-    return Rotation(directory, state, ca, nxt, old, leaves)
+    busy = {
+        other: _other_state(directory, other)
+        for other, spec in specs.items()
+        if spec.kind.is_ca and other != ca
+    }
+    busy = {other: state for other, state in busy.items() if state != "idle"}
+    return Rotation(directory, state, current, nxt, old, leaves, ca, busy)
+
+
+def _other_state(directory, ca):
+    """Where a rotation of another CA of the set stands, judged by its files alone
+    (its next CA there or not, its certificate file one CA or several; no key is read)."""
+    pending = os.path.lexists(os.path.join(directory, f"{next_ca_name(ca)}.crt"))
+    pending = pending or os.path.lexists(os.path.join(directory, f"{next_ca_name(ca)}.key"))
+    data = read_store_file(os.path.join(directory, f"{ca}.crt"))
+    try:
+        several = data is not None and len(load_certs(data, f"{ca}.crt")) > 1
+    except PKIError as err:
+        raise SetError(f"{directory}: {err}") from None
+    if pending:
+        return "trusted" if several else "prepared"
+    return "reissued" if several else "idle"
 
 
 def rotation_status(rotation, now=None):
@@ -142,20 +211,24 @@ def rotation_status(rotation, now=None):
     leaves = {}
     for name, item in rotation.leaves.items():
         signer = rotation.signer(item.cert)
-        leaves[f"{name}.crt"] = {
+        leaves[name if item.kubeconfig is not None else f"{name}.crt"] = {
             "sha256": fingerprint(item.cert),
             "issuer": item.cert.issuer.rfc4514_string(),
             "signed_by": f"{signer} CA" if signer else "no CA of this set",
         }
+    ca_file, next_file = f"{rotation.name}.crt", f"{next_ca_name(rotation.name)}.crt"
     explain = {
         "idle": "no rotation in progress; stage=prepare starts one",
-        "prepared": "the new CA is made (ca.next.crt) and handed out to no host yet; "
-        "stage=trust puts it into ca.crt beside the current one",
-        "trusted": "ca.crt trusts the current and the new CA; roll it out to every host, "
+        "prepared": f"the new CA is made ({next_file}) and handed out to no host yet; "
+        f"stage=trust puts it into {ca_file} beside the current one",
+        "trusted": f"{ca_file} trusts the current and the new CA; roll it out to every host, "
         "then stage=reissue signs the leaves with the new CA",
-        "reissued": "the new CA signs; ca.crt still trusts the old one too. Once every host "
+        "reissued": f"the new CA signs; {ca_file} still trusts the old one too. Once every host "
         "runs with the reissued certificates, stage=finish drops the old CA",
     }[rotation.state]
+    extra = {}
+    if rotation.busy:  # one rotation at a time: say which one holds the set
+        extra["other_rotations"] = dict(rotation.busy)
     return {
         "directory": rotation.directory,
         "state": rotation.state,
@@ -165,17 +238,29 @@ def rotation_status(rotation, now=None):
         "trusted_cas": [ca_info(cert) for cert in rotation.ca.bundle or [rotation.ca.cert]],
         "next_ca": ca_info(rotation.next.cert) if rotation.next else None,
         "leaves": leaves,
+        **extra,
     }
 
 
 def _rotation_specs(rotation, specs, with_next):
-    """The set's members as they stand (leaves as their certificates say), for planning."""
-    out = {"ca": specs["ca"]}
+    """The rotating CA's members as they stand (leaves as their certificates say)."""
+    ca = rotation.name
+    out = {ca: specs[ca]}
     if with_next:  # kept as it is: its spec is never used to issue anything
-        out[NEXT_CA] = spec_from_ca(rotation.next.cert)
-    for name, spec in specs.items():
-        if not spec.kind.is_ca:
-            out[name] = spec_from_cert(rotation.leaves[name].cert, spec.issuer)
+        out[next_ca_name(ca)] = spec_from_ca(rotation.next.cert)
+    for name, spec in rotation_members(specs, ca).items():
+        if spec.kind.is_ca:
+            continue
+        item = rotation.leaves[name]
+        said = spec_from_cert(item.cert, spec.issuer)
+        if spec.kind.embeds_ca:  # a kubeconfig keeps its user and its server
+            said = dataclasses.replace(
+                spec,
+                common_name=said.common_name,
+                organizations=said.organizations,
+                server=item.kubeconfig.server,
+            )
+        out[name] = said
     return out
 
 
@@ -185,6 +270,7 @@ def rotate_ca(
     specs,
     stage,
     *,
+    ca="ca",
     key_type=None,
     ca_days=DEFAULT_CA_DAYS,
     leaf_days=DEFAULT_LEAF_DAYS,
@@ -193,7 +279,7 @@ def rotate_ca(
     backup_keep=DEFAULT_BACKUP_KEEP,
     dry_run=False,
 ):
-    """Move the CA rotation of a seed set on by one stage (see the comment above).
+    """Move the rotation of the CA ``ca`` of a set on by one stage (see the comment above).
 
     ``prepare``: make the new CA as ca.next.crt/.key.  ``trust``: ca.crt
     becomes current + new.  ``reissue``: the new CA takes ca.key, ca.crt
@@ -204,6 +290,12 @@ def rotate_ca(
     raises :class:`RotationRefused` saying what must come first.  Every write
     goes through :func:`write_plan` under the cluster's lock, after a backup.
 
+    ``ca`` names the CA (a kubeadm set: ``ca``, ``front-proxy-ca`` or
+    ``etcd/ca``; the new one is ``<ca>.next``).  Only that CA, and the leaves
+    and kubeconfigs it signs, are in the plan; kubeconfigs embed whatever
+    ``<ca>.crt`` holds (the bundle while it lasts).  While another CA of the
+    set is being rotated, every stage is refused: one rotation at a time.
+
     Returns ``(before, after, plan_or_None, backup)``: the state names before
     and after, the plan written (None when nothing changed), the backup path.
     With ``dry_run`` the same plan is made (unfilled) and nothing is written;
@@ -212,13 +304,13 @@ def rotate_ca(
     stage = check_rotation_stage(stage)
     now = now or datetime.datetime.now(datetime.timezone.utc)
     directory = os.path.join(pki_root, cluster_tag)
-    rot = read_rotation(directory, specs)  # a missing or unusable set: refused, nothing created
+    rot = read_rotation(directory, specs, ca)  # a missing or unusable set: refused
     if dry_run:  # decided as below, without the lock: nothing is written
         before, plan = plan_stage(rot, specs, stage, keep_keys, now)
         after = before if plan is None else _STAGE_REACHES.get(stage, "idle")
         return before, after, plan, None
     with locked(pki_root, cluster_tag):
-        rot = read_rotation(directory, specs)
+        rot = read_rotation(directory, specs, ca)
         before, plan = plan_stage(rot, specs, stage, keep_keys, now)
         if plan is None:
             return before, before, None, None  # done already
@@ -227,7 +319,7 @@ def rotate_ca(
         backup = write_plan(
             pki_root, cluster_tag, plan, new_ca_key, ca_days, leaf_days, now, backup_keep
         )
-        after = read_rotation(directory, specs).state
+        after = read_rotation(directory, specs, ca).state
         return before, after, plan, backup
 
 
@@ -241,6 +333,14 @@ def plan_stage(rot, specs, stage, keep_keys, now):
     before = rot.state
     order = ROTATION_STATES.index(before)
     plan = None
+    ca_file = f"{rot.name}.crt"
+    if rot.busy and before == "idle":
+        other, state = next(iter(rot.busy.items()))
+        choose = next(key for key, value in ROTATION_CAS.items() if value == other)
+        raise RotationRefused(
+            f"stage={stage}: a rotation of {other} is in progress ({state}); one CA is rotated "
+            f"at a time: finish it (or abort it) first, with ca={choose}"
+        )
     if stage in _STAGE_REACHES and order >= ROTATION_STATES.index(_STAGE_REACHES[stage]):
         return before, None  # done already
     if stage == "prepare":
@@ -256,8 +356,9 @@ def plan_stage(rot, specs, stage, keep_keys, now):
             )
         if before != "trusted":
             raise RotationRefused(
-                "stage=reissue: the new CA is not in ca.crt yet, so hosts would refuse "
-                "certificates it signs; run stage=trust and roll ca.crt out to every host first"
+                f"stage=reissue: the new CA is not in {ca_file} yet, so hosts would refuse "
+                f"certificates it signs; run stage=trust and roll {ca_file} out to every host "
+                "first"
             )
         plan = _plan_reissue(rot, specs, keep_keys, now)
     elif stage == "finish":
@@ -269,7 +370,11 @@ def plan_stage(rot, specs, stage, keep_keys, now):
                 "by the current CA, so dropping it would break every host. Next: "
                 f"stage={NEXT_STAGE[before]}"
             )
-        stale = [f"{n}.crt" for n, item in rot.leaves.items() if rot.signer(item.cert) != "current"]
+        stale = [
+            n if item.kubeconfig is not None else f"{n}.crt"
+            for n, item in rot.leaves.items()
+            if rot.signer(item.cert) != "current"
+        ]
         if stale:
             raise RotationRefused(
                 f"stage=finish: {', '.join(stale)} not signed by the new CA yet; run "
@@ -288,12 +393,12 @@ def plan_stage(rot, specs, stage, keep_keys, now):
     return before, plan
 
 
-def _rotation_ca_item(cert, key_item, bundle, action, reason):
-    """The "ca" pair as a stage leaves it: ``cert`` signs (``key_item`` holds its
-    key), ca.crt = ``cert`` followed by the other CAs of ``bundle``."""
+def _rotation_ca_item(name, cert, key_item, bundle, action, reason):
+    """The CA pair ``name`` as a stage leaves it: ``cert`` signs (``key_item`` holds
+    its key), <name>.crt = ``cert`` followed by the other CAs of ``bundle``."""
     certs = [cert, *(other for other in bundle if other != cert)]
     return Item(
-        "ca",
+        name,
         cert=cert,
         key=key_item.key,
         cert_bytes=b"".join(cert_pem(c) for c in certs),
@@ -304,18 +409,49 @@ def _rotation_ca_item(cert, key_item, bundle, action, reason):
     )
 
 
+def _rebundle_kubeconfigs(plan, rot):
+    """Have every kubeconfig the rotating CA signs embed what <ca>.crt now holds.
+
+    A kubeconfig is the only CA file its client has: it must carry the bundle
+    while the bundle lasts, and the new CA alone once it is over.  Those the
+    plan issues again are written with it anyway; the others are rewritten
+    around their own certificate and key (action ``rebundled``).
+    """
+    ca = plan.items[rot.name]
+    want = load_certs(ca.cert_bytes)
+    for name, item in plan.items.items():
+        spec = plan.specs.get(name)
+        if spec is None or not spec.kind.embeds_ca or item.action != "reused":
+            continue
+        try:
+            held = load_certs(item.kubeconfig.ca_bytes)
+        except PKIError:
+            held = []
+        if held == want:
+            continue
+        item.action = "rebundled"
+        item.reason = f"embeds {rot.name}.crt as it is now: " + ", then ".join(
+            fingerprint(cert) for cert in want
+        )
+        item.file_bytes = render_kubeconfig(spec, ca.cert_bytes, item.cert_bytes, item.key_bytes)
+        plan.backup = True
+    return plan
+
+
 def _plan_prepare(rot, specs, now):
     members = _rotation_specs(rot, specs, with_next=False)
     current = spec_from_ca(rot.ca.cert)
     ca_spec = CASpec(_next_ca_name(rot.ca.cert), current.organizations)
-    members = {"ca": members.pop("ca"), NEXT_CA: ca_spec, **members}
+    next_name = next_ca_name(rot.name)
+    members = {rot.name: members.pop(rot.name), next_name: ca_spec, **members}
     plan = plan_set(rot.directory, members, renew_before_days=0, now=now)
-    plan.items[NEXT_CA].reason = "the new CA of a rotation (not handed out yet)"
+    plan.items[next_name].reason = "the new CA of a rotation (not handed out yet)"
     return plan
 
 
 def _plan_trust(rot, specs, now):
     ca = _rotation_ca_item(
+        rot.name,
         rot.ca.cert,
         rot.ca,
         [rot.ca.cert, rot.next.cert],
@@ -323,16 +459,18 @@ def _plan_trust(rot, specs, now):
         "trust bundle: the current CA, then the new one",
     )
     members = _rotation_specs(rot, specs, with_next=True)
-    return plan_set(rot.directory, members, renew_before_days=0, now=now, cas={"ca": ca})
+    plan = plan_set(rot.directory, members, renew_before_days=0, now=now, cas={rot.name: ca})
+    return _rebundle_kubeconfigs(plan, rot)
 
 
 def _plan_reissue(rot, specs, keep_keys, now):
     ca = _rotation_ca_item(
+        rot.name,
         rot.next.cert,
         rot.next,
         [rot.next.cert, *rot.ca.bundle],
         "rotated",
-        "the new CA signs from now on; ca.crt still trusts the old one",
+        f"the new CA signs from now on; {rot.name}.crt still trusts the old one",
     )
     ca.key_checked = False
     members = _rotation_specs(rot, specs, with_next=False)
@@ -343,28 +481,31 @@ def _plan_reissue(rot, specs, keep_keys, now):
         rotate_token_key=not keep_keys,  # keep_keys=False asks for new keys, this one too
         renew_before_days=0,
         now=now,
-        cas={"ca": ca},
+        cas={rot.name: ca},
     )
     for item in plan.items.values():
-        if item.name != "ca" and item.action != "reused":
+        if item.name != rot.name and item.action != "reused":
             kept = "same key" if item.action == "reissued" else "new key"
             item.reason = f"signed by the old CA; issued again by the new one ({kept})"
-    plan.drop |= {f"{NEXT_CA}.crt", f"{NEXT_CA}.key"}
+    next_name = next_ca_name(rot.name)
+    plan.drop |= {f"{next_name}.crt", f"{next_name}.key"}
     plan.backup = True
-    return plan
+    return _rebundle_kubeconfigs(plan, rot)
 
 
 def _plan_finish(rot, specs, now):
     dropped = ", ".join(fingerprint(cert) for cert in rot.old)
     ca = _rotation_ca_item(
+        rot.name,
         rot.ca.cert,
         rot.ca,
         [rot.ca.cert],
         "rebundled",
-        f"old CA dropped from ca.crt: sha256 {dropped}",
+        f"old CA dropped from {rot.name}.crt: sha256 {dropped}",
     )
     members = _rotation_specs(rot, specs, with_next=False)
-    return plan_set(rot.directory, members, renew_before_days=0, now=now, cas={"ca": ca})
+    plan = plan_set(rot.directory, members, renew_before_days=0, now=now, cas={rot.name: ca})
+    return _rebundle_kubeconfigs(plan, rot)
 
 
 def _plan_abort(rot, specs, now):
@@ -372,14 +513,16 @@ def _plan_abort(rot, specs, now):
     cas = None
     if rot.old:
         ca = _rotation_ca_item(
+            rot.name,
             rot.ca.cert,
             rot.ca,
             [rot.ca.cert],
             "rebundled",
-            "rotation abandoned: the new CA left ca.crt",
+            f"rotation abandoned: the new CA left {rot.name}.crt",
         )
-        cas = {"ca": ca}
+        cas = {rot.name: ca}
     plan = plan_set(rot.directory, members, renew_before_days=0, now=now, cas=cas)
-    plan.drop |= {f"{NEXT_CA}.crt", f"{NEXT_CA}.key"}
+    next_name = next_ca_name(rot.name)
+    plan.drop |= {f"{next_name}.crt", f"{next_name}.key"}
     plan.backup = True
-    return plan
+    return _rebundle_kubeconfigs(plan, rot)

@@ -328,22 +328,12 @@ def _half_next(master):
     return "half", "ca.next.key is missing while the other half of the new CA is there"
 
 
-def _kubeadm(master):
-    ret = master["run"]["k8s-helper.generate_certs"](
-        cluster_tag="kadm",
-        profile="kubeadm",
-        masters=[{"name": "m1", "ip": "192.0.2.1"}],
-        key_type="ecdsa-p256",
-    )
-    assert ret.get("result") is not False, ret
-    return "kadm", "profile: this set is kubeadm; rotate_ca handles seed sets only"
-
-
 def _no_set(master):
     return "nosuch", "no certificate set here; run generate_certs first"
 
 
-@pytest.mark.parametrize("case", [_external_ca, _half_next, _kubeadm, _no_set])
+# A kubeadm set's three CAs rotate: tests/functional/test_kubeadm_rotation.py.
+@pytest.mark.parametrize("case", [_external_ca, _half_next, _no_set])
 def test_sets_that_cannot_be_rotated_are_refused(master, case):
     tag, message = case(master)
     directory = master["pki"] / tag

@@ -313,12 +313,17 @@ def test_bad_test_value(runners, pki_root):
     assert not pki_root.exists()
 
 
-def test_rotate_kubeadm_refused_as_without_test(runners, pki_root):
+@pytest.mark.parametrize("ca", ["ca", "etcd-ca", "front-proxy-ca"])
+def test_rotate_kubeadm_dry_run_plans_and_refuses_as_without_test(runners, pki_root, ca):
     runners["k8s-helper.generate_certs"](**KUBEADM)
     before = tree(pki_root)
-    dry = runners["k8s-helper.rotate_ca"](stage="prepare", test=True)
-    assert dry == runners["k8s-helper.rotate_ca"](stage="prepare")
-    assert dry["retcode"] == 2
+    dry = runners["k8s-helper.rotate_ca"](stage="trust", ca=ca, test=True)
+    assert dry == runners["k8s-helper.rotate_ca"](stage="trust", ca=ca)
+    assert dry["retcode"] == 2 and "run stage=prepare first" in dry["error"]
+    planned = runners["k8s-helper.rotate_ca"](stage="prepare", ca=ca, test=True)
+    assert planned["test"] is True and planned["changed"] is True, planned
+    name = k8s_pki.ROTATION_CAS[ca]
+    assert planned["files"][f"{name}.next.crt"]["change"] == "create"
     assert tree(pki_root) == before
 
 

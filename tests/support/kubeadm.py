@@ -1,7 +1,9 @@
 """Helpers for the kubeadm-profile tests: a reference topology, kubeconfig reading, openssl."""
 
 import base64
+import os
 import pathlib
+import subprocess
 
 import yaml
 
@@ -50,6 +52,32 @@ def unpack_kubeconfig(path, into):
         paths[part].write_bytes(conf[part])
         paths[part].chmod(0o600)
     return paths
+
+
+def kubectl_healthz(server, conf, home, server_name="kubernetes.api"):
+    """Whether the real kubectl, with the kubeconfig ``conf`` as it is (its embedded CA
+    data, client certificate and key), gets ``ok`` from ``server``'s /healthz: only the
+    address (and the name checked in the server's certificate) is the stand-in's."""
+    proc = subprocess.run(
+        [
+            "kubectl",
+            "--kubeconfig",
+            str(conf),
+            "--server",
+            server.url,
+            "--tls-server-name",
+            server_name,
+            "get",
+            "--raw",
+            "/healthz",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "HOME": str(home)},
+    )
+    return proc.returncode == 0 and proc.stdout.strip() == "ok"
 
 
 def x509_text(path):
