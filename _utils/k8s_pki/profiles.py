@@ -116,8 +116,6 @@ def kubeadm_specs(
         "sa": KeyPairSpec(),
         "admin.conf": conf("kubernetes-admin", [KUBEADM_ADMIN_GROUP]),
         "super-admin.conf": conf("kubernetes-super-admin", ["system:masters"]),
-        "controller-manager.conf": conf("system:kube-controller-manager"),
-        "scheduler.conf": conf("system:kube-scheduler"),
     }
     service_dns = ["kubernetes", "kubernetes.default", "kubernetes.default.svc"]
     service_dns.append(f"kubernetes.default.svc.{domain}")
@@ -140,6 +138,7 @@ def kubeadm_specs(
                 ip_addresses=tuple(dict.fromkeys([ip, *loopback])),
                 issuer="etcd/ca",
             )
+        specs.update(kubeadm_local_confs(host, ip, cluster_name))
     for host, _ in master_hosts + node_hosts:
         specs[f"{KUBEADM_HOSTS_DIR}/{host}/kubelet.conf"] = conf(
             f"system:node:{host}", ["system:nodes"]
@@ -194,7 +193,8 @@ def kubeadm_host_files(host, master):
     if master:
         files.update({f"pki/{rel}": rel for rel in _KUBEADM_MASTER_SHARED})
         files.update({f"pki/{rel}": f"{own}/{rel}" for rel in _KUBEADM_MASTER_OWN})
-        files.update({conf: conf for conf in _KUBEADM_CONFS})
+        files.update({conf: conf for conf in _KUBEADM_CONFS if conf not in KUBEADM_LOCAL_CONFS})
+        files.update({conf: f"{own}/{conf}" for conf in KUBEADM_LOCAL_CONFS})
     return files
 
 
@@ -270,3 +270,27 @@ def role_forbidden(role, held):
 
 #: key pillar key -> the certificate pillar key it belongs to
 KEY_PAIRS = {"kubecfg.key": "kubecfg.crt", "server.key": "server.cert"}
+
+
+# --- kubeadm: the kubeconfigs of a master's own components (issue 12, item 6) ---
+# kubeadm points controller-manager.conf and scheduler.conf at the master's own
+# apiserver (https://<its address>:6443), not at the control-plane endpoint, so a
+# master keeps working when the load balancer is down.  Each master therefore has
+# its own copy, under hosts/<master>/, laid down as /etc/kubernetes/<name>.
+
+#: per-master kubeconfigs: name -> the identity (CN) it carries
+KUBEADM_LOCAL_CONFS = {
+    "controller-manager.conf": "system:kube-controller-manager",
+    "scheduler.conf": "system:kube-scheduler",
+}
+
+
+def kubeadm_local_confs(host, ip, cluster_name="kubernetes"):
+    """``{hosts/<host>/<name>: KubeconfigSpec}`` of a master's own components' kubeconfigs."""
+    server = _url(str(ip), KUBEADM_PORT)
+    return {
+        f"{KUBEADM_HOSTS_DIR}/{host}/{name}": KubeconfigSpec(
+            cn, (), server=server, cluster_name=cluster_name
+        )
+        for name, cn in KUBEADM_LOCAL_CONFS.items()
+    }
