@@ -1,7 +1,8 @@
 """
 Hand each host of a kubeadm-profile cluster its own files, as
 ``salt-run k8s-helper.generate_certs profile=kubeadm`` wrote them:
-``kubernetes:kubeadm_pki`` = ``{host, role, files: {path under /etc/kubernetes: text}}``,
+``kubernetes:kubeadm_pki`` = ``{host, role, cluster_tag, files: {path under /etc/kubernetes:
+text}}``,
 plus ``masters: [{name, ip}]`` (every master of the set) on masters.
 
 A master gets what kubeadm keeps on a control-plane host (the CAs and their
@@ -97,7 +98,8 @@ def ext_pillar(minion_id, pillar, cluster_tag="default", **kwargs):
         files[dest] = data.decode("utf-8")
     log.debug("k8s_kubeadm: %s gets %d files of %s as %s", minion_id, len(files), tag, host)
     role = "master" if master else "node"
-    share = {"host": host, "role": role, "files": files}
+    # cluster_tag: the orchestrations find a set's hosts by it (kubernetes.orch.*)
+    share = {"host": host, "role": role, "cluster_tag": tag, "files": files}
     if master:
         share["masters"] = _masters(directory)
     return {"kubernetes": {PILLAR_KEY: share}}
