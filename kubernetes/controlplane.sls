@@ -346,7 +346,9 @@ kubernetes-controlplane-destinations-no-symlinks:
 {%-       endif %}
 {%-     endfor %}
 {%-     do pod_requires.update({component: requires}) %}
-{%-     do pod_annotations.update({component: {'kubernetes-formula/certificates-sha256': salt['hashutil.digest'](used | join('\n'), 'sha256')}}) %}
+{%-     set digest = salt['hashutil.digest'](used | join('\n'), 'sha256') %}
+{%-     set annotation = {'kubernetes-formula/certificates-sha256': digest} %}
+{%-     do pod_annotations.update({component: annotation}) %}
 {%-   endfor %}
 {%- endif %}
 {%- if node.master %}
