@@ -513,3 +513,38 @@ def test_conflicting_pillar_is_refused(new_sandbox, work, sets, ports, extra, me
     assert proc.returncode != 0
     assert isinstance(states, list) and message in "\n".join(states), states
     assert box.tree(*WATCHED) == before
+
+
+# --------------------------------------------------------------------------
+# A renewed file recreates the pods that read it, and only those
+# --------------------------------------------------------------------------
+
+
+def test_a_renewed_kubeconfig_changes_only_its_pods_manifest(new_sandbox, work, ports, tmp_path):
+    conf = support.write_master_config(tmp_path / "master")
+    generate = support.load_runners(conf)["k8s-helper.generate_certs"]
+    args = {"cluster_tag": "c1", "profile": "kubeadm", "key_type": "ecdsa-p256"}
+    ret = generate(masters=MASTERS, nodes=NODES, **args)
+    assert ret.get("retcode", 0) == 0, ret
+    directory = support.pathlib.Path(ret["directory"])
+    node = new_node(new_sandbox, work, "renewed", "m1", {"root": directory.parent})
+    node.pillar(kubeadm_pillar(ports))
+    proc, _ = node.call("state.apply", "kubernetes.running")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    before = node.box.tree(*WATCHED)
+    # scheduler.conf renewed on the master (a new one issued from the same CA)
+    (directory / "hosts/m1/scheduler.conf").unlink()
+    ret = generate(**args)
+    assert [n for n, f in ret["files"].items() if f["action"] != "reused"] == [
+        "hosts/m1/scheduler.conf"
+    ]
+    proc, states = node.call("state.apply", "kubernetes.running")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert changed(states) == [
+        "kubernetes-controlplane-kube-scheduler-manifest-file-managed",
+        "kubernetes-kubeadm-scheduler-conf-file-managed",
+    ]
+    after = node.box.tree(*WATCHED)
+    differ = sorted(p for p in after if after[p] != before.get(p))
+    assert differ == [f"{ETC}/manifests/kube-scheduler.yaml", f"{ETC}/scheduler.conf"]
+    assert node.sysv.actions("kubelet") == ["start"]  # the kubelet reads neither
