@@ -548,3 +548,25 @@ def test_a_renewed_kubeconfig_changes_only_its_pods_manifest(new_sandbox, work, 
     differ = sorted(p for p in after if after[p] != before.get(p))
     assert differ == [f"{ETC}/manifests/kube-scheduler.yaml", f"{ETC}/scheduler.conf"]
     assert node.sysv.actions("kubelet") == ["start"]  # the kubelet reads neither
+
+
+def test_a_master_missing_from_the_sets_list_is_refused(renderer, ports):
+    """etcd's peers and the master's own address come from kubernetes:kubeadm_pki:masters;
+    without this master in it the render stops, saying what to run."""
+    minion = renderer("m1", kubeadm_pillar(ports))
+    override = json.dumps({"kubernetes": {"kubeadm_pki": {"masters": []}}})
+    proc = subprocess.run(
+        support.salt_call_argv(
+            minion.conf, "state.show_sls", "kubernetes.running", f"pillar={override}"
+        ),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode != 0
+    errors = "\n".join(json.loads(proc.stdout)["local"])
+    assert (
+        'kubernetes:kubeadm_pki:masters does not list this master ("m1") with its address: run '
+        "salt-run k8s-helper.generate_certs profile=kubeadm for the set, then "
+        "saltutil.refresh_pillar" in errors
+    ), errors
