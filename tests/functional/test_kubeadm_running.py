@@ -550,11 +550,31 @@ def test_a_renewed_kubeconfig_changes_only_its_pods_manifest(new_sandbox, work, 
     assert node.sysv.actions("kubelet") == ["start"]  # the kubelet reads neither
 
 
-def test_a_master_missing_from_the_sets_list_is_refused(renderer, ports):
-    """etcd's peers and the master's own address come from kubernetes:kubeadm_pki:masters;
-    without this master in it the render stops, saying what to run."""
+@pytest.mark.parametrize(
+    "masters, message",
+    [
+        (
+            [],
+            'kubernetes:kubeadm_pki:masters does not list this master ("m1") with its address: '
+            "run salt-run k8s-helper.generate_certs profile=kubeadm for the set, then "
+            "saltutil.refresh_pillar",
+        ),
+        (
+            [{"name": "m1", "ip": "127.0.0.1,https://evil:2380"}],
+            'kubernetes:kubeadm_pki:masters: {"ip": "127.0.0.1,https://evil:2380", "name": "m1"} '
+            "is not {name, ip} with an IP address",
+        ),
+        (
+            [{"name": "m1=x", "ip": "127.0.0.1"}],
+            'kubernetes:kubeadm_pki:masters: {"ip": "127.0.0.1", "name": "m1=x"} is not',
+        ),
+    ],
+)
+def test_a_bad_list_of_masters_is_refused(renderer, ports, masters, message):
+    """etcd's peers and the master's own address come from kubernetes:kubeadm_pki:masters
+    (pillar: parsed strictly); without this master in it the render stops, saying what to run."""
     minion = renderer("m1", kubeadm_pillar(ports))
-    override = json.dumps({"kubernetes": {"kubeadm_pki": {"masters": []}}})
+    override = json.dumps({"kubernetes": {"kubeadm_pki": {"masters": masters}}})
     proc = subprocess.run(
         support.salt_call_argv(
             minion.conf, "state.show_sls", "kubernetes.running", f"pillar={override}"
@@ -565,8 +585,4 @@ def test_a_master_missing_from_the_sets_list_is_refused(renderer, ports):
     )
     assert proc.returncode != 0
     errors = "\n".join(json.loads(proc.stdout)["local"])
-    assert (
-        'kubernetes:kubeadm_pki:masters does not list this master ("m1") with its address: run '
-        "salt-run k8s-helper.generate_certs profile=kubeadm for the set, then "
-        "saltutil.refresh_pillar" in errors
-    ), errors
+    assert message in errors, errors
