@@ -24,8 +24,8 @@ import json
 
 import pytest
 import support
-from support import k8s_pki, sandbox, services, tlsserver
-from test_replace_daemons import INIT_SCRIPT, Host, _host_prelude, _stop_all, free_port, steps
+from support import k8s_pki, sandbox, tlsserver
+from test_replace_daemons import _stop_all, free_port, new_host, steps
 
 pytestmark = [pytest.mark.daemons, pytest.mark.sandbox]
 
@@ -129,26 +129,7 @@ def cluster(salt_factories, tmp_path_factory, host_untouched):
         assert ret.returncode == 0, ret.stdout + ret.stderr
         hosts = {}
         for minion in MASTERS + NODES:
-            box = sandbox.Sandbox(base / minion)
-            sysv = services.SysV(box, base / f"{minion}-bin")
-            script = box.upper("/etc/init.d/kubelet")
-            script.parent.mkdir(parents=True, exist_ok=True)
-            script.write_text(INIT_SCRIPT.format(name="kubelet"))
-            script.chmod(0o755)
-            sysv.run(["update-rc.d", "kubelet", "defaults"], check=True)
-            sysv.install_binary("/usr/bin/kubelet")
-            hosts[minion] = master.salt_minion_daemon(
-                minion,
-                factory_class=Host,
-                sandbox=box,
-                prelude=_host_prelude(box, sysv.bindir),
-                overrides={
-                    "enable_fqdns_grains": False,
-                    "module_dirs": [str(support.REPO / "_modules")],
-                    "states_dirs": [str(support.REPO / "_states")],
-                    "utils_dirs": [str(support.REPO / "_utils")],
-                },
-            )
+            hosts[minion] = new_host(master, base, minion)
         with concurrent.futures.ThreadPoolExecutor(len(hosts)) as pool:
             list(pool.map(lambda factory: factory.start(), hosts.values()))
         stack.callback(_stop_all, list(hosts.values()))
