@@ -1,7 +1,9 @@
 """
 Hand each host of a kubeadm-profile cluster its own files, as
 ``salt-run k8s-helper.generate_certs profile=kubeadm`` wrote them:
-``kubernetes:kubeadm_pki`` = ``{host, role, files: {path under /etc/kubernetes: text}}``.
+``kubernetes:kubeadm_pki`` = ``{host, role, cluster_tag, files: {path under /etc/kubernetes:
+text}}``,
+plus ``masters: [{name, ip}]`` (every master of the set) on masters.
 
 A master gets what kubeadm keeps on a control-plane host (the CAs and their
 keys, the shared client certificates, ``sa.key``/``sa.pub``, the four
@@ -96,4 +98,17 @@ def ext_pillar(minion_id, pillar, cluster_tag="default", **kwargs):
         files[dest] = data.decode("utf-8")
     log.debug("k8s_kubeadm: %s gets %d files of %s as %s", minion_id, len(files), tag, host)
     role = "master" if master else "node"
-    return {"kubernetes": {PILLAR_KEY: {"host": host, "role": role, "files": files}}}
+    # cluster_tag: the orchestrations find a set's hosts by it (kubernetes.orch.*)
+    share = {"host": host, "role": role, "cluster_tag": tag, "files": files}
+    if master:
+        share["masters"] = _masters(directory)
+    return {"kubernetes": {PILLAR_KEY: share}}
+
+
+def _masters(directory):
+    """Every master of the set as ``[{name, ip}]``, from its manifest (or, for a set made
+    before manifests, its apiserver certificates): a master's etcd static pod lists its
+    peers, and its own address is where its components reach their apiserver."""
+    _, recorded = k8s_pki.set_profile(directory)
+    settings = recorded or k8s_pki.infer_settings(directory, "kubeadm")
+    return [{"name": m["name"], "ip": str(m["ip"])} for m in settings.get("masters", [])]

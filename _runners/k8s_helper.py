@@ -192,9 +192,10 @@ def generate_certs(
         ``ca``, ``front-proxy-ca``, ``etcd/ca``, ``apiserver-kubelet-client``,
         ``front-proxy-client``, ``etcd/healthcheck-client``,
         ``apiserver-etcd-client``, ``sa.key``/``sa.pub``, the kubeconfigs
-        ``admin.conf``, ``super-admin.conf``, ``controller-manager.conf``,
-        ``scheduler.conf``; per master ``hosts/<name>/apiserver``,
-        ``hosts/<name>/etcd/server`` and ``hosts/<name>/etcd/peer``; per master
+        ``admin.conf``, ``super-admin.conf``; per master ``hosts/<name>/apiserver``,
+        ``hosts/<name>/etcd/server``, ``hosts/<name>/etcd/peer`` and its own
+        ``controller-manager.conf``/``scheduler.conf`` (pointing at its own
+        apiserver, https://<its ip>:6443, as kubeadm's do); per master
         and node ``hosts/<name>/kubelet.conf`` (``system:node:<name>``). A CA
         placed in the folder beforehand (``ca.crt`` + ``ca.key``, or only
         ``ca.crt`` with every certificate it signs) is used, never replaced.

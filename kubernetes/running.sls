@@ -10,7 +10,16 @@
       - kubernetes.controlplane     on masters the static pods of the control
                                     plane and their kubeconfigs (on nodes: none).
 
-    The role is pillar kubernetes:role (master or node, default node). #}
+    The role is pillar kubernetes:role (master or node, default node).
+
+    On a host of a kubeadm-profile set (pillar kubernetes:kubeadm_pki, from the
+    k8s_kubeadm ext_pillar) the same steps lay down kubeadm's layout instead:
+    kubernetes.kubeadm.present in place of kubernetes.certs.present, the
+    kubelet with /etc/kubernetes/kubelet.conf, and on masters the static pods
+    of kube-apiserver, kube-controller-manager, kube-scheduler and etcd wired
+    to /etc/kubernetes/pki.  kube-proxy then runs as kubeadm runs it, a
+    DaemonSet with its service account: no kubeconfig on the host.  The role
+    is the one the ext_pillar gives (kubernetes:kubeadm_pki:role). #}
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ '/map.jinja' import mapdata as kubernetes, node with context %}
 {%- if node.errors %}
@@ -18,9 +27,10 @@
 {%- endif %}
 
 include:
-  - {{ tplroot }}.certs.present
+  - {{ tplroot }}.{{ node.layout.certs_sls }}
   - {{ tplroot }}.kubelet.running
   - {{ tplroot }}.controlplane
+{%- if node.profile == 'seed' %}
 
 {#- A symlink planted at a destination would send the write wherever it points. #}
 kubernetes-running-destinations-no-symlinks:
@@ -51,3 +61,4 @@ kubernetes-running-kube-proxy-kubeconfig-file-managed:
     - require:
       - k8s_certs: kubernetes-certs-pillar-validated
       - k8s_certs: kubernetes-running-destinations-no-symlinks
+{%- endif %}

@@ -167,17 +167,6 @@ KUBEADM = (
         readers=("whoever uses super-admin.conf (kubectl; nothing restarts)",),
     ),
     Member(
-        "controller-manager.conf", "controller-manager.conf", KUBECONFIG,
-        "system:kube-controller-manager", issuer="ca", server="endpoint", holders=(MASTER,),
-        destinations=("controller-manager.conf",),
-        readers=(_static_pod("kube-controller-manager"),),
-    ),
-    Member(
-        "scheduler.conf", "scheduler.conf", KUBECONFIG, "system:kube-scheduler", issuer="ca",
-        server="endpoint", holders=(MASTER,), destinations=("scheduler.conf",),
-        readers=(_static_pod("kube-scheduler"),),
-    ),
-    Member(
         "apiserver", "apiserver", CERTIFICATE, "kube-apiserver", usages=("server",),
         issuer="ca", sans="apiserver", scope=PER_MASTER, holders=(MASTER,),
         destinations=("pki/apiserver.crt", "pki/apiserver.key"),
@@ -194,6 +183,19 @@ KUBEADM = (
         issuer="etcd/ca", sans="etcd", scope=PER_MASTER, holders=(MASTER,),
         destinations=("pki/etcd/peer.crt", "pki/etcd/peer.key"),
         readers=(_static_pod("etcd"),),
+    ),
+    # kubeadm points these two at the master's own apiserver, not the endpoint,
+    # so that a master keeps working while the load balancer is down: one each.
+    Member(
+        "controller-manager.conf", "controller-manager.conf", KUBECONFIG,
+        "system:kube-controller-manager", issuer="ca", server="own", scope=PER_MASTER,
+        holders=(MASTER,), destinations=("controller-manager.conf",),
+        readers=(_static_pod("kube-controller-manager"),),
+    ),
+    Member(
+        "scheduler.conf", "scheduler.conf", KUBECONFIG, "system:kube-scheduler", issuer="ca",
+        server="own", scope=PER_MASTER, holders=(MASTER,), destinations=("scheduler.conf",),
+        readers=(_static_pod("kube-scheduler"),),
     ),
     Member(
         "kubelet.conf", "kubelet.conf", KUBECONFIG, "system:node:{host}", ("system:nodes",),
@@ -283,6 +285,7 @@ def _url(host, port):
 #: server rule -> (facts, host, ip) -> the apiserver URL a kubeconfig names
 SERVER_RULES = {
     "endpoint": lambda facts, host, ip: _url(*facts.endpoint),
+    "own": lambda facts, host, ip: _url(str(ip), KUBEADM_PORT),  # the master's own apiserver
 }
 
 

@@ -9,9 +9,13 @@
     file state requires it, so a bad pillar writes nothing.  Files are filled
     with contents_pillar and show_changes: False: no PEM text in the rendered
     SLS, the output or the logs.  A file of the profile that this host is not
-    handed (a node: every key but its kubelet.conf's) is removed. #}
+    handed (a node: every key but its kubelet.conf's) is removed.
+
+    One owner per path: on a host that pillar hands the seed's certificates
+    (kubernetes:certs), the paths the seed layout manages (by default
+    /etc/kubernetes/admin.conf) are left to kubernetes.running. #}
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ '/map.jinja' import mapdata as kubernetes with context %}
+{%- from tplroot ~ '/map.jinja' import mapdata as kubernetes, node with context %}
 {%- set kubeadm = kubernetes.kubeadm %}
 {%- set files_key = kubeadm.pillar ~ ':files' %}
 {%- set given = salt['pillar.get'](files_key, {}) %}
@@ -44,7 +48,7 @@ kubernetes-kubeadm-dir-file-directory:
     - require:
       - k8s_kubeadm: kubernetes-kubeadm-pillar-validated
 
-{%- for rel in kubeadm.files %}
+{%- for rel in kubeadm.files if (kubeadm.dir ~ '/' ~ rel) not in node.seed_paths %}
 {%-   set state_id = 'kubernetes-kubeadm-' ~ rel | replace('/', '-') | replace('.', '-') %}
 {%-   set mode = kubernetes.key_mode if rel.endswith('.key') or rel.endswith('.conf') else kubernetes.cert_mode %}
 {%-   if rel in given %}

@@ -8,6 +8,12 @@
     service itself, enabled, running and restarted whenever one of the files it
     reads changes.
 
+    On a host of a kubeadm-profile set (pillar kubernetes:kubeadm_pki), the
+    kubelet reads kubeadm's files instead: /etc/kubernetes/kubelet.conf (its
+    own identity, system:node:<host>) and the client CA /etc/kubernetes/pki/ca.crt,
+    both laid down by kubernetes.kubeadm.present, which owns them (this state
+    writes no kubeconfig then).
+
     First of all (order: first, failhard) the prerequisites: the kubelet
     binary, its service and the container runtime's daemon must be installed;
     otherwise the run stops there, saying what is missing, before anything is
@@ -19,14 +25,17 @@
 {%- endif %}
 {%- set kubelet = kubernetes.kubelet %}
 {%- set runtime = kubernetes.runtime[node.container_runtime] %}
-{#- The files of kubernetes.certs.present the kubelet reads. #}
-{%- set cert_states = [] %}
-{%- for id in ['ca.crt', 'kubecfg.crt', 'kubecfg.key', 'kubelet-ca.crt'] %}
-{%-   do cert_states.append('kubernetes-certs-' ~ id | replace('.', '-') ~ '-pem-managed') %}
-{%- endfor %}
+{%- set layout = node.layout %}
+{#- The seed layout: this state writes the kubelet's kubeconfig; kubeadm's:
+    kubernetes.kubeadm.present does (kubelet.conf). #}
+{%- set own_kubeconfig = node.profile == 'seed' %}
+{%- set destinations = [kubelet.config, kubelet.env_file, kubelet.systemd_dropin] %}
+{%- if own_kubeconfig %}
+{%-   do destinations.insert(0, kubelet.kubeconfig) %}
+{%- endif %}
 
 include:
-  - {{ tplroot }}.certs.present
+  - {{ tplroot }}.{{ layout.certs_sls }}
 
 kubernetes-kubelet-prerequisites-met:
   k8s_node.prerequisites_met:
@@ -41,9 +50,10 @@ kubernetes-kubelet-prerequisites-met:
 kubernetes-kubelet-destinations-no-symlinks:
   k8s_certs.no_symlinks:
     - name: kubelet files
-    - paths: {{ [kubelet.kubeconfig, kubelet.config, kubelet.env_file, kubelet.systemd_dropin] | json }}
+    - paths: {{ destinations | json }}
     - require:
-      - k8s_certs: kubernetes-certs-pillar-validated
+      - {{ layout.validated | json }}
+{%- if own_kubeconfig %}
 
 kubernetes-kubelet-kubeconfig-file-managed:
   file.managed:
@@ -66,6 +76,7 @@ kubernetes-kubelet-kubeconfig-file-managed:
     - require:
       - k8s_certs: kubernetes-certs-pillar-validated
       - k8s_certs: kubernetes-kubelet-destinations-no-symlinks
+{%- endif %}
 
 kubernetes-kubelet-config-file-managed:
   file.managed:
@@ -73,7 +84,7 @@ kubernetes-kubelet-config-file-managed:
     - source: salt://{{ tplroot }}/files/kubelet-config.yaml.jinja
     - template: jinja
     - context:
-        ca: {{ kubelet.ca | json }}
+        ca: {{ layout.kubelet_ca | json }}
         runtime_endpoint: {{ runtime.cri_endpoint | json }}
         static_pod_path: {{ (kubernetes.manifests.dir if node.master else '') | json }}
         cluster_dns: {{ kubernetes.cluster_dns | json }}
@@ -86,7 +97,7 @@ kubernetes-kubelet-config-file-managed:
     - makedirs: True
     - dir_mode: '{{ kubernetes.certs.dir_mode }}'
     - require:
-      - k8s_certs: kubernetes-certs-pillar-validated
+      - {{ layout.validated | json }}
       - k8s_certs: kubernetes-kubelet-destinations-no-symlinks
 
 kubernetes-kubelet-env-file-managed:
@@ -95,14 +106,14 @@ kubernetes-kubelet-env-file-managed:
     - source: salt://{{ tplroot }}/files/kubelet.env.jinja
     - template: jinja
     - context:
-        kubeconfig: {{ kubelet.kubeconfig | json }}
+        kubeconfig: {{ layout.kubelet_kubeconfig | json }}
         config: {{ kubelet.config | json }}
     - user: {{ kubernetes.user | json }}
     - group: {{ kubernetes.group | json }}
     - mode: '0644'
     - makedirs: True
     - require:
-      - k8s_certs: kubernetes-certs-pillar-validated
+      - {{ layout.validated | json }}
       - k8s_certs: kubernetes-kubelet-destinations-no-symlinks
 
 kubernetes-kubelet-systemd-dropin-file-managed:
@@ -118,7 +129,7 @@ kubernetes-kubelet-systemd-dropin-file-managed:
     - mode: '0644'
     - makedirs: True
     - require:
-      - k8s_certs: kubernetes-certs-pillar-validated
+      - {{ layout.validated | json }}
       - k8s_certs: kubernetes-kubelet-destinations-no-symlinks
 
 kubernetes-kubelet-service-running:
@@ -126,10 +137,12 @@ kubernetes-kubelet-service-running:
     - name: {{ kubelet.service | json }}
     - enable: True
     - watch:
-{%- for id in cert_states %}
-      - k8s_certs: {{ id }}
+{%- for watched in layout.kubelet_watch %}
+      - {{ watched | json }}
 {%- endfor %}
+{%- if own_kubeconfig %}
       - file: kubernetes-kubelet-kubeconfig-file-managed
+{%- endif %}
       - file: kubernetes-kubelet-config-file-managed
       - file: kubernetes-kubelet-env-file-managed
       - file: kubernetes-kubelet-systemd-dropin-file-managed

@@ -25,10 +25,12 @@
       generate           false: take the set as it is on the master;
                          a mapping: arguments of generate_certs (force_regen...)
       masters            minion ids, in order; default: the cluster's minions
-                         whose pillar has kubernetes:role: master
+                         whose pillar has kubernetes:role: master (seed) or
+                         kubernetes:kubeadm_pki:role: master (kubeadm)
       nodes, nodes_tgt_type   target of the nodes; default: the minions of
-                         kubernetes:k8s_env: <cluster_tag> that are not masters;
-                         false: no nodes
+                         kubernetes:k8s_env: <cluster_tag> (seed) or
+                         kubernetes:kubeadm_pki:cluster_tag: <cluster_tag>
+                         (kubeadm) that are not masters; false: no nodes
       batch              nodes per batch (a number or a percentage), default 25%
       remove_containers  kubernetes.kubelet.removed on masters first (True)
       health_wait, health_interval   seconds, default 120 and 2
@@ -53,9 +55,10 @@
 {%- set masters = rolling.masters_json(tag, args.get('masters')) | load_json %}
 {%- if not masters %}
 {{-   raise('k8s_replace: no masters: no minion in the pillar cache has kubernetes:role: master '
-               ~ 'and kubernetes:k8s_env: ' ~ tag ~ '; give k8s_replace:masters') }}
+               ~ 'and kubernetes:k8s_env: ' ~ tag ~ ', nor kubernetes:kubeadm_pki:role: master and '
+               ~ 'kubernetes:kubeadm_pki:cluster_tag: ' ~ tag ~ '; give k8s_replace:masters') }}
 {%- endif %}
-{%- set nodes = args.get('nodes', 'I@kubernetes:k8s_env:' ~ tag ~ ' and not L@' ~ masters | join(',')) %}
+{%- set nodes = args.get('nodes', rolling.members(tag) ~ ' and not L@' ~ masters | join(',')) %}
 {%- set nodes_tgt_type = args.get('nodes_tgt_type', 'list' if nodes is sequence and nodes is not string else 'compound') %}
 {%- set cluster = 'L@' ~ masters | join(',') ~ (' or ' ~ rolling.compound_term(nodes, nodes_tgt_type) if nodes else '') %}
 {%- set cleanup = args.get('cleanup', {}) %}

@@ -17,6 +17,8 @@ import pytest
 import salt.minion  # noqa: F401  (the runner uses salt.minion.MasterMinion)
 import support
 
+MASTERS = [{"name": "m1", "ip": "192.0.2.11"}, {"name": "m2", "ip": "192.0.2.12"}]
+
 
 @pytest.fixture(scope="module")
 def show(tmp_path_factory):
@@ -26,8 +28,20 @@ def show(tmp_path_factory):
         base,
         file_roots={"base": [str(support.formula_root(base))]},
         pillar_roots={"base": [str(pillar)]},
+        k8s_helper={"pki_root": str(base / "pki")},
     )
-    runner = support.load_runners(conf)["state.orchestrate_show_sls"]
+    runners = support.load_runners(conf)
+    runner = runners["state.orchestrate_show_sls"]
+    # Sets on this master's disk: the orchestrations read a set's profile
+    # (kubeadm: its cluster.yaml; "legacy": one made before manifests, hosts/ only)
+    ret = runners["k8s-helper.generate_certs"](
+        cluster_tag="kprod", profile="kubeadm", masters=MASTERS, key_type="ecdsa-p256"
+    )
+    assert ret.get("retcode", 0) == 0, ret
+    support.k8s_pki.ensure_set(
+        base / "pki", "legacy", support.k8s_pki.kubeadm_specs(MASTERS), key_type="ecdsa-p256"
+    )
+    assert not (base / "pki/legacy/cluster.yaml").exists()
 
     def render(sls, key, settings):
         # A failed render is logged at CRITICAL; the test reads the message
@@ -110,7 +124,8 @@ def test_replace_defaults(show):
     assert got[f"{R}-m1-kubelet-removed"][1]["sls"] == "kubernetes.kubelet.removed"
     assert got[f"{R}-m1-running"][1]["tgt"] == "m1"
     assert got[f"{R}-m2-healthz"][1]["kwarg"] == {"wait": 120, "interval": 2}
-    nodes = "I@kubernetes:k8s_env:default and not L@m1,m2"
+    members = "( I@kubernetes:k8s_env:default or I@kubernetes:kubeadm_pki:cluster_tag:default )"
+    nodes = f"{members} and not L@m1,m2"
     running = got[f"{R}-nodes-running"][1]
     assert (running["tgt"], running["tgt_type"], running["batch"], running["failhard"]) == (
         nodes,
@@ -276,9 +291,30 @@ def test_rotate_passes_the_runner_arguments_and_can_skip_the_cleanup(show):
             "k8s_replace",
             {"cluster_tag": "prod"},
             "k8s_replace: no masters: no minion in the pillar cache has kubernetes:role: master "
-            "and kubernetes:k8s_env: prod; give k8s_replace:masters",
+            "and kubernetes:k8s_env: prod, nor kubernetes:kubeadm_pki:role: master and "
+            "kubernetes:kubeadm_pki:cluster_tag: prod; give k8s_replace:masters",
         ),
         ("replace_certs", "k8s_replace", ["m1"], "k8s_replace must be a mapping, not"),
+        (
+            "renew",
+            "k8s_renew",
+            {"cluster_tag": "kprod", "masters": ["m1"], "tgt": "m*"},
+            "k8s_renew:tgt: unknown setting for a kubeadm set (known: cluster_tag, threshold_days,",
+        ),
+        (
+            "renew",
+            "k8s_renew",
+            {"cluster_tag": "kprod"},
+            "k8s_renew: no masters: no minion in the pillar cache has kubernetes:kubeadm_pki:role: "
+            "master and kubernetes:kubeadm_pki:cluster_tag: kprod; give k8s_renew:masters",
+        ),
+        (
+            "renew",
+            "k8s_renew",
+            {"cluster_tag": "prod", "batch": 1},
+            "k8s_renew:batch: unknown setting for a seed set (known: cluster_tag, threshold_days, "
+            "tgt, tgt_type)",
+        ),
         (
             "rotate_ca",
             "k8s_rotate",
@@ -329,3 +365,98 @@ def test_the_docs_name_every_setting_and_no_other():
     rotation = (support.REPO / "docs/ca-rotation.md").read_text()
     for key in _known("rotate_ca"):
         assert f"`{key}`" in rotation, key
+
+
+# --------------------------------------------------------------------------
+# kubernetes.orch.renew: a seed set as before; a kubeadm set rolled
+# --------------------------------------------------------------------------
+
+N = "kubernetes-orch-renew"
+
+
+def test_renew_seed_set_lays_down_certificates_everywhere(show):
+    rendered = show("renew", "k8s_renew", {"cluster_tag": "prod", "threshold_days": 30})
+    assert [ident for ident, _, _ in rendered] == [
+        f"{N}-due-leaves-salt-runner",
+        f"{N}-refresh-pillar-salt-function",
+        f"{N}-certs-present-salt-state",
+    ]
+    got = {ident: (fun, args) for ident, fun, args in rendered}
+    assert got[f"{N}-due-leaves-salt-runner"][1]["threshold_days"] == 30
+    assert got[f"{N}-certs-present-salt-state"][1]["tgt"] == "kubernetes:k8s_env:prod"
+
+
+@pytest.mark.parametrize("tag", ["kprod", "legacy"])
+def test_renew_kubeadm_set_rolls_masters_then_nodes_then_verifies(show, tag):
+    rendered = show("renew", "k8s_renew", {"cluster_tag": tag, "masters": ["m1", "m2"]})
+    assert [ident for ident, _, _ in rendered] == [
+        f"{N}-due-leaves-salt-runner",
+        f"{N}-masters-refresh-pillar",
+        f"{N}-m1-running",
+        f"{N}-m1-healthz",
+        f"{N}-m2-running",
+        f"{N}-m2-healthz",
+        f"{N}-nodes-refresh-pillar",
+        f"{N}-nodes-running",
+        f"{N}-verify",
+    ]
+    assert_chain(rendered)
+    got = {ident: (fun, args) for ident, fun, args in rendered}
+    assert got[f"{N}-due-leaves-salt-runner"][1] == {
+        "name": "k8s-helper.renew",
+        "cluster_tag": tag,
+        "threshold_days": 90,
+    }
+    # the static pods read the files: kubernetes.running rewrites their manifests
+    assert got[f"{N}-m1-running"][1]["sls"] == "kubernetes.running"
+    assert got[f"{N}-m2-healthz"][1]["name"] == "k8s_cluster.healthz"
+    members = f"( I@kubernetes:k8s_env:{tag} or I@kubernetes:kubeadm_pki:cluster_tag:{tag} )"
+    running = got[f"{N}-nodes-running"][1]
+    assert (running["tgt"], running["tgt_type"], running["batch"], running["failhard"]) == (
+        f"{members} and not L@m1,m2",
+        "compound",
+        "25%",
+        True,
+    )
+    assert got[f"{N}-verify"][1]["tgt"] == f"L@m1,m2 or ( {members} and not L@m1,m2 )"
+
+
+def test_renew_kubeadm_settings(show):
+    rendered = show(
+        "renew",
+        "k8s_renew",
+        {
+            "cluster_tag": "kprod",
+            "masters": "m2,m1",
+            "nodes": ["n1"],
+            "batch": 1,
+            "health_wait": 30,
+            "verify": False,
+        },
+    )
+    assert_chain(rendered)
+    got = {ident: (fun, args) for ident, fun, args in rendered}
+    assert [i for i in got if i.endswith("-healthz")] == [f"{N}-m2-healthz", f"{N}-m1-healthz"]
+    assert got[f"{N}-m1-healthz"][1]["kwarg"]["wait"] == 30
+    assert got[f"{N}-nodes-running"][1]["tgt"] == ["n1"]
+    assert got[f"{N}-nodes-running"][1]["batch"] == "1"
+    assert f"{N}-verify" not in got
+
+
+def test_replace_kubeadm_set(show):
+    """replace_certs finds a kubeadm set's hosts by its pillar; generate passes profile."""
+    rendered = show(
+        "replace_certs",
+        "k8s_replace",
+        {"cluster_tag": "kprod", "masters": ["m1"], "generate": {"profile": "kubeadm"}},
+    )
+    assert_chain(rendered)
+    got = {ident: (fun, args) for ident, fun, args in rendered}
+    assert got[f"{R}-set"][1]["profile"] == "kubeadm"
+    members = "( I@kubernetes:k8s_env:kprod or I@kubernetes:kubeadm_pki:cluster_tag:kprod )"
+    assert got[f"{R}-nodes-running"][1]["tgt"] == f"{members} and not L@m1"
+    assert [i for i, _, _ in rendered][2:5] == [
+        f"{R}-m1-kubelet-removed",
+        f"{R}-m1-running",
+        f"{R}-m1-healthz",
+    ]

@@ -135,6 +135,37 @@ def _host_prelude(box, bindir):
     return "\n".join(lines) + "\n"
 
 
+def new_host(master, base, minion):
+    """A salt-minion daemon (not started yet) in a sandbox of its own under ``base``,
+    with the kubelet stand-in installed as an init script."""
+    box = sandbox.Sandbox(base / minion)
+    # A host that trusts no public CA: update-ca-certificates then
+    # builds a bundle of the cluster's CAs alone, in 0.05 s instead of
+    # ~1 s (the full system bundle: tests/functional/test_certs_states.py).
+    box.upper("/etc/ca-certificates.conf").write_text("# no public CA here\n")
+    sysv = services.SysV(box, base / f"{minion}-bin")
+    script = box.upper("/etc/init.d/kubelet")
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(INIT_SCRIPT.format(name="kubelet"))
+    script.chmod(0o755)
+    sysv.run(["update-rc.d", "kubelet", "defaults"], check=True)
+    sysv.install_binary("/usr/bin/kubelet")  # kubernetes.running checks it is there
+    return master.salt_minion_daemon(
+        minion,
+        factory_class=Host,
+        sandbox=box,
+        prelude=_host_prelude(box, sysv.bindir),
+        overrides={
+            "enable_fqdns_grains": False,
+            # The formula's modules straight from the checkout (no
+            # saltutil.sync_all: tests/integration/test_certs_daemons.py covers it).
+            "module_dirs": [str(support.REPO / "_modules")],
+            "states_dirs": [str(support.REPO / "_states")],
+            "utils_dirs": [str(support.REPO / "_utils")],
+        },
+    )
+
+
 class Cluster:
     """The daemons, the stand-ins and what the tests look at."""
 
@@ -322,32 +353,7 @@ def cluster(salt_factories, tmp_path_factory, host_untouched, event_listener):
         assert ret.returncode == 0, ret.stderr
         hosts = {}
         for minion in MASTERS + NODES:
-            box = sandbox.Sandbox(base / minion)
-            # A host that trusts no public CA: update-ca-certificates then
-            # builds a bundle of the cluster's CAs alone, in 0.05 s instead of
-            # ~1 s (the full system bundle: tests/functional/test_certs_states.py).
-            box.upper("/etc/ca-certificates.conf").write_text("# no public CA here\n")
-            sysv = services.SysV(box, base / f"{minion}-bin")
-            script = box.upper("/etc/init.d/kubelet")
-            script.parent.mkdir(parents=True, exist_ok=True)
-            script.write_text(INIT_SCRIPT.format(name="kubelet"))
-            script.chmod(0o755)
-            sysv.run(["update-rc.d", "kubelet", "defaults"], check=True)
-            sysv.install_binary("/usr/bin/kubelet")  # kubernetes.running checks it is there
-            hosts[minion] = master.salt_minion_daemon(
-                minion,
-                factory_class=Host,
-                sandbox=box,
-                prelude=_host_prelude(box, sysv.bindir),
-                overrides={
-                    "enable_fqdns_grains": False,
-                    # The formula's modules straight from the checkout (no
-                    # saltutil.sync_all: tests/integration/test_certs_daemons.py covers it).
-                    "module_dirs": [str(support.REPO / "_modules")],
-                    "states_dirs": [str(support.REPO / "_states")],
-                    "utils_dirs": [str(support.REPO / "_utils")],
-                },
-            )
+            hosts[minion] = new_host(master, base, minion)
         # The four daemons start (and stop) side by side.
         with concurrent.futures.ThreadPoolExecutor(len(hosts)) as pool:
             list(pool.map(lambda factory: factory.start(), hosts.values()))

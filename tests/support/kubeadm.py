@@ -20,6 +20,8 @@ MASTERS = [
 NODES = [{"name": "n1", "ip": "192.0.2.21"}, {"name": "n2"}]
 
 CONFS = ("admin.conf", "super-admin.conf", "controller-manager.conf", "scheduler.conf")
+#: each master has its own (hosts/<master>/...), pointing at its own apiserver
+LOCAL_CONFS = ("controller-manager.conf", "scheduler.conf")
 
 
 def specs(masters=MASTERS, nodes=NODES, **kwargs):

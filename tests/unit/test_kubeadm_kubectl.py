@@ -24,12 +24,14 @@ pytestmark = pytest.mark.skipif(not shutil.which("kubectl"), reason="kubectl is 
 IDENTITIES = {
     "admin.conf": ("kubernetes-admin", ["kubeadm:cluster-admins"]),
     "super-admin.conf": ("kubernetes-super-admin", ["system:masters"]),
-    "controller-manager.conf": ("system:kube-controller-manager", []),
-    "scheduler.conf": ("system:kube-scheduler", []),
     **{
         f"hosts/{h}/kubelet.conf": (f"system:node:{h}", ["system:nodes"])
         for h in ("m1", "m2", "m3", "n1", "n2")
     },
+}
+LOCAL_IDENTITIES = {
+    "controller-manager.conf": ("system:kube-controller-manager", []),
+    "scheduler.conf": ("system:kube-scheduler", []),
 }
 
 
@@ -68,6 +70,18 @@ def test_every_kubeconfig_with_kubectl(cluster, tmp_path, master):
             who = kubectl(tmp_path, directory / rel, "get", "--raw", "/whoami")
             assert who.returncode == 0, (rel, who.stderr)
             assert json.loads(who.stdout) == {"cn": cn, "o": orgs}, rel
+        # The master's own components' kubeconfigs point at its own apiserver,
+        # https://<its address>:6443 (kubeadm's choice: no load balancer needed);
+        # the stand-in listens on 127.0.0.1:<port>, so kubectl is pointed there,
+        # checking the master's name in the certificate.
+        ip = next(m["ip"] for m in ks.MASTERS if m["name"] == master)
+        for name, (cn, orgs) in LOCAL_IDENTITIES.items():
+            rel = directory / "hosts" / master / name
+            assert ks.kubeconfig(rel)["server"] == f"https://{ip}:6443", name
+            local = ("--server", f"https://127.0.0.1:{port}", "--tls-server-name", master)
+            who = kubectl(tmp_path, rel, *local, "get", "--raw", "/whoami")
+            assert who.returncode == 0, (name, who.stderr)
+            assert json.loads(who.stdout) == {"cn": cn, "o": orgs}, name
 
 
 def test_kubectl_rejects_a_server_from_another_ca(cluster, tmp_path):

@@ -45,6 +45,9 @@ LEAVES = {
 CONFS = {
     "admin.conf": ("kubernetes-admin", ["kubeadm:cluster-admins"]),
     "super-admin.conf": ("kubernetes-super-admin", ["system:masters"]),
+}
+# each master's own: pointing at its own apiserver (https://<its ip>:6443), as kubeadm does
+LOCAL_CONFS = {
     "controller-manager.conf": ("system:kube-controller-manager", []),
     "scheduler.conf": ("system:kube-scheduler", []),
 }
@@ -95,6 +98,7 @@ def test_layout_and_modes(made):
             for n in ("apiserver", "etcd/server", "etcd/peer")
             for s in (".crt", ".key")
         }
+        expected |= {f"hosts/{host}/{conf}" for conf in LOCAL_CONFS}
     expected |= {f"hosts/{h}/kubelet.conf" for h in ("m1", "m2", "m3", "n1", "n2")}
     found = set()
     for dirpath, dirnames, filenames in os.walk(directory):
@@ -173,13 +177,17 @@ def test_per_master_certificates(made):
 
 def test_kubeconfigs(made, tmp_path):
     directory, _, _ = made
-    confs = dict(CONFS)
+    confs = {rel: (*who, "https://kubernetes.api:6443") for rel, who in CONFS.items()}
     for host in ("m1", "m2", "m3", "n1", "n2"):
-        confs[f"hosts/{host}/kubelet.conf"] = (f"system:node:{host}", ["system:nodes"])
+        who = (f"system:node:{host}", ["system:nodes"], "https://kubernetes.api:6443")
+        confs[f"hosts/{host}/kubelet.conf"] = who
+    for master in ks.MASTERS:
+        for name, who in LOCAL_CONFS.items():
+            confs[f"hosts/{master['name']}/{name}"] = (*who, f"https://{master['ip']}:6443")
     ca_pem = (directory / "ca.crt").read_bytes()
-    for rel, (cn, orgs) in confs.items():
+    for rel, (cn, orgs, server) in confs.items():
         conf = ks.kubeconfig(directory / rel)
-        assert conf["server"] == "https://kubernetes.api:6443"
+        assert conf["server"] == server, rel
         assert conf["ca"] == ca_pem
         assert conf["user"] == cn
         pems = ks.unpack_kubeconfig(directory / rel, tmp_path / rel.replace("/", "_"))
@@ -214,7 +222,7 @@ def test_expiry_report_includes_kubeconfigs(made):
     assert "hosts/m1/etcd/peer.crt" in where
     crts = [w for w in where if w.endswith(".crt")]
     assert len(crts) == 3 + 4 + 3 * 3
-    assert len([w for w in where if " user " in w]) == 4 + 5
+    assert len([w for w in where if " user " in w]) == 2 + 2 * 3 + 5
 
 
 def test_host_files_node_gets_no_foreign_key(made):
@@ -226,6 +234,8 @@ def test_host_files_node_gets_no_foreign_key(made):
     assert master["pki/etcd/peer.key"] == "hosts/m2/etcd/peer.key"
     assert master["kubelet.conf"] == "hosts/m2/kubelet.conf"
     assert master["pki/sa.pub"] == "sa.pub" and master["admin.conf"] == "admin.conf"
+    assert master["controller-manager.conf"] == "hosts/m2/controller-manager.conf"
+    assert master["scheduler.conf"] == "hosts/m2/scheduler.conf"
     assert not any("m1" in src or "m3" in src for src in master.values())
     for src in master.values():  # every file named exists in the set
         assert (directory / src).is_file(), src
@@ -259,8 +269,17 @@ def test_new_node_and_moved_master(tmp_path):
         root, "c1", ks.specs(masters=masters, nodes=nodes), key_type="ecdsa-p256"
     )
     changed = {n: i.reason for n, i in plan.items.items() if i.action != "reused"}
-    assert set(changed) == {"hosts/m2/apiserver", "hosts/m2/etcd/server", "hosts/m2/etcd/peer"}
-    assert all("differ" in reason for reason in changed.values())
+    assert set(changed) == {
+        "hosts/m2/apiserver",
+        "hosts/m2/etcd/server",
+        "hosts/m2/etcd/peer",
+        # its own components' kubeconfigs point at its own (new) address
+        "hosts/m2/controller-manager.conf",
+        "hosts/m2/scheduler.conf",
+    }
+    assert all("differ" in changed[f"hosts/m2/{n}"] for n in ("apiserver", "etcd/peer"))
+    assert "not 'https://127.0.0.9:6443'" in changed["hosts/m2/scheduler.conf"]
+    assert ks.kubeconfig(root / "c1/hosts/m2/scheduler.conf")["server"] == "https://127.0.0.9:6443"
     _, ips = _sans(_cert(root / "c1/hosts/m2/etcd/peer.crt"))
     assert "127.0.0.9" in ips
 
@@ -273,7 +292,8 @@ def test_endpoint_change_rewrites_kubeconfigs_only(tmp_path):
     )
     changed = {n for n, i in plan.items.items() if i.action != "reused"}
     confs = {*CONFS, *(f"hosts/{h}/kubelet.conf" for h in ("m1", "m2", "m3", "n1", "n2"))}
-    # the apiserver certificates gain the endpoint's name as a SAN
+    # the masters' own kubeconfigs (controller-manager, scheduler) keep pointing at
+    # their own apiserver; the apiserver certificates gain the endpoint's name as a SAN
     assert changed == confs | {f"hosts/{m}/apiserver" for m in ("m1", "m2", "m3")}
     assert ks.kubeconfig(root / "c1/admin.conf")["server"] == "https://lb.example.com:7443"
     dns, _ = _sans(_cert(root / "c1/hosts/m1/apiserver.crt"))
@@ -331,7 +351,7 @@ def test_kubeconfig_with_foreign_key_is_refused(tmp_path):
     root = tmp_path / "pki"
     k8s_pki.ensure_set(root, "c1", ks.specs(), key_type="ecdsa-p256")
     text = (root / "c1/admin.conf").read_text()
-    other = ks.kubeconfig(root / "c1/scheduler.conf")["key"]
+    other = ks.kubeconfig(root / "c1/hosts/m1/scheduler.conf")["key"]
     import base64
 
     mine = ks.kubeconfig(root / "c1/admin.conf")["key"]
