@@ -107,10 +107,12 @@ def test_killed_writer_leaves_old_or_new_set(tmp_path):
     proc = start(pki_root, force=True)
     go(proc)
     assert proc.wait(timeout=60) == 0
-    # (.default.created: the fingerprints of the CAs k8s-helper made for the set)
+    # (.default.created: the fingerprints of the CAs k8s-helper made for the set;
+    # .default.verified: the record of what the last writer verified)
     assert sorted(p.name for p in pki_root.iterdir()) == [
         ".default.created",
         ".default.lock",
+        ".default.verified",
         "default",
     ]
 

@@ -96,8 +96,10 @@ def test_moving_a_master_reissues_only_its_files_and_backs_them_up(runner):
     m1 = {rel for rel in after if rel.startswith("hosts/m1/")}
     assert changed == m1 | {"cluster.yaml"}
     reasons = {n: f["reason"] for n, f in ret["files"].items() if f.get("reason")}
-    assert set(reasons) == {"hosts/m1/apiserver.crt", "hosts/m1/etcd/server.crt",
-                            "hosts/m1/etcd/peer.crt"}  # fmt: skip
+    assert set(reasons) == {  # its SANs name its address; its own components point at it
+        "hosts/m1/apiserver.crt", "hosts/m1/etcd/server.crt", "hosts/m1/etcd/peer.crt",
+        "hosts/m1/controller-manager.conf", "hosts/m1/scheduler.conf",
+    }  # fmt: skip
     assert all(r.startswith("masters changed") for r in reasons.values()), reasons
     backup = runner.directory / ret["backup"].split("/c1/", 1)[1]
     assert (backup / "hosts/m1/apiserver.crt").read_bytes() == old_apiserver

@@ -106,6 +106,7 @@ SPOILED = [
     ("..", _chown_nobody, ["owned by uid 65534"]),
     ("../.default.lock", _chown_nobody, ["owned by uid 65534"]),
     ("../.default.created", _make_world_writable, ["chmod go-w"]),
+    ("../.default.verified", _make_world_writable, ["chmod go-w"]),
 ]
 
 
