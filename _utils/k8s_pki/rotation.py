@@ -444,7 +444,7 @@ def _plan_prepare(rot, specs, now):
     ca_spec = CASpec(_next_ca_name(rot.ca.cert), current.organizations)
     next_name = next_ca_name(rot.name)
     members = {rot.name: members.pop(rot.name), next_name: ca_spec, **members}
-    plan = plan_set(rot.directory, members, renew_before_days=0, now=now)
+    plan = plan_set(rot.directory, members, renew_before_days=0, now=now, trust_record=False)
     plan.items[next_name].reason = "the new CA of a rotation (not handed out yet)"
     return plan
 
@@ -459,7 +459,9 @@ def _plan_trust(rot, specs, now):
         "trust bundle: the current CA, then the new one",
     )
     members = _rotation_specs(rot, specs, with_next=True)
-    plan = plan_set(rot.directory, members, renew_before_days=0, now=now, cas={rot.name: ca})
+    plan = plan_set(
+        rot.directory, members, renew_before_days=0, now=now, cas={rot.name: ca}, trust_record=False
+    )
     return _rebundle_kubeconfigs(plan, rot)
 
 
@@ -482,6 +484,7 @@ def _plan_reissue(rot, specs, keep_keys, now):
         renew_before_days=0,
         now=now,
         cas={rot.name: ca},
+        trust_record=False,  # a rotation reads every file it plans for
     )
     for item in plan.items.values():
         if item.name != rot.name and item.action != "reused":
@@ -504,7 +507,9 @@ def _plan_finish(rot, specs, now):
         f"old CA dropped from {rot.name}.crt: sha256 {dropped}",
     )
     members = _rotation_specs(rot, specs, with_next=False)
-    plan = plan_set(rot.directory, members, renew_before_days=0, now=now, cas={rot.name: ca})
+    plan = plan_set(
+        rot.directory, members, renew_before_days=0, now=now, cas={rot.name: ca}, trust_record=False
+    )
     return _rebundle_kubeconfigs(plan, rot)
 
 
@@ -521,7 +526,9 @@ def _plan_abort(rot, specs, now):
             f"rotation abandoned: the new CA left {rot.name}.crt",
         )
         cas = {rot.name: ca}
-    plan = plan_set(rot.directory, members, renew_before_days=0, now=now, cas=cas)
+    plan = plan_set(
+        rot.directory, members, renew_before_days=0, now=now, cas=cas, trust_record=False
+    )
     next_name = next_ca_name(rot.name)
     plan.drop |= {f"{next_name}.crt", f"{next_name}.key"}
     plan.backup = True

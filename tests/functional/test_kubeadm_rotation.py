@@ -151,7 +151,7 @@ def test_each_stage_moves_the_chosen_cas_rotation_on(rotations, choice):
     assert rets["trust"]["status"]["next_stage"] == "reissue"
     dumped = json.dumps(rets)
     assert "PRIVATE KEY" not in dumped and "client-key-data" not in dumped
-    for conf in ks.CONFS:  # nor a line of the keys the kubeconfigs embed
+    for conf in ks.set_confs():  # nor a line of the keys the kubeconfigs embed
         key = ks.kubeconfig(rotations[choice]["kept"] / "finish" / conf)["key"]
         assert not support.leaked(dumped, [key]), conf
 
@@ -235,7 +235,7 @@ def test_kubeconfigs_embed_the_cluster_ca_file_at_every_stage(rotations, stage):
     they carry it (trust, reissue), and the new CA alone once finished."""
     here = rotations["ca"]["kept"] / stage
     ca_file = certs(here / "ca.crt")
-    confs = [*ks.CONFS, *(f"hosts/{h['name']}/kubelet.conf" for h in ks.MASTERS + ks.NODES)]
+    confs = ks.set_confs()
     for conf in confs:
         embedded = k8s_pki.load_certs(ks.kubeconfig(here / conf)["ca"])
         assert embedded == ca_file, (stage, conf)

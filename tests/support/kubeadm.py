@@ -28,6 +28,11 @@ def specs(masters=MASTERS, nodes=NODES, **kwargs):
     return k8s_pki.kubeadm_specs(masters, nodes, **kwargs)
 
 
+def set_confs(masters=MASTERS, nodes=NODES):
+    """Every kubeconfig of the set's folder (the shared ones, then each host's own)."""
+    return [name for name, spec in specs(masters, nodes).items() if spec.kind.embeds_ca]
+
+
 def kubeconfig(path):
     """The kubeconfig's current context: server, CA PEM, client cert PEM, key PEM."""
     doc = yaml.safe_load(pathlib.Path(path).read_text())
