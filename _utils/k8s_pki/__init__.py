@@ -93,6 +93,15 @@ from .distribution import (  # noqa: F401
     normalize_pem,
     symlinked,
 )
+from .enroll import (  # noqa: F401
+    ENROLLED_DIR,
+    HOST_PATHS,
+    EnrollRefused,
+    check_csr,
+    csr_for,
+    role_members,
+    sign_request,
+)
 from .errors import (  # noqa: F401
     InputError,
     PKIError,
@@ -172,6 +181,7 @@ from .profiles import (  # noqa: F401
     kubeadm_file_mode,
     kubeadm_host_files,
     kubeadm_specs,
+    kubelet_serving_spec,
     role_forbidden,
     seed_specs,
 )

@@ -1,0 +1,370 @@
+"""Enrollment: a host makes its own key and sends a CSR; the master signs under the set's policy.
+
+The identity a certificate carries (CN, O, SANs, usages, validity, the CA that
+signs it) comes from two things only: the set's record (``cluster.yaml``: its
+profile and hosts) and the minion id Salt authenticated.  The CSR contributes
+its public key and nothing else: its subject, SANs and extensions are never
+read, so a CSR asking for ``CN=system:node:<other>``, ``O=system:masters`` or
+``CA:TRUE`` gets the requester's own identity or a refusal.
+
+The master keeps a copy of every certificate it signs (never a key: it never
+sees one) under ``<set>/enrolled/<minion>/<member>.crt``, where
+``check_expiration`` finds it, and marks each public key it certified under
+``<set>/enrolled/keys/``: a CSR whose key was already certified for another
+host or member (a replayed CSR) is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from .crypto import cert_pem, describe_cert, issue_leaf, load_key
+from .defaults import CERT_MODE, KEY_MODE
+from .errors import PKIError, SetError
+from .files import make_parents
+from .guard import check_entry, check_set_folder, lstat_or_none, read_set_file
+from .manifest import read_manifest, specs_for
+from .pem import strict_pem
+from .profiles import KUBEADM_HOSTS_DIR, kubelet_serving_spec
+
+ENROLLED_DIR = "enrolled"
+
+#: the public keys certified so far, one file each (named by the key's SHA-256)
+ENROLLED_KEYS_DIR = f"{ENROLLED_DIR}/keys"
+
+#: what every host of a set may enroll: its kubelet's client and serving identities
+HOST_MEMBERS = ("kubelet-client", "kubelet-serving")
+
+#: what a master may enroll besides: its own serving/etcd certificates and the
+#: client certificates kubeadm shares between masters (each master gets its own key)
+MASTER_OWN_MEMBERS = ("apiserver", "etcd/server", "etcd/peer")
+MASTER_SHARED_MEMBERS = (
+    "apiserver-kubelet-client",
+    "apiserver-etcd-client",
+    "front-proxy-client",
+    "etcd/healthcheck-client",
+)
+MASTER_MEMBERS = HOST_MEMBERS + MASTER_OWN_MEMBERS + MASTER_SHARED_MEMBERS
+
+#: which CA certificate of the set goes with each issuer name
+CA_FILES = {"ca": "ca.crt", "front-proxy-ca": "front-proxy-ca.crt", "etcd/ca": "etcd/ca.crt"}
+
+#: where each member lands on the host: (certificate, key, CA certificate), kubeadm's paths
+HOST_PATHS = {
+    "kubelet-client": (
+        "/var/lib/kubelet/pki/kubelet-client.crt",
+        "/var/lib/kubelet/pki/kubelet-client.key",
+        "/etc/kubernetes/pki/ca.crt",
+    ),
+    "kubelet-serving": (
+        "/var/lib/kubelet/pki/kubelet.crt",
+        "/var/lib/kubelet/pki/kubelet.key",
+        "/etc/kubernetes/pki/ca.crt",
+    ),
+    **{
+        member: (
+            f"/etc/kubernetes/pki/{member}.crt",
+            f"/etc/kubernetes/pki/{member}.key",
+            "/etc/kubernetes/pki/etcd/ca.crt"
+            if member.startswith("etcd/") or member == "apiserver-etcd-client"
+            else "/etc/kubernetes/pki/front-proxy-ca.crt"
+            if member == "front-proxy-client"
+            else "/etc/kubernetes/pki/ca.crt",
+        )
+        for member in MASTER_OWN_MEMBERS + MASTER_SHARED_MEMBERS
+    },
+}
+
+#: the largest CSR accepted (a CSR with an RSA-8192 key is about 4 KiB)
+MAX_CSR_BYTES = 16384
+
+#: the key sizes accepted in a CSR
+RSA_MIN_BITS, RSA_MAX_BITS = 2048, 8192
+EC_CURVES = {"secp256r1": "ecdsa-p256", "secp384r1": "ecdsa-p384"}
+
+
+class EnrollRefused(PKIError):
+    """A request the policy refuses; the message names the minion and what to fix."""
+
+
+def role_members(role):
+    """The members a host of ``role`` ("master" or "node") enrolls."""
+    return MASTER_MEMBERS if role == "master" else HOST_MEMBERS
+
+
+def host_role(settings, minion_id):
+    """``(role, ip)`` of the host named exactly ``minion_id`` in the set, or ``(None, None)``."""
+    for role, key in (("master", "masters"), ("node", "nodes")):
+        for host in settings.get(key) or ():
+            if host["name"] == minion_id:  # exactly: 'M1' and 'm1.' are other minions
+                return role, host.get("ip")
+    return None, None
+
+
+def member_spec(settings, host, ip, member):
+    """The LeafSpec of ``member`` for ``host``, from the set's own specs (``specs_for``)."""
+    specs = specs_for(settings)
+    if member == "kubelet-client":
+        return specs[f"{KUBEADM_HOSTS_DIR}/{host}/kubelet.conf"].leaf
+    if member == "kubelet-serving":
+        return kubelet_serving_spec(host, ip)
+    if member in MASTER_OWN_MEMBERS:
+        return specs[f"{KUBEADM_HOSTS_DIR}/{host}/{member}"]
+    return specs[member]
+
+
+def check_csr(data, where="csr"):
+    """The CSR in ``data`` (PEM), checked: one block, a valid self-signature, a key we accept.
+
+    Refusals name what is wrong, never quote the text (a key sent by mistake
+    must not reach a log).  Returns the parsed CSR.
+    """
+    if isinstance(data, str):
+        data = data.encode("utf-8", "replace")
+    if not isinstance(data, bytes):
+        raise EnrollRefused(f"{where}: expected the PEM text of a certificate request")
+    if len(data) > MAX_CSR_BYTES:
+        raise EnrollRefused(f"{where}: {len(data)} bytes, more than a CSR ({MAX_CSR_BYTES})")
+    strict_pem(data, ("CERTIFICATE REQUEST",), where, count=1, indented=False)
+    try:
+        csr = x509.load_pem_x509_csr(data)
+    except ValueError:
+        raise EnrollRefused(f"{where}: not a certificate request (it does not parse)") from None
+    check_request_key(csr.public_key(), where)
+    if not csr.is_signature_valid:
+        raise EnrollRefused(
+            f"{where}: its signature does not verify (the request was altered, or signed with "
+            "another key than the one it holds)"
+        )
+    return csr
+
+
+def check_request_key(public, where="csr"):
+    """Accept ECDSA P-256/P-384 and RSA of 2048 to 8192 bits; refuse the rest, naming it."""
+    if isinstance(public, rsa.RSAPublicKey):
+        if not RSA_MIN_BITS <= public.key_size <= RSA_MAX_BITS:
+            raise EnrollRefused(
+                f"{where}: an RSA key of {public.key_size} bits; use ecdsa-p256 (recommended), "
+                f"ecdsa-p384 or RSA of {RSA_MIN_BITS} to {RSA_MAX_BITS} bits"
+            )
+        return f"rsa-{public.key_size}"
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        if public.curve.name not in EC_CURVES:
+            raise EnrollRefused(
+                f"{where}: an ECDSA key on curve {public.curve.name}; use P-256 or P-384"
+            )
+        return EC_CURVES[public.curve.name]
+    raise EnrollRefused(
+        f"{where}: a {type(public).__name__.removeprefix('_')} key; use ecdsa-p256 "
+        "(recommended), ecdsa-p384 or RSA of at least 2048 bits"
+    )
+
+
+def public_key_id(public):
+    """The SHA-256 of a public key's SubjectPublicKeyInfo, in hex (a file name)."""
+    der = public.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(der).hexdigest()
+
+
+# The CA keys checked once per process: OpenSSL's RSA consistency check costs
+# tens of milliseconds, and a signing master may sign hundreds of CSRs a second.
+# Keyed by the key file's SHA-256, so a replaced key is checked again.
+_CHECKED_CA_KEYS: dict = {}
+
+
+def _signing_ca(directory, issuer):
+    """``(ca certificate, ca key, ca file bytes)`` of the set's CA ``issuer``."""
+    rel = CA_FILES[issuer]
+    cert_bytes = read_set_file(directory, rel)
+    key_rel = rel[: -len(".crt")] + ".key"
+    key_bytes = read_set_file(directory, key_rel)
+    if cert_bytes is None:
+        raise SetError(f"{directory}: {rel} is missing; run salt-run k8s-helper.generate_certs")
+    if key_bytes is None:
+        raise SetError(
+            f"{directory}: {key_rel} is not on the master (a CA brought without its key): "
+            "enrollment signs with it; sign with the CA where its key lives"
+        )
+    digest = hashlib.sha256(key_bytes).digest()
+    key = _CHECKED_CA_KEYS.get(digest)
+    if key is None:
+        key = load_key(key_bytes, os.path.join(directory, key_rel))
+        if len(_CHECKED_CA_KEYS) >= 16:
+            _CHECKED_CA_KEYS.clear()
+        _CHECKED_CA_KEYS[digest] = key
+    ca_cert = x509.load_pem_x509_certificates(cert_bytes)
+    own = [cert for cert in ca_cert if _same_key(cert.public_key(), key.public_key())]
+    if not own:
+        raise SetError(f"{directory}: {key_rel} does not belong to {rel}")
+    return own[0], key, cert_bytes
+
+
+def _same_key(a, b):
+    return public_key_id(a) == public_key_id(b)
+
+
+@contextlib.contextmanager
+def _set_lock(directory):
+    """Hold the set's lock (the one generate_certs and renew take) while writing into it.
+
+    A writer swaps the whole folder; a copy written meanwhile into the old one
+    would be lost.  Only the lock file is checked here, not the whole set (the
+    files read and written are checked one by one).
+    """
+    root, tag = os.path.split(os.path.normpath(directory))
+    lock = os.path.join(root, f".{tag}.lock")
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(lock, flags, KEY_MODE)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise SetError(f"{lock}: is a symbolic link; remove it") from None
+        raise
+    try:
+        check_entry(lock, os.fstat(fd))
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _checked_folders(directory, rel_folder):
+    """Make the folders of ``rel_folder`` under the set (0700), refusing any not ours."""
+    path = directory
+    for part in rel_folder.split("/"):
+        path = os.path.join(path, part)
+        st = lstat_or_none(path)
+        if st is None:
+            make_parents(os.path.join(path, "x"))
+            st = os.lstat(path)
+        check_entry(path, st)
+
+
+def _claim_key(directory, key_id, minion_id, member):
+    """Mark the key as certified for ``minion_id``'s ``member``; refuse one certified for another.
+
+    The same host asking again for the same member with the same key (a reply
+    lost on the way) is signed again.
+    """
+    _checked_folders(directory, ENROLLED_KEYS_DIR)
+    path = os.path.join(directory, ENROLLED_KEYS_DIR, key_id)
+    owner = f"{minion_id} {member}\n".encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, CERT_MODE)
+    except FileExistsError:
+        recorded = read_set_file(directory, f"{ENROLLED_KEYS_DIR}/{key_id}")
+        if recorded != owner:
+            raise EnrollRefused(
+                f"{minion_id}: the key of this CSR was already certified for another host or "
+                "member (a replayed or copied CSR); each certificate needs a key made for it "
+                "on the host that uses it"
+            ) from None
+        return
+    with os.fdopen(fd, "wb") as handle:
+        os.fchmod(fd, CERT_MODE)
+        handle.write(owner)
+
+
+def _keep_copy(directory, minion_id, member, data):
+    """Write ``enrolled/<minion>/<member>.crt`` (0644), replacing the previous copy at once."""
+    rel = f"{ENROLLED_DIR}/{minion_id}/{member}.crt"
+    _checked_folders(directory, os.path.dirname(rel))
+    path = os.path.join(directory, rel)
+    tmp = f"{path}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, CERT_MODE)
+    with os.fdopen(fd, "wb") as handle:
+        os.fchmod(fd, CERT_MODE)
+        handle.write(data)
+        handle.flush()
+        os.fsync(fd)
+    os.replace(tmp, path)
+    return path
+
+
+def enrollment_policy(directory, minion_id):
+    """``(settings, role, ip)`` of ``minion_id`` in the set at ``directory``; refused if no host."""
+    tag = os.path.basename(os.path.normpath(directory))
+    if not isinstance(minion_id, str) or not minion_id:
+        raise EnrollRefused("the caller's minion id is unknown: call through peer_run")
+    if not check_set_folder(directory):
+        raise EnrollRefused(f"{minion_id}: there is no certificate set {tag!r} on the master")
+    settings = read_manifest(directory)
+    if settings is None:
+        raise EnrollRefused(
+            f"{minion_id}: the set {tag!r} has no cluster.yaml manifest recording its hosts; "
+            f"run salt-run k8s-helper.generate_certs profile=kubeadm cluster_tag={tag} once"
+        )
+    if settings["profile"] != "kubeadm":
+        raise EnrollRefused(
+            f"{minion_id}: the set {tag!r} is a {settings['profile']} set, which records no "
+            "hosts; enrollment needs a kubeadm set (see docs/enrollment.md)"
+        )
+    role, ip = host_role(settings, minion_id)
+    if role is None:
+        raise EnrollRefused(
+            f"{minion_id}: not a host of the set {tag!r} (its masters and nodes in cluster.yaml); "
+            f"add it with salt-run k8s-helper.generate_certs profile=kubeadm cluster_tag={tag} ..."
+        )
+    return settings, role, ip
+
+
+def sign_request(directory, minion_id, member, csr_pem, now=None):
+    """Sign ``csr_pem`` as ``member`` of ``minion_id`` under the set's policy.
+
+    ``minion_id`` must be the id Salt authenticated (never one the minion
+    said).  Returns a plain dict: the certificate and its CA certificate(s) in
+    PEM (public), where the master keeps its copy, and what the certificate
+    says.  Refusals raise :class:`EnrollRefused` (or SetError for a set that
+    cannot be used); nothing is written then.
+    """
+    settings, role, ip = enrollment_policy(directory, minion_id)
+    tag = os.path.basename(os.path.normpath(directory))
+    allowed = role_members(role)
+    if member not in allowed:
+        raise EnrollRefused(
+            f"{minion_id}: a {role} of {tag!r} may enroll {', '.join(allowed)}, not {member!r}"
+        )
+    csr = check_csr(csr_pem)
+    spec = member_spec(settings, minion_id, ip, member)
+    ca_cert, ca_key, ca_bytes = _signing_ca(directory, spec.issuer)
+    public = csr.public_key()
+    key_id = public_key_id(public)
+    with _set_lock(directory):
+        if not check_set_folder(directory):  # removed while we waited
+            raise EnrollRefused(f"{minion_id}: the set {tag!r} is gone from the master")
+        _claim_key(directory, key_id, minion_id, member)
+        cert = issue_leaf(spec, public, ca_cert, ca_key, days=settings["days"], now=now)
+        data = cert_pem(cert)
+        copy = _keep_copy(directory, minion_id, member, data)
+    return {
+        "minion": minion_id,
+        "member": member,
+        "role": role,
+        "cert": data.decode("ascii"),
+        "ca": ca_bytes.decode("ascii"),
+        "copy": copy,
+        **describe_cert(cert),
+    }
+
+
+def csr_for(key, minion_id):
+    """A CSR for ``key`` (what a host sends): the subject names the minion, for people only."""
+    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, minion_id)])
+    return (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(name)
+        .sign(key, hashes.SHA256())
+        .public_bytes(serialization.Encoding.PEM)
+    )
