@@ -95,10 +95,14 @@ from .distribution import (  # noqa: F401
 )
 from .enroll import (  # noqa: F401
     ENROLLED_DIR,
-    HOST_PATHS,
+    HOST_MEMBERS,
+    MASTER_MEMBERS,
     EnrollRefused,
     check_csr,
+    check_reply,
     csr_for,
+    enrolled_problem,
+    install_enrolled,
     role_members,
     sign_request,
 )

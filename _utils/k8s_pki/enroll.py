@@ -26,7 +26,18 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from .crypto import cert_pem, describe_cert, issue_leaf, load_key
+from .crypto import (
+    cert_pem,
+    describe_cert,
+    issue_leaf,
+    key_matches,
+    key_pem,
+    load_cert,
+    load_certs,
+    load_key,
+    renewal_due,
+    signed_by,
+)
 from .defaults import CERT_MODE, KEY_MODE
 from .errors import PKIError, SetError
 from .files import make_parents
@@ -56,32 +67,6 @@ MASTER_MEMBERS = HOST_MEMBERS + MASTER_OWN_MEMBERS + MASTER_SHARED_MEMBERS
 
 #: which CA certificate of the set goes with each issuer name
 CA_FILES = {"ca": "ca.crt", "front-proxy-ca": "front-proxy-ca.crt", "etcd/ca": "etcd/ca.crt"}
-
-#: where each member lands on the host: (certificate, key, CA certificate), kubeadm's paths
-HOST_PATHS = {
-    "kubelet-client": (
-        "/var/lib/kubelet/pki/kubelet-client.crt",
-        "/var/lib/kubelet/pki/kubelet-client.key",
-        "/etc/kubernetes/pki/ca.crt",
-    ),
-    "kubelet-serving": (
-        "/var/lib/kubelet/pki/kubelet.crt",
-        "/var/lib/kubelet/pki/kubelet.key",
-        "/etc/kubernetes/pki/ca.crt",
-    ),
-    **{
-        member: (
-            f"/etc/kubernetes/pki/{member}.crt",
-            f"/etc/kubernetes/pki/{member}.key",
-            "/etc/kubernetes/pki/etcd/ca.crt"
-            if member.startswith("etcd/") or member == "apiserver-etcd-client"
-            else "/etc/kubernetes/pki/front-proxy-ca.crt"
-            if member == "front-proxy-client"
-            else "/etc/kubernetes/pki/ca.crt",
-        )
-        for member in MASTER_OWN_MEMBERS + MASTER_SHARED_MEMBERS
-    },
-}
 
 #: the largest CSR accepted (a CSR with an RSA-8192 key is about 4 KiB)
 MAX_CSR_BYTES = 16384
@@ -368,3 +353,115 @@ def csr_for(key, minion_id):
         .sign(key, hashes.SHA256())
         .public_bytes(serialization.Encoding.PEM)
     )
+
+
+# --------------------------------------------------------------------------
+# On the host: is the enrolled pair still good, and laying down a new one
+# --------------------------------------------------------------------------
+
+
+def _read_local(path):
+    """The bytes of a file on the host, not following a symlink; None when missing."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise PKIError(f"{path}: is a symbolic link; remove it") from None
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read()
+
+
+def enrolled_problem(cert_path, key_path, ca_path, renew_before_days, now=None):
+    """Why the host must enroll ``cert_path`` again (missing, broken, due), or "" if it is fine.
+
+    Like x509_v2's ``certificate_managed``: a certificate entering its renewal
+    window is renewed with a new key.  Messages name paths, never key text.
+    """
+    cert_bytes, key_bytes = _read_local(cert_path), _read_local(key_path)
+    if cert_bytes is None:
+        return f"{cert_path}: missing"
+    if key_bytes is None:
+        return f"{key_path}: missing"
+    try:
+        cert = load_cert(cert_bytes, cert_path)
+        key = load_key(key_bytes, key_path)
+    except PKIError as err:
+        return str(err)
+    if not key_matches(cert, key):
+        return f"{key_path}: does not belong to {cert_path}"
+    ca_bytes = _read_local(ca_path)
+    try:
+        cas = load_certs(ca_bytes, ca_path) if ca_bytes is not None else []
+    except PKIError as err:
+        return str(err)
+    if not any(signed_by(cert, ca) for ca in cas):
+        return f"{cert_path}: not signed by {ca_path}"
+    due = renewal_due(cert, renew_before_days, now)
+    return f"{cert_path}: {due}" if due else ""
+
+
+def check_reply(reply, key, member):
+    """The certificate and CA bundle of the master's reply, checked against our key.
+
+    Refuses a reply that is a refusal (naming the master's reason), that is not
+    an answer (peer_run not allowing the call gives ``{}``), or whose
+    certificate is not for our key or not signed by the CA it came with.
+    """
+    if isinstance(reply, dict) and reply.get("result") is False and "error" in reply:
+        raise EnrollRefused(f"the master refused: {reply['error']}")
+    if not isinstance(reply, dict) or not reply:
+        said = f" ({reply})" if isinstance(reply, str) and reply else ""
+        raise EnrollRefused(
+            f"no answer from the master's k8s-helper.sign_csr{said}: does the master config "
+            "allow it to this minion (peer_run: {'.*': ['k8s-helper.sign_csr']}, see "
+            "docs/enrollment.md), and does the master have the formula's runner?"
+        )
+    try:
+        strict_pem(reply.get("cert", ""), ("CERTIFICATE",), "the master's certificate", count=1)
+        cert = load_cert(reply["cert"].encode(), "the master's certificate")
+        cas = load_certs(reply.get("ca", "").encode(), "the master's CA certificate")
+    except (PKIError, AttributeError) as err:
+        raise EnrollRefused(f"the master's reply for {member}: {err}") from None
+    if not key_matches(cert, key):
+        raise EnrollRefused(f"the master's certificate for {member} is not for the key made here")
+    if not any(signed_by(cert, ca) for ca in cas):
+        raise EnrollRefused(f"the master's certificate for {member} is not signed by its CA")
+    return cert, reply["ca"].encode()
+
+
+def _replace_file(path, data, mode):
+    """Write ``path`` (a temporary file, flushed, renamed over it) with exactly ``mode``."""
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        os.makedirs(folder, mode=0o700)
+    tmp = f"{path}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    with os.fdopen(fd, "wb") as handle:
+        os.fchmod(fd, mode)
+        handle.write(data)
+        handle.flush()
+        os.fsync(fd)
+    os.replace(tmp, path)
+
+
+def install_enrolled(cert_path, key_path, ca_path, cert, key, ca_bytes):
+    """Lay down the new key (0600), its certificate and the CA bundle (0644).
+
+    The key first: a crash between the two leaves a pair that does not
+    match, which the next run sees (:func:`enrolled_problem`) and enrolls
+    again.  Returns which files changed (paths only).
+    """
+    changed = []
+    _replace_file(key_path, key_pem(key), KEY_MODE)
+    changed.append(key_path)
+    _replace_file(cert_path, cert_pem(cert), CERT_MODE)
+    changed.append(cert_path)
+    if _read_local(ca_path) != ca_bytes:
+        _replace_file(ca_path, ca_bytes, CERT_MODE)
+        changed.append(ca_path)
+    return changed
