@@ -333,6 +333,10 @@ def sign_request(directory, minion_id, member, csr_pem, now=None):
         cert = issue_leaf(spec, public, ca_cert, ca_key, days=settings["days"], now=now)
         data = cert_pem(cert)
         copy = _keep_copy(directory, minion_id, member, data)
+    info = describe_cert(cert)
+    # Not "serial": Salt's channel takes a reply's top-level "serial" for its own
+    # message counter and drops the reply (salt.crypt.Crypticle.loads).
+    info["serial_number"] = info.pop("serial")
     return {
         "minion": minion_id,
         "member": member,
@@ -340,7 +344,7 @@ def sign_request(directory, minion_id, member, csr_pem, now=None):
         "cert": data.decode("ascii"),
         "ca": ca_bytes.decode("ascii"),
         "copy": copy,
-        **describe_cert(cert),
+        **info,
     }
 
 

@@ -168,7 +168,7 @@ def run(master, minions):
     # renewal: n1's client certificate now ends in two days
     path = NODE_FILES[0]
     short = _short_lived(master, rec[f"disk {NODE_ID}"], path)
-    _ok(salt.run("file.write", path, short, minion_tgt=NODE_ID))
+    _ok(salt.run("file.write", path, f"args={json.dumps([short])}", minion_tgt=NODE_ID))
     rec["renew"] = salt.run("state.apply", "kubernetes.certs.enrolled", minion_tgt=NODE_ID)
     rec["disk renewed"] = sandbox.tree_in(minions[NODE_ID].pid, *WATCHED)
     rec["pillar node"] = salt.run("pillar.items", "unmask=True", minion_tgt=NODE_ID)
@@ -230,7 +230,9 @@ def test_master_enrolls_its_own_serving_and_etcd_certificates(run, master):
 
 
 def test_outsider_is_refused_and_gets_nothing(run, master):
-    states = _states(run[f"apply {OUTSIDER}"])
+    ret = run[f"apply {OUTSIDER}"]
+    assert ret.returncode != 0
+    states = {key.split("_|-")[1]: value for key, value in ret.data.items()}
     failed = [s for s in states.values() if s["result"] is False]
     assert failed and "x1: not a host of the set 'kadm'" in failed[0]["comment"]
     assert not [p for p, e in run[f"disk {OUTSIDER}"].items() if e["kind"] == "file"]
@@ -309,7 +311,8 @@ def _ask(master, minion_id, csr, member):
     ret = master.salt_cli(timeout=120).run(
         "publish.runner", "k8s-helper.sign_csr", f"arg={request}", minion_tgt=minion_id
     )
-    return _ok(ret)
+    assert ret.data is not None, ret.stdout + ret.stderr
+    return ret.data
 
 
 def test_greedy_and_replayed_csrs_through_peer_run(run, master):
@@ -329,7 +332,7 @@ def test_greedy_and_replayed_csrs_through_peer_run(run, master):
     other = master.salt_cli(timeout=120).run(
         "publish.runner", "k8s-helper.generate_certs", minion_tgt=NODE_ID
     )
-    assert not _ok(other)
+    assert not other.data, other.stdout
 
 
 def _put(tmp_path, disk, path, name):
