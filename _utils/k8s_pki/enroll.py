@@ -41,8 +41,8 @@ from .crypto import (
 from .defaults import CERT_MODE, KEY_MODE
 from .errors import PKIError, SetError
 from .files import make_parents
-from .guard import check_entry, check_set_folder, lstat_or_none, read_set_file
-from .manifest import read_manifest, specs_for
+from .guard import check_entry, check_set_folder, lstat_or_none, read_set_file, read_store_file
+from .manifest import manifest_path, parse_manifest, specs_for
 from .pem import strict_pem
 from .profiles import KUBEADM_HOSTS_DIR, kubelet_serving_spec
 
@@ -94,9 +94,41 @@ def host_role(settings, minion_id):
     return None, None
 
 
+# What a manifest's bytes say, parsed once per process: a master signing hundreds
+# of CSRs a second must not parse YAML and rebuild the whole set's specs for
+# each (a kubeadm set may list thousands of hosts).  Keyed by the bytes, so an
+# edited manifest is read again.
+_POLICIES: dict = {}
+
+
+def _recorded_settings(directory):
+    """The settings ``<directory>/cluster.yaml`` records (checked), or None."""
+    path = manifest_path(directory)
+    data = read_store_file(path)  # refused unless the master's user alone controls it
+    if data is None:
+        return None
+    digest = hashlib.sha256(data).digest()
+    if digest not in _POLICIES:
+        if len(_POLICIES) >= 16:
+            _POLICIES.clear()
+        settings = parse_manifest(data, path)
+        _POLICIES[digest] = (settings, {})
+    return _POLICIES[digest][0]
+
+
+def _set_specs(settings):
+    """``specs_for(settings)``, built once per manifest."""
+    for cached, specs in _POLICIES.values():
+        if cached is settings:
+            if not specs:
+                specs.update(specs_for(settings))
+            return specs
+    return specs_for(settings)
+
+
 def member_spec(settings, host, ip, member):
     """The LeafSpec of ``member`` for ``host``, from the set's own specs (``specs_for``)."""
-    specs = specs_for(settings)
+    specs = _set_specs(settings)
     if member == "kubelet-client":
         return specs[f"{KUBEADM_HOSTS_DIR}/{host}/kubelet.conf"].leaf
     if member == "kubelet-serving":
@@ -272,8 +304,9 @@ def _keep_copy(directory, minion_id, member, data):
     with os.fdopen(fd, "wb") as handle:
         os.fchmod(fd, CERT_MODE)
         handle.write(data)
-        handle.flush()
-        os.fsync(fd)
+    # Renamed, not fsynced (an fsync costs more than the signature): the host
+    # holds its certificate durably; a copy lost to a power cut only drops out
+    # of check_expiration until the host renews.
     os.replace(tmp, path)
     return path
 
@@ -285,7 +318,7 @@ def enrollment_policy(directory, minion_id):
         raise EnrollRefused("the caller's minion id is unknown: call through peer_run")
     if not check_set_folder(directory):
         raise EnrollRefused(f"{minion_id}: there is no certificate set {tag!r} on the master")
-    settings = read_manifest(directory)
+    settings = _recorded_settings(directory)
     if settings is None:
         raise EnrollRefused(
             f"{minion_id}: the set {tag!r} has no cluster.yaml manifest recording its hosts; "

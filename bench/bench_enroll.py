@@ -1,0 +1,231 @@
+"""Benchmark: enrollment (a host's CSR signed on the master under the set's policy).
+
+  a) in-process: k8s_pki.sign_request for ECDSA P-256 CSRs of 100 different
+     nodes of a kubeadm set (policy from cluster.yaml, CSR checks, key claim,
+     signature, the master's copy written and fsynced, under the set's lock),
+     with an ECDSA P-256 CA and an RSA-2048 CA; next to the floor: bare
+     cryptography calls (parse the CSR, check its signature, build and sign
+     the certificate; no policy, no file).  Target: >= 500 signatures a second.
+  b) end to end through real daemons (a salt-master with peer_run, one
+     salt-minion, on loopback): one enrollment (the minion makes a key, sends
+     the CSR through publish.runner, the master signs, the minion writes the
+     files: the state k8s_enroll.certificate_enrolled with state.single) next to
+     a test.ping round trip, both through the same in-process LocalClient.
+     Target: <= 3x the round trip.
+
+Usage: .venv/bin/python bench/bench_enroll.py [--quick] [--no-daemons]
+"""
+
+import argparse
+import datetime
+import os
+import pathlib
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
+
+import support  # noqa: E402
+import yaml  # noqa: E402
+from cryptography import x509  # noqa: E402
+from cryptography.hazmat.primitives import hashes  # noqa: E402
+from cryptography.x509.oid import NameOID  # noqa: E402
+from support import kubeadm as ks  # noqa: E402
+
+k8s_pki = support.k8s_pki
+
+NODES = [{"name": f"n{i}"} for i in range(100)]
+
+
+def _csrs(count):
+    return [
+        (f"n{i % len(NODES)}", k8s_pki.csr_for(k8s_pki.new_key("ecdsa-p256"), f"n{i}"))
+        for i in range(count)
+    ]
+
+
+def policy_rate(work, ca_type, count):
+    """Signatures a second of sign_request, each CSR with a key of its own."""
+    root = work / f"pki-{ca_type}"
+    directory = ks.make_set(root, masters=ks.MASTERS[:1], nodes=NODES, key_type=ca_type)
+    csrs = _csrs(count)
+    k8s_pki.sign_request(str(directory), "n0", "kubelet-serving", _csrs(1)[0][1])  # warm caches
+    start = time.perf_counter()
+    for minion, csr in csrs:
+        k8s_pki.sign_request(str(directory), minion, "kubelet-client", csr)
+    return count / (time.perf_counter() - start)
+
+
+def floor_rate(work, ca_type, count):
+    """The same signatures with bare cryptography: parse, check, build, sign; nothing else."""
+    directory = work / f"pki-{ca_type}" / "c1"
+    ca = k8s_pki.read_pair(str(directory), "ca")
+    ca_key = k8s_pki.load_key(ca.key_bytes)
+    csrs = [csr for _, csr in _csrs(count)]
+    now = datetime.datetime.now(datetime.timezone.utc)
+    start = time.perf_counter()
+    for data in csrs:
+        csr = x509.load_pem_x509_csr(data)
+        assert csr.is_signature_valid
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "system:node:n1")]))
+            .issuer_name(ca.cert.subject)
+            .public_key(csr.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=365))
+            .sign(ca_key, hashes.SHA256())
+        )
+        assert cert
+    return count / (time.perf_counter() - start)
+
+
+# --------------------------------------------------------------------------
+# b) end to end through real daemons
+# --------------------------------------------------------------------------
+
+
+def _start_daemons(work):
+    """A salt-master and a salt-minion 'n1' on loopback, configs under ``work``."""
+    formula = support.formula_root(work)
+    master_root, minion_root = work / "master", work / "minion"
+    for path in (master_root / "var/cache/salt/master/proc", minion_root):
+        path.mkdir(parents=True, exist_ok=True)
+    port = 45000 + os.getpid() % 5000
+    master_conf = work / "conf-master"
+    master_conf.mkdir()
+    (master_conf / "master").write_text(
+        yaml.safe_dump(
+            {
+                "root_dir": str(master_root),
+                "interface": "127.0.0.1",
+                "publish_port": port,
+                "ret_port": port + 1,
+                "auto_accept": True,
+                "file_roots": {"base": [str(formula)]},
+                "k8s_helper": {"pki_root": str(work / "pki")},
+                "peer_run": {".*": ["k8s-helper.sign_csr"]},
+                "runner_dirs": [str(support.REPO / "_runners")],
+                "utils_dirs": [str(support.REPO / "_utils")],
+                "user": "root",
+            }
+        )
+    )
+    minion_conf = work / "conf-minion"
+    minion_conf.mkdir()
+    (minion_conf / "minion").write_text(
+        yaml.safe_dump(
+            {
+                "id": "n1",
+                "root_dir": str(minion_root),
+                "master": "127.0.0.1",
+                "master_port": port + 1,
+                "publish_port": port,
+                "user": "root",
+                "enable_fqdns_grains": False,
+            }
+        )
+    )
+    bin_dir = support.VENV_BIN
+    procs = [
+        subprocess.Popen(
+            [str(bin_dir / "salt-master"), "-c", str(master_conf), "-l", "quiet"],
+            start_new_session=True,
+        )
+    ]
+    time.sleep(3)
+    procs.append(
+        subprocess.Popen(
+            [str(bin_dir / "salt-minion"), "-c", str(minion_conf), "-l", "quiet"],
+            start_new_session=True,
+        )
+    )
+    return master_conf, minion_conf, procs
+
+
+def _stop(procs):
+    for proc in reversed(procs):
+        os.killpg(proc.pid, signal.SIGTERM)  # the daemon's own process group, started here
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def end_to_end(work, runs):
+    import salt.client  # noqa: PLC0415
+    import salt.config  # noqa: PLC0415
+
+    ks.make_set(work / "pki", tag="c1", masters=ks.MASTERS[:1], nodes=[{"name": "n1"}])
+    master_conf, _, procs = _start_daemons(work)
+    try:
+        opts = salt.config.client_config(str(master_conf / "master"))
+        client = salt.client.LocalClient(mopts=opts)
+        for _ in range(60):
+            if client.cmd("n1", "test.ping", timeout=5).get("n1"):
+                break
+            time.sleep(1)
+        else:
+            raise SystemExit("the minion did not answer")
+        assert client.cmd("n1", "saltutil.sync_all", timeout=120)["n1"]
+        out = work / "host"
+        ping, enroll = [], []
+        for index in range(runs):
+            start = time.perf_counter()
+            assert client.cmd("n1", "test.ping", timeout=30)["n1"] is True
+            ping.append(time.perf_counter() - start)
+            state = [
+                "k8s_enroll.certificate_enrolled",
+                f"name={out}/{index}/kubelet-client.crt",
+                f"key={out}/{index}/kubelet-client.key",
+                f"ca={out}/{index}/ca.crt",
+                "member=kubelet-client",
+                "cluster_tag=c1",
+            ]
+            start = time.perf_counter()
+            ret = client.cmd("n1", "state.single", state, timeout=60)["n1"]
+            enroll.append(time.perf_counter() - start)
+            result = next(iter(ret.values()))
+            assert result["result"] is True and result["changes"], result
+        return statistics.median(ping), statistics.median(enroll)
+    finally:
+        _stop(procs)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--no-daemons", action="store_true")
+    args = parser.parse_args()
+    count = 300 if args.quick else 2000
+    work = pathlib.Path(tempfile.mkdtemp(prefix="bench-enroll-"))
+    try:
+        print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+        for ca_type in ("ecdsa-p256", "rsa-2048"):
+            rates = [policy_rate(work / f"run{i}", ca_type, count) for i in range(3)]
+            floors = [floor_rate(work / f"run{i}", ca_type, count) for i in range(3)]
+            print(
+                f"a) sign_request, {ca_type} CA, ECDSA P-256 CSRs of 100 nodes: "
+                f"{statistics.median(rates):.0f}/s (floor, bare cryptography: "
+                f"{statistics.median(floors):.0f}/s), median of 3 x {count}"
+            )
+        if not args.no_daemons:
+            runs = 5 if args.quick else 15
+            ping, enroll = end_to_end(work / "e2e", runs)
+            print(
+                f"b) one enrollment end to end: {enroll * 1000:.0f} ms; test.ping round trip: "
+                f"{ping * 1000:.0f} ms; ratio {enroll / ping:.1f}x (median of {runs})"
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
