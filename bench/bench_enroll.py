@@ -176,7 +176,7 @@ def end_to_end(work, runs):
             raise SystemExit("the minion did not answer")
         assert client.cmd("n1", "saltutil.sync_all", timeout=120)["n1"]
         out = work / "host"
-        ping, enroll = [], []
+        ping, enroll, nop, peer = [], [], [], []
         for index in range(runs):
             start = time.perf_counter()
             assert client.cmd("n1", "test.ping", timeout=30)["n1"] is True
@@ -194,7 +194,23 @@ def end_to_end(work, runs):
             enroll.append(time.perf_counter() - start)
             result = next(iter(ret.values()))
             assert result["result"] is True and result["changes"], result
-        return statistics.median(ping), statistics.median(enroll)
+            # where the time goes: a state that does nothing, and the peer_run call alone
+            start = time.perf_counter()
+            client.cmd("n1", "state.single", ["test.succeed_without_changes", "name=x"])
+            nop.append(time.perf_counter() - start)
+            csr = k8s_pki.csr_for(k8s_pki.new_key("ecdsa-p256"), "n1").decode()
+            request = [{"__kwarg__": True, "csr": csr, "member": "kubelet-serving"}]
+            request[0]["cluster_tag"] = "c1"
+            start = time.perf_counter()
+            got = client.cmd("n1", "publish.runner", ["k8s-helper.sign_csr", request])["n1"]
+            peer.append(time.perf_counter() - start)
+            assert "cert" in got, got
+        return {
+            "test.ping": statistics.median(ping),
+            "enrollment (state.single k8s_enroll.certificate_enrolled)": statistics.median(enroll),
+            "state.single test.succeed_without_changes": statistics.median(nop),
+            "publish.runner k8s-helper.sign_csr alone": statistics.median(peer),
+        }
     finally:
         _stop(procs)
 
@@ -218,11 +234,11 @@ def main():
             )
         if not args.no_daemons:
             runs = 5 if args.quick else 15
-            ping, enroll = end_to_end(work / "e2e", runs)
-            print(
-                f"b) one enrollment end to end: {enroll * 1000:.0f} ms; test.ping round trip: "
-                f"{ping * 1000:.0f} ms; ratio {enroll / ping:.1f}x (median of {runs})"
-            )
+            times = end_to_end(work / "e2e", runs)
+            ping = times["test.ping"]
+            print(f"b) through a real master and minion, LocalClient.cmd, median of {runs}:")
+            for what, seconds in times.items():
+                print(f"   {what}: {seconds * 1000:.0f} ms ({seconds / ping:.1f}x test.ping)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
