@@ -226,6 +226,8 @@ def test_a_host_removed_from_the_set_is_no_longer_signed(pki):
     root, directory = pki
     _sign(directory, "n2", "kubelet-client", _greedy_csr(_key()))
     ks.make_set(root, nodes=ks.NODES[:1])  # the operator drops n2 from the set
+    # the rewrite of the set kept the copies (files the set does not name are kept)
+    assert (directory / "enrolled/n2/kubelet-client.crt").is_file()
     with pytest.raises(k8s_pki.EnrollRefused, match="n2: not a host"):
         _sign(directory, "n2", "kubelet-client", _greedy_csr(_key()))
     # a master demoted to a node keeps only what a node may enroll
