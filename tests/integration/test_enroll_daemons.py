@@ -14,7 +14,10 @@ what was enrolled.
 import contextlib
 import datetime
 import json
+import os
 import pathlib
+import shutil
+import socket
 import subprocess
 import time
 
@@ -276,6 +279,8 @@ def test_no_enrolled_key_text_anywhere_on_the_master(run, master, events):
     files = [p for root in roots for p in root.rglob("*") if p.is_file()]
     jobs = [p for p in files if "jobs" in p.parts]
     assert jobs and events in files
+    log = pathlib.Path(master.config["root_dir"]) / "logs" / "master.log"
+    assert log in files and "[DEBUG   ]" in log.read_text()  # logs at debug level
     assert "sign_csr" in events.read_text()  # the capture saw the signing calls
     for path in files:
         text = path.read_bytes().decode("latin-1")
@@ -389,3 +394,76 @@ def test_enrolled_removed_takes_the_files_away(run, master, minions):
     _ok(ret)
     left = sandbox.tree_in(minions[NODE_ID].pid, *WATCHED)
     assert not [p for p, e in left.items() if e["kind"] == "file"], left
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.skipif(
+    not (shutil.which("etcd") and shutil.which("etcdctl")),
+    reason="Debian's etcd-server and etcd-client are not installed (make system-deps)",
+)
+def test_etcd_serves_and_peers_with_the_enrolled_certificates(run, tmp_path):
+    """m1's enrolled etcd server/peer pairs run a real etcd with client-certificate auth;
+    etcdctl with m1's enrolled apiserver-etcd-client pair writes and reads."""
+    disk = run[f"disk {MASTER_ID}"]
+    names = ("etcd/ca.crt", "etcd/server.crt", "etcd/server.key", "etcd/peer.crt")
+    names += ("etcd/peer.key", "apiserver-etcd-client.crt", "apiserver-etcd-client.key")
+    f = {n: _put(tmp_path, disk, f"/etc/kubernetes/pki/{n}", n.replace("/", "-")) for n in names}
+    client, peer = _free_port(), _free_port()
+    log = open(tmp_path / "etcd.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [
+            "etcd",
+            "--name=m1",
+            f"--data-dir={tmp_path / 'data'}",
+            f"--listen-client-urls=https://127.0.0.1:{client}",
+            f"--advertise-client-urls=https://127.0.0.1:{client}",
+            f"--listen-peer-urls=https://127.0.0.1:{peer}",
+            f"--initial-advertise-peer-urls=https://127.0.0.1:{peer}",
+            f"--initial-cluster=m1=https://127.0.0.1:{peer}",
+            f"--cert-file={f['etcd/server.crt']}",
+            f"--key-file={f['etcd/server.key']}",
+            f"--trusted-ca-file={f['etcd/ca.crt']}",
+            "--client-cert-auth",
+            f"--peer-cert-file={f['etcd/peer.crt']}",
+            f"--peer-key-file={f['etcd/peer.key']}",
+            f"--peer-trusted-ca-file={f['etcd/ca.crt']}",
+            "--peer-client-cert-auth",
+            "--listen-metrics-urls=",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+    def etcdctl(*args):
+        cmd = [
+            "etcdctl",
+            f"--endpoints=https://127.0.0.1:{client}",
+            f"--cacert={f['etcd/ca.crt']}",
+            f"--cert={f['apiserver-etcd-client.crt']}",
+            f"--key={f['apiserver-etcd-client.key']}",
+            "--dial-timeout=2s",
+            "--command-timeout=4s",
+            *args,
+        ]
+        env = {**os.environ, "ETCDCTL_API": "3"}
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=20)
+
+    try:
+        for _ in range(100):  # bounded: about 30 s at most
+            health = etcdctl("endpoint", "health")
+            if health.returncode == 0 or proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        assert health.returncode == 0, (tmp_path / "etcd.log").read_text()[-2000:]
+        assert etcdctl("put", "/registry/x", "1").stdout.strip() == "OK"
+        got = etcdctl("get", "/registry/x", "--print-value-only")
+        assert got.stdout.strip() == "1"
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        log.close()
