@@ -95,6 +95,7 @@ from .distribution import (  # noqa: F401
 )
 from .enroll import (  # noqa: F401
     ENROLLED_DIR,
+    ENROLLED_KUBEADM_FILES,
     HOST_MEMBERS,
     MASTER_MEMBERS,
     EnrollRefused,
@@ -103,6 +104,7 @@ from .enroll import (  # noqa: F401
     csr_for,
     enrolled_problem,
     install_enrolled,
+    pillar_share,
     role_members,
     sign_request,
 )

@@ -65,6 +65,26 @@ MASTER_SHARED_MEMBERS = (
 )
 MASTER_MEMBERS = HOST_MEMBERS + MASTER_OWN_MEMBERS + MASTER_SHARED_MEMBERS
 
+#: the files of kubeadm's layout (relative to /etc/kubernetes) a host of an enrolled
+#: cluster enrolls instead of receiving them through pillar: its kubelet's identity
+#: (kubelet.conf embeds a key) and, on masters, the pairs of MASTER_*_MEMBERS
+ENROLLED_KUBEADM_FILES = frozenset(
+    ["kubelet.conf"]
+    + [
+        f"pki/{m}.{ext}"
+        for m in MASTER_OWN_MEMBERS + MASTER_SHARED_MEMBERS
+        for ext in ("crt", "key")
+    ]
+)
+
+
+def pillar_share(files):
+    """What pillar still hands a host of an enrolled cluster: ``{dest: src}`` without
+    what it enrolls (a node keeps ``pki/ca.crt`` only; a master the CAs and their keys,
+    ``sa.key``/``sa.pub`` and the control-plane kubeconfigs)."""
+    return {dest: src for dest, src in files.items() if dest not in ENROLLED_KUBEADM_FILES}
+
+
 #: which CA certificate of the set goes with each issuer name
 CA_FILES = {"ca": "ca.crt", "front-proxy-ca": "front-proxy-ca.crt", "etcd/ca": "etcd/ca.crt"}
 

@@ -82,6 +82,8 @@ def master(salt_factories, tmp_path_factory, host_untouched):
             "k8s_helper": {"pki_root": str(base / "pki")},
             # the documented setting: minions may call this one runner function
             "peer_run": {".*": ["k8s-helper.sign_csr"]},
+            # what a host cannot enroll still comes through pillar (a node: ca.crt only)
+            "ext_pillar": [{"k8s_kubeadm": {"cluster_tag": TAG, "enrolled": True}}],
             "log_level_logfile": "debug",
         },
     )
@@ -292,6 +294,7 @@ def test_node_pillar_holds_no_private_key(run):
     pillar = _ok(run["pillar node"])
     assert "PRIVATE KEY" not in json.dumps(pillar)
     assert pillar["kubernetes"]["certs_mode"] == "enrolled"
+    assert set(pillar["kubernetes"]["kubeadm_pki"]["files"]) == {"pki/ca.crt"}
 
 
 def _greedy_csr(key):
