@@ -380,8 +380,10 @@ def sign_request(directory, minion_id, member, csr_pem, now=None):
     public = csr.public_key()
     key_id = public_key_id(public)
     with _set_lock(directory):
-        if not check_set_folder(directory):  # removed while we waited
+        st = lstat_or_none(directory)  # removed or swapped while we waited?
+        if st is None:
             raise EnrollRefused(f"{minion_id}: the set {tag!r} is gone from the master")
+        check_entry(directory, st)
         _claim_key(directory, key_id, minion_id, member)
         cert = issue_leaf(spec, public, ca_cert, ca_key, days=settings["days"], now=now)
         data = cert_pem(cert)
