@@ -150,6 +150,7 @@ def _start_daemons(work):
         subprocess.Popen(
             [str(bin_dir / "salt-master"), "-c", str(master_conf), "-l", "quiet"],
             start_new_session=True,
+            stdout=subprocess.DEVNULL,  # the master prints each peer_run call's return
         )
     ]
     time.sleep(3)
@@ -157,6 +158,7 @@ def _start_daemons(work):
         subprocess.Popen(
             [str(bin_dir / "salt-minion"), "-c", str(minion_conf), "-l", "quiet"],
             start_new_session=True,
+            stdout=subprocess.DEVNULL,
         )
     )
     return master_conf, minion_conf, procs
