@@ -11,7 +11,9 @@
     master decides what each certificate says from its set's record and this
     minion's authenticated id.  No key passes through pillar, the rendered
     SLS, the output or the logs.  Chosen over kubernetes.certs.present by
-    pillar kubernetes:certs_mode: enrolled (see docs/enrollment.md). #}
+    pillar kubernetes:certs_mode: enrolled (see docs/enrollment.md).  The
+    kubelet's kubeconfig (kubernetes:enrollment:kubeconfig) points at its
+    enrolled client pair: it holds no key and never changes on renewal. #}
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- import_yaml tplroot ~ '/parameters/enrollment.yaml' as enrollment %}
 {%- set settings = salt['slsutil.merge'](enrollment['values'], salt['pillar.get']('kubernetes:enrollment', {}), strategy='recurse') %}
@@ -22,7 +24,7 @@
 {%- set members = enrollment.roles[role] %}
 
 {#- A symlink planted at a destination would send a key wherever it points. #}
-{%- set destinations = [] %}
+{%- set destinations = [settings.kubeconfig] %}
 {%- for member in members %}
 {%-   set paths = enrollment.members[member] %}
 {%-   do destinations.extend([paths.cert, paths.key, paths.ca]) %}
@@ -49,3 +51,25 @@ kubernetes-certs-enrolled-{{ member | replace('/', '-') }}-certificate-enrolled:
     - require:
       - k8s_certs: kubernetes-certs-enrolled-destinations-no-symlinks
 {%- endfor %}
+
+{%- set client = enrollment.members['kubelet-client'] %}
+
+kubernetes-certs-enrolled-kubelet-kubeconfig-file-managed:
+  file.managed:
+    - name: {{ settings.kubeconfig | json }}
+    - source: salt://{{ tplroot }}/files/kubeconfig.yaml.jinja
+    - template: jinja
+    - context:
+        cluster: {{ settings.cluster_name | json }}
+        server: {{ settings.server | json }}
+        server_name: {{ settings.server_name | json }}
+        ca: {{ client.ca | json }}
+        user: kubelet
+        cert: {{ client.cert | json }}
+        key: {{ client.key | json }}
+    - user: root
+    - group: root
+    - mode: '0600'
+    - makedirs: True
+    - require:
+      - k8s_enroll: kubernetes-certs-enrolled-kubelet-client-certificate-enrolled

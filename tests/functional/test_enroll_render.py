@@ -75,3 +75,24 @@ def test_default_mode_is_pillar(renderer):
 def test_bad_settings_fail_the_render(renderer, pillar, why):
     ret = renderer("kubernetes.certs", {"kubernetes": pillar})
     assert why in json.dumps(ret)
+
+
+def test_the_kubelet_kubeconfig_points_at_the_enrolled_pair(renderer):
+    pillar = {
+        "kubernetes": {
+            "certs_mode": "enrolled",
+            "enrollment": {"server": "https://lb.example:6443", "server_name": "lb.example"},
+        }
+    }
+    states = renderer("kubernetes.certs.enrolled", pillar)
+    conf = states["kubernetes-certs-enrolled-kubelet-kubeconfig-file-managed"]
+    assert conf["name"] == "/etc/kubernetes/kubelet.conf" and conf["mode"] == "0600"
+    context = conf["context"]
+    assert context["server"] == "https://lb.example:6443"
+    assert context["server_name"] == "lb.example"
+    assert context["cert"] == "/var/lib/kubelet/pki/kubelet-client.crt"
+    assert context["key"] == "/var/lib/kubelet/pki/kubelet-client.key"
+    removed = renderer("kubernetes.certs.enrolled_removed", {"kubernetes": {}})
+    names = {s["name"] for s in removed.values()}
+    assert "/etc/kubernetes/kubelet.conf" in names
+    assert "/var/lib/kubelet/pki/kubelet-client.key" in names

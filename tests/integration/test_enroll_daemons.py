@@ -42,7 +42,8 @@ NODE_FILES = (
     "/var/lib/kubelet/pki/kubelet.key",
     "/etc/kubernetes/pki/ca.crt",
 )
-WATCHED = ("/var/lib/kubelet/pki", "/etc/kubernetes/pki")
+KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
+WATCHED = ("/var/lib/kubelet/pki", "/etc/kubernetes/pki", KUBELET_CONF)
 
 
 @attr.s(kw_only=True, slots=True)
@@ -207,6 +208,11 @@ def test_node_enrolls_its_kubelet_identities_and_holds_no_other_key(run):
     serving = _cert(disk, NODE_FILES[2])
     assert k8s_pki.cert_usages(serving) == ("server",)
     assert k8s_pki.cert_sans(serving) == (("n1",), ())
+    # its kubeconfig points at the enrolled pair, and holds no key
+    conf = yaml.safe_load(bytes.fromhex(run[f"disk {NODE_ID}"][KUBELET_CONF]["data"]))
+    user = conf["users"][0]["user"]
+    assert user == {"client-certificate": NODE_FILES[0], "client-key": NODE_FILES[1]}
+    assert conf["clusters"][0]["cluster"]["certificate-authority"] == NODE_FILES[4]
     # the changes name paths, subjects and fingerprints, never a key
     text = json.dumps(run[f"apply {NODE_ID}"].data)
     assert "PRIVATE" not in text and "system:node:n1" in text
