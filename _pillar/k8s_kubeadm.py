@@ -17,6 +17,12 @@ not a host of the set gets nothing from here. Configure it in the master config
           cluster_tag: prod             # <pki_root>/<cluster_tag>/ holds the set
           # pki_root: /var/salt/k8s-helper/pki   (default: k8s_helper:pki_root)
           # names: {minion-id: host-name}        (default: the minion id is the name)
+          # enrolled: true     (hosts enroll their own pairs: docs/enrollment.md)
+
+With ``enrolled: true`` a host gets only what it cannot enroll: a node
+``pki/ca.crt`` and no key at all; a master the CAs and their keys,
+``sa.key``/``sa.pub`` and the control-plane kubeconfigs. ``enrolled`` lists
+the files the host enrolls itself (the states leave them alone).
 
 Which files a minion gets follows from its minion id (bound to its accepted
 key), matched exactly (no case folding, no trailing dot dropped: ``M1`` and
@@ -58,6 +64,7 @@ def ext_pillar(minion_id, pillar, cluster_tag="default", **kwargs):
     """The kubeadm files of ``minion_id``'s host, or nothing when it is not a host of the set."""
     pki_root = kwargs.pop("pki_root", None) or k8s_pki.pki_root(__opts__)
     names = kwargs.pop("names", None) or {}
+    enrolled = k8s_pki.check_bool(kwargs.pop("enrolled", False), "k8s_kubeadm: enrolled")
     if kwargs:
         raise k8s_pki.InputError(f"k8s_kubeadm: {sorted(kwargs)[0]}: unknown option")
     if not isinstance(names, dict):
@@ -83,7 +90,10 @@ def ext_pillar(minion_id, pillar, cluster_tag="default", **kwargs):
         return {}
     master = os.path.isfile(os.path.join(directory, own, "apiserver.crt"))
     files = {}
-    for dest, src in k8s_pki.kubeadm_host_files(host, master).items():
+    share = k8s_pki.kubeadm_host_files(host, master)
+    if enrolled:
+        share = k8s_pki.pillar_share(share)
+    for dest, src in share.items():
         try:
             data = k8s_pki.read_set_file(directory, src)
         except OSError as err:
@@ -100,6 +110,9 @@ def ext_pillar(minion_id, pillar, cluster_tag="default", **kwargs):
     role = "master" if master else "node"
     # cluster_tag: the orchestrations find a set's hosts by it (kubernetes.orch.*)
     share = {"host": host, "role": role, "cluster_tag": tag, "files": files}
+    if enrolled:
+        own = k8s_pki.kubeadm_host_files(host, master)
+        share["enrolled"] = sorted(dest for dest in own if dest not in files)
     if master:
         share["masters"] = _masters(directory)
     return {"kubernetes": {PILLAR_KEY: share}}

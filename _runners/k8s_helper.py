@@ -1055,3 +1055,103 @@ def orchestrate(name, pillar=None, test=False, **kwargs):
     if isinstance(ret, dict) and "data" in ret:
         ret["outputter"] = "k8s_orch"
     return ret
+
+
+# --------------------------------------------------------------------------
+# Enrollment: a host's CSR, signed under the set's policy (peer_run)
+# --------------------------------------------------------------------------
+
+# Below protocol version 3 a minion's request is not bound to its own key
+# (the id in it is whatever the minion wrote): never sign for such a caller.
+_MIN_AUTH_VERSION = 3
+
+
+def _authenticated_caller():
+    """The minion id Salt authenticated for this call: ``__opts__["id"]``.
+
+    A minion reaches a runner only through ``publish.runner`` and the master's
+    ``peer_run`` setting; ``salt.daemons.masterapi.RemoteFuncs.minion_runner``
+    then runs it with the master's options and ``id`` set to the id of the
+    request, which the request channel checked: decrypted with that minion's
+    session key, the same id as the one it authenticated with, and a token
+    only that minion's accepted key makes.  Anything the minion passes as an
+    argument (``__pub_id=...`` included) is never read here.
+    """
+    version = __opts__.get("minimum_auth_version", 0)
+    if not isinstance(version, int) or version < _MIN_AUTH_VERSION:
+        raise k8s_pki.EnrollRefused(
+            f"the master accepts minion requests of protocol version {version!r} "
+            f"(minimum_auth_version), whose minion id is not bound to the minion's key; set "
+            f"minimum_auth_version: {_MIN_AUTH_VERSION} (the default) in the master config"
+        )
+    return __opts__.get("id")
+
+
+@_refusals_exit_nonzero
+def sign_csr(csr=None, member=None, cluster_tag="default", **kwargs):
+    """
+    Sign a host's certificate request under the set's policy: called by minions through peer_run.
+
+    A minion makes its key itself (the state ``kubernetes.certs.enrolled``),
+    and sends only the CSR. Who it is comes from Salt, not from the request:
+    the minion id the master authenticated. What its certificate says (CN, O,
+    SANs, usages, validity, which CA signs it) comes from the set's
+    ``cluster.yaml`` (its masters and nodes) and that id; the CSR's subject,
+    SANs and extensions are never used. A minion that is not a host of the
+    set, a member its role does not have, a garbage CSR, a wrong signature,
+    a key that is not ECDSA P-256/P-384 or RSA of at least 2048 bits, or a key
+    already certified for another host or member: refused, logged on the
+    master, nothing written. The master keeps a copy of each certificate it
+    signs under ``<pki_root>/<cluster_tag>/enrolled/<minion>/<member>.crt``.
+
+    The master config must let minions call this one function and nothing else::
+
+        peer_run:
+          '.*':
+            - k8s-helper.sign_csr
+
+    csr
+        The PEM text of the certificate request.
+
+    member
+        What to enroll: ``kubelet-client`` or ``kubelet-serving`` (every host);
+        on masters also ``apiserver``, ``etcd/server``, ``etcd/peer``,
+        ``apiserver-kubelet-client``, ``apiserver-etcd-client``,
+        ``front-proxy-client``, ``etcd/healthcheck-client``.
+
+    cluster_tag : default
+        Which set signs (a kubeadm set: it records its hosts).
+
+    Returns the certificate and the CA certificate that signed it (PEM, both
+    public), the master's copy and what the certificate says.
+
+    CLI Example (on a minion):
+
+    .. code-block:: bash
+
+        salt-call publish.runner k8s-helper.sign_csr \\
+            arg='[{__kwarg__: true, member: kubelet-client, cluster_tag: prod, csr: "..."}]'
+    """
+    unknown = sorted(k for k in kwargs if not k.startswith("__"))
+    minion = __opts__.get("id")
+    try:
+        if unknown:
+            raise k8s_pki.InputError(f"{unknown[0]}: unknown argument")
+        minion = _authenticated_caller()
+        tag = k8s_pki.check_cluster_tag(cluster_tag)
+        if not isinstance(member, str) or not member:
+            raise k8s_pki.InputError("member: which certificate to enroll, e.g. kubelet-client")
+        ret = k8s_pki.sign_request(os.path.join(_pki_root(), tag), minion, member, csr)
+    except k8s_pki.PKIError as err:
+        # The refusal is logged on the master (by _failed) with who asked.
+        raise type(err)(f"sign_csr refused for minion {minion!r}: {err}") from None
+    log.info(
+        "k8s-helper: signed %s of %s in %s: %s, sha256 %s, until %s",
+        member,
+        minion,
+        tag,
+        ret["subject"],
+        ret["sha256"],
+        ret["not_after"],
+    )
+    return ret

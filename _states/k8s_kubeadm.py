@@ -59,8 +59,14 @@ def validated(name="kubernetes:kubeadm_pki:files"):
     files = __salt__["pillar.get"](name, None, unmask=True)
     # The role the ext_pillar decided from the accepted minion id, beside the files.
     role = __salt__["pillar.get"](f"{name.rpartition(':')[0]}:role", None, unmask=True)
+    # What the host enrolls itself (the ext_pillar's enrolled mode) is not needed here.
+    enrolled = __salt__["pillar.get"](f"{name.rpartition(':')[0]}:enrolled", [], unmask=True)
+    if not isinstance(enrolled, list):
+        ret["comment"] = f"{name.rpartition(':')[0]}:enrolled: not a list of files"
+        return ret
+    enrolled = [rel for rel in enrolled if rel in k8s_pki.ENROLLED_KUBEADM_FILES]
     try:
-        report = k8s_pki.check_kubeadm_host(files, where=name, role=role)
+        report = k8s_pki.check_kubeadm_host(files, where=name, role=role, enrolled=enrolled)
     except k8s_pki.PKIError as err:
         ret["comment"] = f"Refusing to lay down the kubeadm files: {err}"
         return ret

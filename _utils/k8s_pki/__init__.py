@@ -93,6 +93,21 @@ from .distribution import (  # noqa: F401
     normalize_pem,
     symlinked,
 )
+from .enroll import (  # noqa: F401
+    ENROLLED_DIR,
+    ENROLLED_KUBEADM_FILES,
+    HOST_MEMBERS,
+    MASTER_MEMBERS,
+    EnrollRefused,
+    check_csr,
+    check_reply,
+    csr_for,
+    enrolled_problem,
+    install_enrolled,
+    pillar_share,
+    role_members,
+    sign_request,
+)
 from .errors import (  # noqa: F401
     InputError,
     PKIError,
@@ -177,6 +192,7 @@ from .profiles import (  # noqa: F401
     kubeadm_file_mode,
     kubeadm_host_files,
     kubeadm_specs,
+    kubelet_serving_spec,
     readers,
     role_forbidden,
     seed_specs,

@@ -10,6 +10,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .defaults import (
@@ -118,19 +119,22 @@ def capped_end(ca_cert, days, now=None):
 
 
 def issue_leaf(spec, key, ca_cert, ca_key, days=DEFAULT_LEAF_DAYS, now=None):
-    """A certificate for ``key`` signed by the CA, saying what ``spec`` asks.
+    """A certificate for ``key`` (a private key, or a public key) signed by the CA, saying
+    what ``spec`` asks.
 
     It ends after ``days``, or with its CA if that comes first (a leaf that
     outlives its CA is refused by every client from the CA's end on).
     """
-    is_rsa = isinstance(key, rsa.RSAPrivateKey)
+    # ``key`` may be the public key alone: a CSR's, signed for a host that keeps its private key.
+    public = key if isinstance(key, PublicKeyTypes) else key.public_key()
+    is_rsa = isinstance(public, rsa.RSAPublicKey)
     now = now or datetime.datetime.now(datetime.timezone.utc)
     not_after, _ = capped_end(ca_cert, days, now)
     builder = (
         _builder(
             _name(spec.common_name, spec.organizations),
             ca_cert.subject,
-            key.public_key(),
+            public,
             days,
             now,
             not_after,

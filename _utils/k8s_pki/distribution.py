@@ -40,7 +40,9 @@ from .profiles import (
 from .store import same_public_key
 
 
-def check_kubeadm_host(files, where="kubernetes:kubeadm_pki:files", now=None, role=None):
+def check_kubeadm_host(
+    files, where="kubernetes:kubeadm_pki:files", now=None, role=None, enrolled=()
+):
     """Check the kubeadm files pillar hands one host, before anything is written.
 
     ``files`` maps paths under /etc/kubernetes (:data:`KUBEADM_HOST_FILES`) to
@@ -54,7 +56,8 @@ def check_kubeadm_host(files, where="kubernetes:kubeadm_pki:files", now=None, ro
     identity).  PEM is read strictly, exactly as the states write it
     (:func:`strict_pem` without indentation).  Returns ``{path: description}``
     (no key material); raises :class:`PKIError` listing every problem, each
-    starting with ``<where>:<path>``.
+    starting with ``<where>:<path>``.  ``enrolled`` names the files the host
+    enrolls itself (docs/enrollment.md): not needed from pillar.
     """
     now = now or datetime.datetime.now(datetime.timezone.utc)
     if not isinstance(files, dict):
@@ -73,7 +76,7 @@ def check_kubeadm_host(files, where="kubernetes:kubeadm_pki:files", now=None, ro
             "whatever its pillar says"
         )
     needed = KUBEADM_HOST_FILES if master else KUBEADM_NODE_FILES
-    missing = [k for k in needed if k not in files]
+    missing = [k for k in needed if k not in files and k not in enrolled]
     if missing:
         problems.append(f"{where}: missing {', '.join(missing)}")
 

@@ -521,3 +521,21 @@ def readers(profile, path):
         if member.path == base:
             return list(member.readers)
     return []
+
+
+def kubelet_serving_spec(host, ip=None):
+    """A kubelet's serving certificate, as kubelet's ``serverTLSBootstrap`` asks for it.
+
+    ``CN=system:node:<host>``, ``O=system:nodes``, serverAuth, the host's name
+    (and address, when the set records one) as SANs.  kubeadm does not make it
+    (a kubelet signs its own unless it bootstraps one); an enrolled host gets
+    it signed by the cluster CA like its client certificate, so it is no row of
+    the tables (which list what the master issues into the set's folder).
+    """
+    return LeafSpec(
+        f"system:node:{host}",
+        ("system:nodes",),
+        ("server",),
+        dns_names=(host,),
+        ip_addresses=(ipaddress.ip_address(ip),) if ip else (),
+    )

@@ -9,7 +9,8 @@
     file state requires it, so a bad pillar writes nothing.  Files are filled
     with contents_pillar and show_changes: False: no PEM text in the rendered
     SLS, the output or the logs.  A file of the profile that this host is not
-    handed (a node: every key but its kubelet.conf's) is removed.
+    handed (a node: every key but its kubelet.conf's) is removed, unless the
+    host enrolls it (docs/enrollment.md).
 
     One owner per path: on a host that pillar hands the seed's certificates
     (kubernetes:certs), the paths the seed layout manages (by default
@@ -20,6 +21,10 @@
 {%- set files_key = kubeadm.pillar ~ ':files' %}
 {%- set given = salt['pillar.get'](files_key, {}) %}
 {%- set given = given if given is mapping else {} %}
+{#- What the host enrolls itself (the ext_pillar's `enrolled: true`):
+    kubernetes.certs.enrolled lays it down; left alone here. #}
+{%- set enrolled = salt['pillar.get'](kubeadm.pillar ~ ':enrolled', []) %}
+{%- set enrolled = enrolled if enrolled is sequence and enrolled is not string else [] %}
 
 kubernetes-kubeadm-pillar-validated:
   k8s_kubeadm.validated:
@@ -67,7 +72,7 @@ kubernetes-kubeadm-dir-file-directory:
       - k8s_kubeadm: kubernetes-kubeadm-pillar-validated
       - k8s_certs: kubernetes-kubeadm-destinations-no-symlinks
       - file: kubernetes-kubeadm-dir-file-directory
-{%-   else %}
+{%-   elif rel not in enrolled %}
 
 {{ state_id }}-file-absent:
   file.absent:

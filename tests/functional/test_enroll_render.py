@@ -1,0 +1,98 @@
+"""kubernetes.certs as Salt renders it (state.show_sls): pillar kubernetes:certs_mode picks
+.present or .enrolled; .enrolled asks for each member of the host's role."""
+
+import json
+
+import pytest
+import yaml
+from support import REPO
+from support.node import FAST, Minion, Renderer
+
+ENROLLMENT = yaml.safe_load((REPO / "kubernetes/parameters/enrollment.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def renderer(tmp_path_factory):
+    return Renderer(Minion(None, tmp_path_factory.mktemp("render") / "minion", sync=False, **FAST))
+
+
+def _enrolled(states):
+    return {
+        s["member"]: s for s in states.values() if s["fun"] == "k8s_enroll.certificate_enrolled"
+    }
+
+
+@pytest.mark.parametrize("role", ["node", "master"])
+def test_enrolled_mode_asks_for_the_members_of_the_role(renderer, role):
+    pillar = {"kubernetes": {"certs_mode": "enrolled", "role": role}}
+    states = renderer("kubernetes.certs", pillar)
+    assert isinstance(states, dict), states
+    members = _enrolled(states)
+    assert list(members) == ENROLLMENT["roles"][role]
+    client = members["kubelet-client"]
+    assert client["name"] == "/var/lib/kubelet/pki/kubelet-client.crt"
+    assert client["cluster_tag"] == "default" and client["key_type"] == "ecdsa-p256"
+    assert not [s for s in states.values() if s["fun"].startswith("k8s_certs.pem")]
+
+
+def test_the_lists_agree_with_the_masters_policy():
+    """What the SLS asks for per role is what the master lets the role enroll."""
+    from support import k8s_pki
+
+    assert tuple(ENROLLMENT["roles"]["node"]) == k8s_pki.role_members("node")
+    assert tuple(ENROLLMENT["roles"]["master"]) == k8s_pki.role_members("master")
+    assert set(ENROLLMENT["members"]) == set(k8s_pki.MASTER_MEMBERS)
+
+
+def test_pillar_settings_reach_the_states(renderer):
+    pillar = {
+        "kubernetes": {
+            "certs_mode": "enrolled",
+            "enrollment": {"cluster_tag": "prod", "key_type": "rsa-2048", "renew_before_days": 30},
+        }
+    }
+    client = _enrolled(renderer("kubernetes.certs.enrolled", pillar))["kubelet-client"]
+    assert (client["cluster_tag"], client["key_type"], client["renew_before_days"]) == (
+        "prod",
+        "rsa-2048",
+        30,
+    )
+
+
+def test_default_mode_is_pillar(renderer):
+    states = renderer("kubernetes.certs", {"kubernetes": {}})
+    assert isinstance(states, dict) and not _enrolled(states)
+    assert "kubernetes-certs-pillar-validated" in states
+
+
+@pytest.mark.parametrize(
+    ("pillar", "why"),
+    [
+        ({"certs_mode": "keys"}, "kubernetes:certs_mode: keys is not one of pillar, enrolled"),
+        ({"certs_mode": "enrolled", "role": "admin"}, "kubernetes:role: admin is not one of"),
+    ],
+)
+def test_bad_settings_fail_the_render(renderer, pillar, why):
+    ret = renderer("kubernetes.certs", {"kubernetes": pillar})
+    assert why in json.dumps(ret)
+
+
+def test_the_kubelet_kubeconfig_points_at_the_enrolled_pair(renderer):
+    pillar = {
+        "kubernetes": {
+            "certs_mode": "enrolled",
+            "enrollment": {"server": "https://lb.example:6443", "server_name": "lb.example"},
+        }
+    }
+    states = renderer("kubernetes.certs.enrolled", pillar)
+    conf = states["kubernetes-certs-enrolled-kubelet-kubeconfig-file-managed"]
+    assert conf["name"] == "/etc/kubernetes/kubelet.conf" and conf["mode"] == "0600"
+    context = conf["context"]
+    assert context["server"] == "https://lb.example:6443"
+    assert context["server_name"] == "lb.example"
+    assert context["cert"] == "/var/lib/kubelet/pki/kubelet-client.crt"
+    assert context["key"] == "/var/lib/kubelet/pki/kubelet-client.key"
+    removed = renderer("kubernetes.certs.enrolled_removed", {"kubernetes": {}})
+    names = {s["name"] for s in removed.values()}
+    assert "/etc/kubernetes/kubelet.conf" in names
+    assert "/var/lib/kubelet/pki/kubelet-client.key" in names
