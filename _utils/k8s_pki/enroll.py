@@ -42,9 +42,9 @@ from .defaults import CERT_MODE, KEY_MODE
 from .errors import PKIError, SetError
 from .files import make_parents
 from .guard import check_entry, check_set_folder, lstat_or_none, read_set_file, read_store_file
+from .kinds import CERTIFICATE
 from .manifest import manifest_path, parse_manifest, specs_for
 from .pem import strict_pem
-from .kinds import CERTIFICATE
 from .profiles import CLUSTER, KUBEADM, KUBEADM_HOSTS_DIR, PER_MASTER, kubelet_serving_spec
 
 ENROLLED_DIR = "enrolled"
