@@ -46,6 +46,32 @@ def timed(func):
     return time.perf_counter() - t0
 
 
+def row(generate, n, runs):
+    """Medians of (fresh set, no-change re-run, add one node) at 3 masters + n nodes."""
+    masters, nodes = hosts(n)
+    tag = f"scale-{n}"
+
+    def run(node_list, cluster_tag=tag, changed=True):
+        ret = generate(
+            cluster_tag=cluster_tag,
+            key_type="ecdsa-p256",
+            profile="kubeadm",
+            masters=masters,
+            nodes=node_list,
+        )
+        assert ret.get("changed") is changed, ret.get("error", ret.get("changed"))
+
+    fresh = [timed(lambda: run(nodes))]
+    if n < 5000:  # a fresh set again, under other tags (5,000: once is enough)
+        fresh += [timed(lambda i=i: run(nodes, f"{tag}-f{i}")) for i in range(runs - 1)]
+    same = [timed(lambda: run(nodes, changed=False)) for _ in range(runs)]
+    added = []
+    for i in range(runs):
+        nodes = [*nodes, {"name": f"extra{i}"}]
+        added.append(timed(lambda grown=nodes: run(grown)))
+    return fresh, same, added
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer runs (a smoke test)")
@@ -60,33 +86,7 @@ def main():
         print(f"{'N':>6} {'fresh set':>12} {'no change':>12} {'add 1 node':>12}")
         add_at = {}
         for n in (100, 1000, 5000):
-            masters, nodes = hosts(n)
-            tag = f"scale-{n}"
-
-            def run(node_list, tag=tag, masters=masters, changed=True):
-                ret = generate(
-                    cluster_tag=tag,
-                    key_type="ecdsa-p256",
-                    profile="kubeadm",
-                    masters=masters,
-                    nodes=node_list,
-                )
-                assert ret.get("changed") is changed, ret.get("error", ret.get("changed"))
-
-            fresh = [timed(lambda: run(nodes))]
-            if n < 5000:  # a fresh set again, under other tags (5,000: once is enough)
-                for i in range(runs - 1):
-                    fresh.append(
-                        timed(lambda i=i: generate(
-                            cluster_tag=f"{tag}-f{i}", key_type="ecdsa-p256",
-                            profile="kubeadm", masters=masters, nodes=nodes,
-                        ))
-                    )  # fmt: skip
-            same = [timed(lambda: run(nodes, changed=False)) for _ in range(runs)]
-            added = []
-            for i in range(runs):
-                nodes = [*nodes, {"name": f"extra{i}"}]
-                added.append(timed(lambda nodes=nodes: run(nodes)))
+            fresh, same, added = row(generate, n, runs)
             add_at[n] = statistics.median(added)
             print(f"{n:>6} {median_ms(fresh)} {median_ms(same)} {median_ms(added)}")
         ratio = add_at[5000] / add_at[100]
