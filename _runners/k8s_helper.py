@@ -400,9 +400,12 @@ def check_expiration(
     fire = k8s_pki.check_bool(fire_event, "fire_event")
     tabled = k8s_pki.check_bool(table, "table")
     page = None if html is None else k8s_report.check_html_path(html)
-    report = k8s_pki.expiry_report(
-        os.path.join(_pki_root(), tag), k8s_pki.seed_specs(), renew_before_days=threshold
-    )
+    directory = os.path.join(_pki_root(), tag)
+    profile, _ = k8s_pki.set_profile(directory)
+    specs = k8s_pki.seed_specs() if profile != "kubeadm" else None
+    report = k8s_pki.expiry_report(directory, specs, renew_before_days=threshold)
+    if profile == "kubeadm":
+        report = k8s_pki.kubeadm_expiry(report)
     summary = report["summary"]
     data = {"cluster_tag": tag, **report}
     if fire:
@@ -413,7 +416,10 @@ def check_expiration(
         if alert is not None and not sent:
             log.warning("k8s-helper: could not fire %s (is the master running?)", event_tag)
     if page:
-        data["html"] = k8s_report.write_html(page, k8s_report.render_html([data]))
+        # the page draws CAs and leaves from one list
+        every = data["certificates"] + data.get("certificate_authorities", [])
+        page_data = {**data, "certificates": every}
+        data["html"] = k8s_report.write_html(page, k8s_report.render_html([page_data]))
     data["retcode"] = 1 if summary["expired"] or summary["unreadable"] else 0
     log.info(
         "k8s-helper: cluster %s: %s",

@@ -105,11 +105,21 @@ from .expiry import (  # noqa: F401
     expiry_alert,
     expiry_report,
     expiry_status,
+    kubeadm_expiry,
 )
 from .guard import (  # noqa: F401
     check_set_folder,
     check_store,
     read_set_file,
+)
+from .kubeadm_certs import (  # noqa: F401
+    check_kubeadm_hosts,
+    kubeadm_label,
+    kubeadm_name,
+    kubeadm_restarts,
+    renew_kubeadm_set,
+    select_kubeadm_certs,
+    set_hosts,
 )
 from .kubeconfig import (  # noqa: F401
     Kubeconfig,
@@ -163,6 +173,7 @@ from .profiles import (  # noqa: F401
     DIST_PAIRS,
     KEY_PAIRS,
     KUBEADM_ADMIN_GROUP,
+    KUBEADM_CERT_NAMES,
     KUBEADM_HOST_FILES,
     KUBEADM_HOSTS_DIR,
     MASTERS_ONLY,

@@ -270,3 +270,25 @@ def role_forbidden(role, held):
 
 #: key pillar key -> the certificate pillar key it belongs to
 KEY_PAIRS = {"kubecfg.key": "kubecfg.crt", "server.key": "server.cert"}
+
+
+#: kubeadm's own names for a kubeadm set's members (``kubeadm certs
+#: check-expiration`` / ``kubeadm certs renew``) -> the member; ``{host}``
+#: marks one member per host.  The CAs last.
+KUBEADM_CERT_NAMES = {
+    "admin.conf": "admin.conf",
+    "apiserver": f"{KUBEADM_HOSTS_DIR}/{{host}}/apiserver",
+    "apiserver-etcd-client": "apiserver-etcd-client",
+    "apiserver-kubelet-client": "apiserver-kubelet-client",
+    "controller-manager.conf": "controller-manager.conf",
+    "etcd-healthcheck-client": "etcd/healthcheck-client",
+    "etcd-peer": f"{KUBEADM_HOSTS_DIR}/{{host}}/etcd/peer",
+    "etcd-server": f"{KUBEADM_HOSTS_DIR}/{{host}}/etcd/server",
+    "front-proxy-client": "front-proxy-client",
+    "kubelet.conf": f"{KUBEADM_HOSTS_DIR}/{{host}}/kubelet.conf",
+    "scheduler.conf": "scheduler.conf",
+    "super-admin.conf": "super-admin.conf",
+    "ca": "ca",
+    "etcd-ca": "etcd/ca",
+    "front-proxy-ca": "front-proxy-ca",
+}
