@@ -111,8 +111,9 @@ def _residual(not_after, checked_at):
     """The time left as kubeadm prints it (Go's ShortHumanDuration): 45s, 12m, 7h, 364d, 9y."""
     parse = datetime.datetime.strptime
     seconds = int(
-        (parse(not_after, "%Y-%m-%dT%H:%M:%SZ") - parse(checked_at, "%Y-%m-%dT%H:%M:%SZ"))
-        .total_seconds()
+        (
+            parse(not_after, "%Y-%m-%dT%H:%M:%SZ") - parse(checked_at, "%Y-%m-%dT%H:%M:%SZ")
+        ).total_seconds()
     )
     if seconds < -1:
         return "<invalid>"

@@ -438,6 +438,7 @@ def renew(
     days=365,
     threshold_days=None,
     rotate_token_key=False,
+    hosts=None,
     *,
     test=False,
     **kwargs,
@@ -466,9 +467,25 @@ def renew(
 
     cluster_tag : default
         Which cluster's set to renew.
+    On a kubeadm set (see the formula's docs/kubeadm-profile.md) the
+    certificates go by kubeadm's names, and by default only those that are due
+    (``threshold_days``, default 90) are renewed, as ``kubeadm certs renew``
+    would be run for them; ``sa.key`` is never touched. A certificate whose CA
+    key is not in the folder (an externally managed CA) cannot be renewed: with
+    no ``certs`` or ``certs=all`` it is left as it is and listed under
+    ``skipped``; named explicitly, it is refused and nothing is written. The
+    return's ``restart`` names each component and the hosts it must restart on
+    (the static pods kube-apiserver, etcd, kube-controller-manager,
+    kube-scheduler on the masters concerned; the kubelet for kubelet.conf).
+
     certs : None
         The leaves to renew, as a list or a comma-separated string
         (``server``, ``kubecfg``; ``server.crt`` works too). Default: every leaf.
+        kubeadm set: ``all``, or ``apiserver``, ``apiserver-kubelet-client``,
+        ``front-proxy-client``, ``etcd-server``, ``etcd-peer``,
+        ``etcd-healthcheck-client``, ``apiserver-etcd-client``, ``admin.conf``,
+        ``super-admin.conf``, ``controller-manager.conf``, ``scheduler.conf``,
+        ``kubelet.conf``; default: those that are due.
     keep_keys : False
         Reissue with the existing keys instead of making new ones.
     key_type : None
@@ -484,6 +501,11 @@ def renew(
         Give ``server`` a new key although it signs the service-account tokens
         (sets without ``sa.key``). Every token then fails once kube-apiserver
         restarts with it: the return's ``warnings`` say so; reissue them.
+    hosts : None
+        kubeadm set: the per-host certificates (``apiserver``, ``etcd-server``,
+        ``etcd-peer``, ``kubelet.conf``) of these hosts only, as a list or a
+        comma-separated string; the shared ones follow ``certs``.
+        Default: every host.
     test : False
         Dry run: return the plan (each file: keep or reissue, with the
         reason) and write nothing.
@@ -498,6 +520,9 @@ def renew(
         salt-run k8s-helper.renew cluster_tag=prod threshold_days=90
         salt-run k8s-helper.renew cluster_tag=prod threshold_days=90 test=True
         salt-run k8s-helper.renew cluster_tag=prod certs=server rotate_token_key=True
+        salt-run k8s-helper.renew cluster_tag=kprod
+        salt-run k8s-helper.renew cluster_tag=kprod certs=all
+        salt-run k8s-helper.renew cluster_tag=kprod certs=apiserver,kubelet.conf hosts=m1
     """
     _reject_unknown(kwargs)
     tag = k8s_pki.check_cluster_tag(cluster_tag)
@@ -511,7 +536,22 @@ def renew(
         if threshold_days in (None, "")
         else k8s_pki.check_days(threshold_days, "threshold_days")
     )
-    k8s_pki.require_profile(os.path.join(_pki_root(), tag), "seed", "renew")
+    directory = os.path.join(_pki_root(), tag)
+    profile, _ = k8s_pki.set_profile(directory)
+    options = {
+        "keep_keys": keep,
+        "rotate_token_key": rotate_token,
+        "key_type": new_key_type,
+        "leaf_days": leaf_days,
+        "due_within": due_within,
+        "backup_keep": _backup_keep(),
+        "dry_run": dry,
+    }
+    if profile == "kubeadm":
+        return _renew_kubeadm(tag, directory, certs, hosts, options)
+    if hosts not in (None, ""):
+        raise k8s_pki.InputError("hosts: only used with a kubeadm set")
+    k8s_pki.require_profile(directory, "seed", "renew")
     plan, backup = k8s_pki.renew_set(
         _pki_root(),
         tag,
@@ -531,6 +571,50 @@ def renew(
     ret["next"] = _after_renewal(ret["restart"])
     log.info("k8s-helper: cluster %s renewed: %s (backup %s)", tag, ", ".join(renewed), backup)
     return ret
+
+
+def _renew_kubeadm(tag, directory, certs, hosts, options):
+    """renew on a kubeadm set: kubeadm's names, what restarts where."""
+    _, settings, _, _ = k8s_pki.resolve_settings(directory, {}, "kubeadm")
+    specs = k8s_pki.specs_for(settings)
+    plan, backup, skipped = k8s_pki.renew_kubeadm_set(
+        _pki_root(), tag, specs, certs, hosts, **options
+    )
+    ret = {"cluster_tag": tag, "profile": "kubeadm"}
+    members = []
+    if plan is None:
+        ret.update(directory=directory, changed=False, backup=None, files={})
+    else:
+        members = [i.name for i in plan.items.values() if i.action not in ("reused", "rebundled")]
+        ret.update(_described(plan, backup, options["dry_run"]))
+    ret["renewed"] = [k8s_pki.kubeadm_label(member) for member in members]
+    if skipped:
+        ret["skipped"] = skipped
+    ret["restart"] = k8s_pki.kubeadm_restarts(members, specs)
+    ret["next"] = _after_kubeadm_renewal(ret["renewed"], ret["restart"])
+    log.info("k8s-helper: cluster %s renewed: %s (backup %s)", tag, ", ".join(members), backup)
+    return ret
+
+
+def _after_kubeadm_renewal(renewed, restart):
+    """The one line that ends a kubeadm renewal: hand out, restart, give out admin files."""
+    if not renewed:
+        return "nothing renewed: nothing to hand out or restart"
+    text = (
+        "hand the renewed files out: saltutil.refresh_pillar, then state.apply "
+        "kubernetes.kubeadm.present on the hosts"
+    )
+    if restart:
+        text += (
+            "; then restart: "
+            + "; ".join(restart)
+            + " (a static pod restarts when its manifest leaves /etc/kubernetes/manifests "
+            "and comes back, or when its container is stopped)"
+        )
+    admin = [name for name in renewed if name in ("admin.conf", "super-admin.conf")]
+    if admin:
+        text += f"; give the new {' and '.join(admin)} to whoever uses it"
+    return text
 
 
 @_refusals_exit_nonzero

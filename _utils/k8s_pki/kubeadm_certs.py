@@ -85,7 +85,8 @@ def cas_without_key(directory, specs):
     return {
         name
         for name, spec in specs.items()
-        if isinstance(spec, CASpec) and lstat_or_none(os.path.join(directory, f"{name}.key")) is None
+        if isinstance(spec, CASpec)
+        and lstat_or_none(os.path.join(directory, f"{name}.key")) is None
     }
 
 
@@ -169,8 +170,11 @@ def select_kubeadm_certs(certs, hosts, specs):
         if _HOST in member:
             found = on_hosts([m for m in renewable if kubeadm_name(m)[0] == name])
             if not found:
-                where = f"hosts {', '.join(hosts)}" if hosts else "this set"
-                raise InputError(f"certs: no host of {where} holds {name!r}")
+                holders = [kubeadm_name(m)[1] for m in renewable if kubeadm_name(m)[0] == name]
+                raise InputError(
+                    f"certs: {name!r}: hosts {', '.join(hosts or ())} hold none (only "
+                    f"{', '.join(holders)} do)"
+                )
             chosen += [m for m in found if m not in chosen]
         elif member not in chosen:
             chosen.append(member)
