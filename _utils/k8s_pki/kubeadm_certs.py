@@ -203,7 +203,8 @@ _READERS = {
 def kubeadm_restarts(members, specs):
     """What must restart, and where, once ``members`` are renewed and handed out.
 
-    One line a component, its hosts in the set's order, e.g.
+    One line a component (apiserver, etcd, controller-manager, scheduler,
+    kubelet: the order of :data:`_READERS`), its hosts in the set's order, e.g.
     ``kube-apiserver (static pod) on m0, m1``.
     """
     masters, hosts = set_hosts(specs)
@@ -216,9 +217,11 @@ def kubeadm_restarts(members, specs):
         component, scope = reader
         on = [host] if scope == "own" else masters
         where.setdefault(component, set()).update(on)
+    order = list(dict.fromkeys(reader[0] for reader in _READERS.values() if reader))
     return [
-        f"{component} on {', '.join(h for h in hosts if h in on)}"
-        for component, on in where.items()
+        f"{component} on {', '.join(h for h in hosts if h in where[component])}"
+        for component in order
+        if component in where
     ]
 
 
