@@ -958,6 +958,16 @@ def verify(cluster_tag="default", tgt=None, tgt_type="glob", timeout=None, table
     A summary line ends the table; the exit status is 1 when any minion has a
     problem or does not answer.
 
+    On a kubeadm set, each minion is the host of the set its minion id names
+    (or the k8s_kubeadm ext_pillar's ``names`` map to), and every file of the
+    profile under kubeadm's folder (``kubernetes:lookup:kubeadm:dir``, default
+    ``/etc/kubernetes``) is judged against that host's share: ``match``,
+    ``differs``, ``missing``, ``expired``, ``unreadable``, ``absent`` (not in
+    the share, not there: fine), ``unexpected`` (a certificate not in the
+    share) or ``forbidden`` (a key or kubeconfig not in the share, e.g. a CA
+    key on a node). A minion that is no host of the set is ``not in set``.
+    Certificates travel as base64; of keys and kubeconfigs only hashes.
+
     cluster_tag : default
         Which cluster's set on the master to compare with.
     tgt : None
@@ -988,7 +998,10 @@ def verify(cluster_tag="default", tgt=None, tgt_type="glob", timeout=None, table
         raise k8s_pki.InputError(f"tgt_type: {tgt_type!r} is not one of {', '.join(TGT_TYPES)}")
     wait = __opts__.get("timeout", 5) if timeout in (None, "") else _seconds(timeout, "timeout")
     directory = os.path.join(_pki_root(), tag)
-    k8s_pki.require_profile(directory, "seed", "verify")
+    profile, _ = k8s_pki.set_profile(directory)
+    if profile == "kubeadm":
+        data = _verify_kubeadm(tag, directory, tgt, tgt_type, wait)
+        return {"outputter": _TABLE, "data": data} if tabled else data
     reference = k8s_pki.verify_reference(directory)
     expected = _targeted(tgt, tgt_type)
     if not expected:
@@ -1035,9 +1048,15 @@ def verify(cluster_tag="default", tgt=None, tgt_type="glob", timeout=None, table
             "k8s_env": seen.get("k8s_env"),
             "checks": checks,
         }
+    data = _verify_data(tag, tgt, tgt_type, directory, hosts)
+    return {"outputter": _TABLE, "data": data} if tabled else data
+
+
+def _verify_data(tag, tgt, tgt_type, directory, hosts):
+    """verify's report: every minion's checks, the counts, the exit status."""
     summary, line = k8s_pki.verify_summary(hosts)
     log.info("k8s-helper: verify %s: %s", tag, line)
-    data = {
+    return {
         "cluster_tag": tag,
         "tgt": tgt,
         "tgt_type": tgt_type,
@@ -1047,7 +1066,80 @@ def verify(cluster_tag="default", tgt=None, tgt_type="glob", timeout=None, table
         "summary_line": line,
         "retcode": 1 if summary["problems"] else 0,
     }
-    return {"outputter": _TABLE, "data": data} if tabled else data
+
+
+_PROBE_KUBEADM = f"salt://{FORMULA}/files/verify-probe-kubeadm.json.jinja"
+
+
+def _kubeadm_names(tag):
+    """The k8s_kubeadm ext_pillar's ``names`` (minion id -> host) for this cluster, or {}.
+
+    verify must judge a minion by the share that ext_pillar hands it, so it
+    reads the same master config.
+    """
+    for entry in __opts__.get("ext_pillar") or ():
+        options = entry.get("k8s_kubeadm") if isinstance(entry, dict) else None
+        if isinstance(options, dict) and options.get("cluster_tag", "default") == tag:
+            names = options.get("names") or {}
+            return names if isinstance(names, dict) else {}
+    return {}
+
+
+def _verify_kubeadm(tag, directory, tgt, tgt_type, wait):
+    """verify on a kubeadm set: each minion's files under kubeadm's folder against its share."""
+    k8s_pki.check_store(directory)
+    if not os.path.isdir(directory):
+        raise k8s_pki.SetError(f"{directory}: no certificate set here; run generate_certs first")
+    expected = _targeted(tgt, tgt_type)
+    if not expected:
+        raise k8s_pki.InputError(f"tgt: no minion matches {tgt!r} ({tgt_type})")
+    replies = _local_client().cmd(
+        tgt,
+        "slsutil.renderer",
+        kwarg={"path": _PROBE_KUBEADM, "default_renderer": "jinja|json", "formula": FORMULA},
+        tgt_type=tgt_type,
+        timeout=wait,
+        full_return=True,
+    )
+    names = _kubeadm_names(tag)
+    references = functools.lru_cache(maxsize=None)(
+        functools.partial(k8s_pki.kubeadm_reference, directory)
+    )
+    hosts = {}
+    for minion in sorted(set(expected) | set(replies)):
+        ret, error = _answer(replies.get(minion))
+        if ret is None and error.startswith("no answer"):
+            hosts[minion] = {"status": "no answer", "error": f"did not answer{error[9:]}"}
+            continue
+        if not isinstance(ret, dict):
+            hosts[minion] = {"status": "error", "error": f"the probe failed: {error or ret}"}
+            continue
+        problem = k8s_pki.kubeadm_probe_problem(ret, k8s_pki.KUBEADM_HOST_FILES)
+        if problem:
+            hosts[minion] = _bad_answer(problem)
+            continue
+        host = names.get(minion, minion)
+        share = k8s_pki.kubeadm_share(directory, host)
+        checks = k8s_pki.verify_kubeadm_host(ret, share, references)
+        if share is None:
+            checks.insert(
+                0,
+                {
+                    "id": "host",
+                    "path": directory,
+                    "status": "not in set",
+                    "detail": f"minion {minion} is no host of this set (map its id with the "
+                    "k8s_kubeadm ext_pillar's names if it is one)",
+                },
+            )
+        bad = any(check["status"] not in k8s_pki.VERIFY_OK for check in checks)
+        hosts[minion] = {
+            "status": "problems" if bad else "ok",
+            "host": host if share is not None else None,
+            "role": None if share is None else "master" if "pki/apiserver.crt" in share else "node",
+            "checks": checks,
+        }
+    return _verify_data(tag, tgt, tgt_type, directory, hosts)
 
 
 # --------------------------------------------------------------------------

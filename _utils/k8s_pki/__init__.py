@@ -216,8 +216,12 @@ from .store import (  # noqa: F401
 )
 from .verify import (  # noqa: F401
     VERIFY_OK,
+    kubeadm_probe_problem,
+    kubeadm_reference,
+    kubeadm_share,
     probe_answer_problem,
     verify_host,
+    verify_kubeadm_host,
     verify_reference,
     verify_summary,
 )
