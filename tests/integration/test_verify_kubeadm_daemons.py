@@ -100,9 +100,7 @@ def test_each_host_holds_its_share_and_verify_agrees(cluster):
     assert data["hosts"]["m0"]["role"] == "master"
     assert data["hosts"]["node-a"]["host"] == "n1" and data["hosts"]["node-a"]["role"] == "node"
     assert {rel for rel, s in node.items() if s == "match"} == {"pki/ca.crt", "kubelet.conf"}
-    assert {s for rel, s in node.items() if rel not in ("pki/ca.crt", "kubelet.conf")} == {
-        "absent"
-    }
+    assert {s for rel, s in node.items() if rel not in ("pki/ca.crt", "kubelet.conf")} == {"absent"}
     # the node's kubelet.conf is n1's, byte for byte
     assert (kdir(cluster, "node-a") / "kubelet.conf").read_bytes() == (
         cluster["pki"] / "hosts/n1/kubelet.conf"
@@ -150,5 +148,8 @@ def test_damage_is_found_where_it_is(cluster):
         "tgt_type=list",
         "--out=k8s_table",
     )
-    forbidden = [line for line in table.stdout.splitlines() if "forbidden" in line]
-    assert len(forbidden) == 1 and "node-a" in forbidden[0] and "pki/ca.key" in forbidden[0]
+    forbidden = [line for line in table.stdout.splitlines() if line.split()[2:3] == ["forbidden"]]
+    assert (
+        len(forbidden) == 1 and forbidden[0].startswith("node-a ") and "pki/ca.key" in forbidden[0]
+    )
+    assert "1 forbidden" in table.stdout.splitlines()[-1]
