@@ -124,9 +124,12 @@ def test_check_expiration_prints_kubeadm_s_two_tables(sink, kset):
     assert "20 certificates: 20 ok, 0 renew-soon, 0 expired, 0 unreadable" in proc.stdout
 
 
-def test_check_expiration_json_is_plain_data(sink, kset):
-    proc, data = run_json(sink, "k8s-helper.check_expiration", f"cluster_tag={TAG}")
+def test_check_expiration_json_is_plain_data(sink, kset, tmp_path):
+    page = tmp_path / "k.html"
+    proc, data = run_json(sink, "k8s-helper.check_expiration", f"cluster_tag={TAG}", f"html={page}")
     assert proc.returncode == 0
+    html = page.read_text()  # the page draws both lists
+    assert "kubelet.conf (n1)" in html and "front-proxy-ca" in html and "BEGIN" not in html
     assert data["profile"] == "kubeadm" and data["retcode"] == 0
     assert len(data["certificates"]) == 17 and len(data["certificate_authorities"]) == 3
     row = next(e for e in data["certificates"] if e["name"] == "kubelet.conf (n1)")
