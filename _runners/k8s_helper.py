@@ -363,6 +363,13 @@ def check_expiration(
     ``--out=json``. The exit status is 1 when anything is expired or
     unreadable, else 0, so cron jobs and monitoring can use it.
 
+    On a kubeadm set the report is kubeadm's: two tables, certificates and
+    CAs, with kubeadm's columns (EXPIRES, RESIDUAL TIME, CERTIFICATE
+    AUTHORITY, EXTERNALLY MANAGED) plus the status, rows named as kubeadm
+    names them (``apiserver (m1)``, ``admin.conf``, ``kubelet.conf (n1)``);
+    the CA a kubeconfig embeds is not repeated. The data holds
+    ``certificates`` and ``certificate_authorities``.
+
     cluster_tag : default
         Which cluster's set to read.
     threshold_days : 90
@@ -465,8 +472,6 @@ def renew(
     the kubelet, kube-proxy, kube-controller-manager, kube-scheduler), and
     ``next``, that advice in one line.
 
-    cluster_tag : default
-        Which cluster's set to renew.
     On a kubeadm set (see the formula's docs/kubeadm-profile.md) the
     certificates go by kubeadm's names, and by default only those that are due
     (``threshold_days``, default 90) are renewed, as ``kubeadm certs renew``
@@ -478,6 +483,8 @@ def renew(
     (the static pods kube-apiserver, etcd, kube-controller-manager,
     kube-scheduler on the masters concerned; the kubelet for kubelet.conf).
 
+    cluster_tag : default
+        Which cluster's set to renew.
     certs : None
         The leaves to renew, as a list or a comma-separated string
         (``server``, ``kubecfg``; ``server.crt`` works too). Default: every leaf.
