@@ -232,7 +232,7 @@ def kubeadm_expiry(report):
             notice = "embeds a CA certificate that is not one of the set's CAs"
             row["notice"] = notice
             notices.append(f"{row['name']}: {notice}")
-        if entry.get("kind") == "ca":
+        if entry.get("kind") == "ca" or (rel in ca_files and "kind" not in entry):
             row["externally_managed"] = ca_files.get(rel) in keyless
             cas.append(row)
             continue

@@ -239,7 +239,10 @@ def test_expiry_unreadable_file_is_a_row(made):
     root, _ = made
     d = root / "k"
     (d / "hosts/m0/etcd/server.crt").write_text("not a certificate\n")
+    (d / "front-proxy-ca.crt").write_text("not a certificate either\n")
     report = k8s_pki.kubeadm_expiry(k8s_pki.expiry_report(str(d)))
     row = next(e for e in report["certificates"] if e["name"] == "etcd-server (m0)")
     assert row["status"] == "unreadable" and "hosts/m0/etcd/server.crt" in row["error"]
-    assert report["summary"]["unreadable"] == 1
+    ca = next(e for e in report["certificate_authorities"] if e["name"] == "front-proxy-ca")
+    assert ca["status"] == "unreadable"  # among the CAs, where it belongs
+    assert report["summary"]["unreadable"] == 2
