@@ -92,12 +92,13 @@ def cas_without_key(directory, specs):
 
 def _names(value, what):
     """A list of names from a list or a comma-separated string."""
-    if isinstance(value, str):
-        value = [part.strip() for part in value.split(",")]
-    if not isinstance(value, (list, tuple)) or not value:
+    parts = value
+    if isinstance(value, str):  # "a, b," as seed renew reads it: empty parts ignored
+        parts = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(parts, (list, tuple)) or not parts:
         raise InputError(f"{what}: {value!r} is not a list of names")
     names = []
-    for entry in value:
+    for entry in parts:
         if not isinstance(entry, str) or not entry.strip():
             raise InputError(f"{what}: {entry!r} is not a name")
         if entry.strip() not in names:

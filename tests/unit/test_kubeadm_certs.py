@@ -79,7 +79,7 @@ def test_selection_in_kubeadm_words(specs):
     narrowed, _ = select("all", ["m1"], specs)
     assert "hosts/m0/apiserver" not in narrowed and "hosts/m1/apiserver" in narrowed
     assert "front-proxy-client" in narrowed
-    assert k8s_pki.check_kubeadm_hosts("m1, n1", specs) == ["m1", "n1"]
+    assert k8s_pki.check_kubeadm_hosts("m1, n1,", specs) == ["m1", "n1"]
     assert k8s_pki.check_kubeadm_hosts(["m0"], specs) == ["m0"]
     assert k8s_pki.check_kubeadm_hosts(None, specs) is None
 
@@ -98,7 +98,8 @@ def test_selection_in_kubeadm_words(specs):
         ("all,apiserver", None, "certs: 'all' stands alone"),
         ("apiserver", ["n1"], "certs: 'apiserver': hosts n1 hold none .only m0, m1 do."),
         ("apiserver", ["zz"], "hosts: 'zz' is not a host of this set .its hosts: m0, m1, n1."),
-        ("apiserver", "m0,,", "hosts: '' is not a name"),
+        ("apiserver", ["m0", 5], "hosts: 5 is not a name"),
+        ("apiserver", ",", "hosts: ',' is not a list of names"),
         ([], None, r"certs: \[\] is not a list of names"),
         (7, None, "certs: 7 is not a list of names"),
     ],
