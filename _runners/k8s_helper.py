@@ -445,8 +445,8 @@ def renew(
     days=365,
     threshold_days=None,
     rotate_token_key=False,
-    hosts=None,
     *,
+    hosts=None,
     test=False,
     **kwargs,
 ):
