@@ -9,6 +9,8 @@ after ``salt-run saltutil.sync_output``; without it Salt falls back to its
 ``nested`` outputter, which prints the same data less compactly.
 """
 
+import datetime
+
 __virtualname__ = "k8s_table"
 
 
@@ -80,9 +82,15 @@ def _expiry(data):
         )
     header = ["CERTIFICATE", "STATUS", "DAYS LEFT", "NOT AFTER", "SUBJECT", "ISSUER"]
     lines += _table(header, rows)
+    lines += _expiry_footer(data, len(data["certificates"]))
+    return "\n".join(lines)
+
+
+def _expiry_footer(data, count):
+    """The counts, notices, the event and the HTML page under an expiry table."""
     summary = data.get("summary", {})
     counts = ", ".join(f"{count} {status}" for status, count in summary.items())
-    lines += ["", f"{len(data['certificates'])} certificates: {counts}"]
+    lines = ["", f"{count} certificates: {counts}"]
     lines += [f"notice: {notice}" for notice in data.get("notices", [])]
     event = data.get("event")
     if event:
@@ -90,6 +98,72 @@ def _expiry(data):
         lines.append(f"event {event['tag']}: {why}")
     if data.get("html"):
         lines.append(f"HTML report: {data['html']}")
+    return lines
+
+
+def _kubeadm_date(iso):
+    # kubeadm's layout: 2031-01-02T03:04:05Z -> Jan 02, 2031 03:04 UTC
+    when = datetime.datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ")
+    return when.strftime("%b %d, %Y %H:%M UTC")
+
+
+def _residual(not_after, checked_at):
+    """The time left as kubeadm prints it (Go's ShortHumanDuration): 45s, 12m, 7h, 364d, 9y."""
+    parse = datetime.datetime.strptime
+    seconds = int(
+        (
+            parse(not_after, "%Y-%m-%dT%H:%M:%SZ") - parse(checked_at, "%Y-%m-%dT%H:%M:%SZ")
+        ).total_seconds()
+    )
+    if seconds < -1:
+        return "<invalid>"
+    for unit, size, below in (("s", 1, 60), ("m", 60, 60), ("h", 3600, 24), ("d", 86400, 365)):
+        if seconds // size < below:
+            return f"{max(seconds, 0) // size}{unit}"
+    return f"{seconds // (86400 * 365)}y"
+
+
+def _kubeadm_rows(entries, checked_at, with_ca):
+    rows = []
+    for cert in entries:
+        if cert["status"] == "unreadable":
+            rows.append([cert["name"], "-", "-", *(["-"] if with_ca else []), "-", "unreadable"])
+            continue
+        rows.append(
+            [
+                cert["name"],
+                _kubeadm_date(cert["not_after"]),
+                _residual(cert["not_after"], checked_at),
+                *([cert.get("certificate_authority") or "-"] if with_ca else []),
+                "yes" if cert.get("externally_managed") else "no",
+                cert["status"],
+            ]
+        )
+    return rows
+
+
+def _kubeadm_expiry(data):
+    """Two tables, as ``kubeadm certs check-expiration`` prints them, plus our status column."""
+    checked_at = data.get("checked_at")
+    lines = [
+        f"Certificates of cluster {data.get('cluster_tag')!r} (kubeadm profile) in "
+        f"{data.get('directory')}",
+        f"(checked {_date(checked_at)}; {_window(data)})",
+        "",
+    ]
+    tail = ["EXTERNALLY MANAGED", "STATUS"]
+    lines += _table(
+        ["CERTIFICATE", "EXPIRES", "RESIDUAL TIME", "CERTIFICATE AUTHORITY", *tail],
+        _kubeadm_rows(data["certificates"], checked_at, True),
+    )
+    lines.append("")
+    lines += _table(
+        ["CERTIFICATE AUTHORITY", "EXPIRES", "RESIDUAL TIME", *tail],
+        _kubeadm_rows(data["certificate_authorities"], checked_at, False),
+    )
+    broken = [c for c in data["certificates"] + data["certificate_authorities"] if c.get("error")]
+    lines += [""] + [f"unreadable: {c['name']}: {c['error']}" for c in broken] if broken else []
+    lines += _expiry_footer(data, len(data["certificates"]) + len(data["certificate_authorities"]))
     return "\n".join(lines)
 
 
@@ -113,6 +187,8 @@ def _verify(data):
 
 def output(data, **kwargs):  # pylint: disable=unused-argument
     """Render a report; anything else goes to Salt's nested outputter."""
+    if isinstance(data, dict) and isinstance(data.get("certificate_authorities"), list):
+        return _kubeadm_expiry(data)
     if isinstance(data, dict) and isinstance(data.get("certificates"), list):
         return _expiry(data)
     if isinstance(data, dict) and isinstance(data.get("hosts"), dict):

@@ -364,6 +364,13 @@ def check_expiration(
     ``--out=json``. The exit status is 1 when anything is expired or
     unreadable, else 0, so cron jobs and monitoring can use it.
 
+    On a kubeadm set the report is kubeadm's: two tables, certificates and
+    CAs, with kubeadm's columns (EXPIRES, RESIDUAL TIME, CERTIFICATE
+    AUTHORITY, EXTERNALLY MANAGED) plus the status, rows named as kubeadm
+    names them (``apiserver (m1)``, ``admin.conf``, ``kubelet.conf (n1)``);
+    the CA a kubeconfig embeds is not repeated. The data holds
+    ``certificates`` and ``certificate_authorities``.
+
     cluster_tag : default
         Which cluster's set to read.
     threshold_days : 90
@@ -401,9 +408,12 @@ def check_expiration(
     fire = k8s_pki.check_bool(fire_event, "fire_event")
     tabled = k8s_pki.check_bool(table, "table")
     page = None if html is None else k8s_report.check_html_path(html)
-    report = k8s_pki.expiry_report(
-        os.path.join(_pki_root(), tag), k8s_pki.seed_specs(), renew_before_days=threshold
-    )
+    directory = os.path.join(_pki_root(), tag)
+    profile, _ = k8s_pki.set_profile(directory)
+    specs = k8s_pki.seed_specs() if profile != "kubeadm" else None
+    report = k8s_pki.expiry_report(directory, specs, renew_before_days=threshold)
+    if profile == "kubeadm":
+        report = k8s_pki.kubeadm_expiry(report)
     summary = report["summary"]
     data = {"cluster_tag": tag, **report}
     if fire:
@@ -414,7 +424,10 @@ def check_expiration(
         if alert is not None and not sent:
             log.warning("k8s-helper: could not fire %s (is the master running?)", event_tag)
     if page:
-        data["html"] = k8s_report.write_html(page, k8s_report.render_html([data]))
+        # the page draws CAs and leaves from one list
+        every = data["certificates"] + data.get("certificate_authorities", [])
+        page_data = {**data, "certificates": every}
+        data["html"] = k8s_report.write_html(page, k8s_report.render_html([page_data]))
     data["retcode"] = 1 if summary["expired"] or summary["unreadable"] else 0
     log.info(
         "k8s-helper: cluster %s: %s",
@@ -434,6 +447,7 @@ def renew(
     threshold_days=None,
     rotate_token_key=False,
     *,
+    hosts=None,
     test=False,
     **kwargs,
 ):
@@ -459,11 +473,27 @@ def renew(
     the kubelet, kube-proxy, kube-controller-manager, kube-scheduler), and
     ``next``, that advice in one line.
 
+    On a kubeadm set (see the formula's docs/kubeadm-profile.md) the
+    certificates go by kubeadm's names, and by default only those that are due
+    (``threshold_days``, default 90) are renewed, as ``kubeadm certs renew``
+    would be run for them; ``sa.key`` is never touched. A certificate whose CA
+    key is not in the folder (an externally managed CA) cannot be renewed: with
+    no ``certs`` or ``certs=all`` it is left as it is and listed under
+    ``skipped``; named explicitly, it is refused and nothing is written. The
+    return's ``restart`` names each component and the hosts it must restart on
+    (the static pods kube-apiserver, etcd, kube-controller-manager,
+    kube-scheduler on the masters concerned; the kubelet for kubelet.conf).
+
     cluster_tag : default
         Which cluster's set to renew.
     certs : None
         The leaves to renew, as a list or a comma-separated string
         (``server``, ``kubecfg``; ``server.crt`` works too). Default: every leaf.
+        kubeadm set: ``all``, or ``apiserver``, ``apiserver-kubelet-client``,
+        ``front-proxy-client``, ``etcd-server``, ``etcd-peer``,
+        ``etcd-healthcheck-client``, ``apiserver-etcd-client``, ``admin.conf``,
+        ``super-admin.conf``, ``controller-manager.conf``, ``scheduler.conf``,
+        ``kubelet.conf``; default: those that are due.
     keep_keys : False
         Reissue with the existing keys instead of making new ones.
     key_type : None
@@ -479,6 +509,11 @@ def renew(
         Give ``server`` a new key although it signs the service-account tokens
         (sets without ``sa.key``). Every token then fails once kube-apiserver
         restarts with it: the return's ``warnings`` say so; reissue them.
+    hosts : None
+        kubeadm set: the per-host certificates (``apiserver``, ``etcd-server``,
+        ``etcd-peer``, ``kubelet.conf``) of these hosts only, as a list or a
+        comma-separated string; the shared ones follow ``certs``.
+        Default: every host.
     test : False
         Dry run: return the plan (each file: keep or reissue, with the
         reason) and write nothing.
@@ -493,6 +528,9 @@ def renew(
         salt-run k8s-helper.renew cluster_tag=prod threshold_days=90
         salt-run k8s-helper.renew cluster_tag=prod threshold_days=90 test=True
         salt-run k8s-helper.renew cluster_tag=prod certs=server rotate_token_key=True
+        salt-run k8s-helper.renew cluster_tag=kprod
+        salt-run k8s-helper.renew cluster_tag=kprod certs=all
+        salt-run k8s-helper.renew cluster_tag=kprod certs=apiserver,kubelet.conf hosts=m1
     """
     _reject_unknown(kwargs)
     tag = k8s_pki.check_cluster_tag(cluster_tag)
@@ -506,7 +544,22 @@ def renew(
         if threshold_days in (None, "")
         else k8s_pki.check_days(threshold_days, "threshold_days")
     )
-    k8s_pki.require_profile(os.path.join(_pki_root(), tag), "seed", "renew")
+    directory = os.path.join(_pki_root(), tag)
+    profile, _ = k8s_pki.set_profile(directory)
+    options = {
+        "keep_keys": keep,
+        "rotate_token_key": rotate_token,
+        "key_type": new_key_type,
+        "leaf_days": leaf_days,
+        "due_within": due_within,
+        "backup_keep": _backup_keep(),
+        "dry_run": dry,
+    }
+    if profile == "kubeadm":
+        return _renew_kubeadm(tag, directory, certs, hosts, options)
+    if hosts not in (None, ""):
+        raise k8s_pki.InputError("hosts: only used with a kubeadm set")
+    k8s_pki.require_profile(directory, "seed", "renew")
     plan, backup = k8s_pki.renew_set(
         _pki_root(),
         tag,
@@ -526,6 +579,50 @@ def renew(
     ret["next"] = _after_renewal(ret["restart"])
     log.info("k8s-helper: cluster %s renewed: %s (backup %s)", tag, ", ".join(renewed), backup)
     return ret
+
+
+def _renew_kubeadm(tag, directory, certs, hosts, options):
+    """renew on a kubeadm set: kubeadm's names, what restarts where."""
+    _, settings, _, _ = k8s_pki.resolve_settings(directory, {}, "kubeadm")
+    specs = k8s_pki.specs_for(settings)
+    plan, backup, skipped = k8s_pki.renew_kubeadm_set(
+        _pki_root(), tag, specs, certs, hosts, **options
+    )
+    ret = {"cluster_tag": tag, "profile": "kubeadm"}
+    members = []
+    if plan is None:
+        ret.update(directory=directory, changed=False, backup=None, files={})
+    else:
+        members = [i.name for i in plan.items.values() if i.action not in ("reused", "rebundled")]
+        ret.update(_described(plan, backup, options["dry_run"]))
+    ret["renewed"] = [k8s_pki.kubeadm_label(member) for member in members]
+    if skipped:
+        ret["skipped"] = skipped
+    ret["restart"] = k8s_pki.kubeadm_restarts(members, specs)
+    ret["next"] = _after_kubeadm_renewal(ret["renewed"], ret["restart"])
+    log.info("k8s-helper: cluster %s renewed: %s (backup %s)", tag, ", ".join(members), backup)
+    return ret
+
+
+def _after_kubeadm_renewal(renewed, restart):
+    """The one line that ends a kubeadm renewal: hand out, restart, give out admin files."""
+    if not renewed:
+        return "nothing renewed: nothing to hand out or restart"
+    text = (
+        "hand the renewed files out: saltutil.refresh_pillar, then state.apply "
+        "kubernetes.kubeadm.present on the hosts"
+    )
+    if restart:
+        text += (
+            "; then restart: "
+            + "; ".join(restart)
+            + " (a static pod restarts when its manifest leaves /etc/kubernetes/manifests "
+            "and comes back, or when its container is stopped)"
+        )
+    admin = [name for name in renewed if name in ("admin.conf", "super-admin.conf")]
+    if admin:
+        text += f"; give the new {' and '.join(admin)} to whoever uses it"
+    return text
 
 
 @_refusals_exit_nonzero
@@ -916,6 +1013,16 @@ def verify(cluster_tag="default", tgt=None, tgt_type="glob", timeout=None, table
     A summary line ends the table; the exit status is 1 when any minion has a
     problem or does not answer.
 
+    On a kubeadm set, each minion is the host of the set its minion id names
+    (or the k8s_kubeadm ext_pillar's ``names`` map to), and every file of the
+    profile under kubeadm's folder (``kubernetes:lookup:kubeadm:dir``, default
+    ``/etc/kubernetes``) is judged against that host's share: ``match``,
+    ``differs``, ``missing``, ``expired``, ``unreadable``, ``absent`` (not in
+    the share, not there: fine), ``unexpected`` (a certificate not in the
+    share) or ``forbidden`` (a key or kubeconfig not in the share, e.g. a CA
+    key on a node). A minion that is no host of the set is ``not in set``.
+    Certificates travel as base64; of keys and kubeconfigs only hashes.
+
     cluster_tag : default
         Which cluster's set on the master to compare with.
     tgt : None
@@ -946,7 +1053,10 @@ def verify(cluster_tag="default", tgt=None, tgt_type="glob", timeout=None, table
         raise k8s_pki.InputError(f"tgt_type: {tgt_type!r} is not one of {', '.join(TGT_TYPES)}")
     wait = __opts__.get("timeout", 5) if timeout in (None, "") else _seconds(timeout, "timeout")
     directory = os.path.join(_pki_root(), tag)
-    k8s_pki.require_profile(directory, "seed", "verify")
+    profile, _ = k8s_pki.set_profile(directory)
+    if profile == "kubeadm":
+        data = _verify_kubeadm(tag, directory, tgt, tgt_type, wait)
+        return {"outputter": _TABLE, "data": data} if tabled else data
     reference = k8s_pki.verify_reference(directory)
     expected = _targeted(tgt, tgt_type)
     if not expected:
@@ -993,9 +1103,15 @@ def verify(cluster_tag="default", tgt=None, tgt_type="glob", timeout=None, table
             "k8s_env": seen.get("k8s_env"),
             "checks": checks,
         }
+    data = _verify_data(tag, tgt, tgt_type, directory, hosts)
+    return {"outputter": _TABLE, "data": data} if tabled else data
+
+
+def _verify_data(tag, tgt, tgt_type, directory, hosts):
+    """verify's report: every minion's checks, the counts, the exit status."""
     summary, line = k8s_pki.verify_summary(hosts)
     log.info("k8s-helper: verify %s: %s", tag, line)
-    data = {
+    return {
         "cluster_tag": tag,
         "tgt": tgt,
         "tgt_type": tgt_type,
@@ -1005,7 +1121,80 @@ def verify(cluster_tag="default", tgt=None, tgt_type="glob", timeout=None, table
         "summary_line": line,
         "retcode": 1 if summary["problems"] else 0,
     }
-    return {"outputter": _TABLE, "data": data} if tabled else data
+
+
+_PROBE_KUBEADM = f"salt://{FORMULA}/files/verify-probe-kubeadm.json.jinja"
+
+
+def _kubeadm_names(tag):
+    """The k8s_kubeadm ext_pillar's ``names`` (minion id -> host) for this cluster, or {}.
+
+    verify must judge a minion by the share that ext_pillar hands it, so it
+    reads the same master config.
+    """
+    for entry in __opts__.get("ext_pillar") or ():
+        options = entry.get("k8s_kubeadm") if isinstance(entry, dict) else None
+        if isinstance(options, dict) and options.get("cluster_tag", "default") == tag:
+            names = options.get("names") or {}
+            return names if isinstance(names, dict) else {}
+    return {}
+
+
+def _verify_kubeadm(tag, directory, tgt, tgt_type, wait):
+    """verify on a kubeadm set: each minion's files under kubeadm's folder against its share."""
+    k8s_pki.check_store(directory)
+    if not os.path.isdir(directory):
+        raise k8s_pki.SetError(f"{directory}: no certificate set here; run generate_certs first")
+    expected = _targeted(tgt, tgt_type)
+    if not expected:
+        raise k8s_pki.InputError(f"tgt: no minion matches {tgt!r} ({tgt_type})")
+    replies = _local_client().cmd(
+        tgt,
+        "slsutil.renderer",
+        kwarg={"path": _PROBE_KUBEADM, "default_renderer": "jinja|json", "formula": FORMULA},
+        tgt_type=tgt_type,
+        timeout=wait,
+        full_return=True,
+    )
+    names = _kubeadm_names(tag)
+    references = functools.lru_cache(maxsize=None)(
+        functools.partial(k8s_pki.kubeadm_reference, directory)
+    )
+    hosts = {}
+    for minion in sorted(set(expected) | set(replies)):
+        ret, error = _answer(replies.get(minion))
+        if ret is None and error.startswith("no answer"):
+            hosts[minion] = {"status": "no answer", "error": f"did not answer{error[9:]}"}
+            continue
+        if not isinstance(ret, dict):
+            hosts[minion] = {"status": "error", "error": f"the probe failed: {error or ret}"}
+            continue
+        problem = k8s_pki.kubeadm_probe_problem(ret, k8s_pki.KUBEADM_HOST_FILES)
+        if problem:
+            hosts[minion] = _bad_answer(problem)
+            continue
+        host = names.get(minion, minion)
+        share = k8s_pki.kubeadm_share(directory, host)
+        checks = k8s_pki.verify_kubeadm_host(ret, share, references)
+        if share is None:
+            checks.insert(
+                0,
+                {
+                    "id": "host",
+                    "path": directory,
+                    "status": "not in set",
+                    "detail": f"minion {minion} is no host of this set (map its id with the "
+                    "k8s_kubeadm ext_pillar's names if it is one)",
+                },
+            )
+        bad = any(check["status"] not in k8s_pki.VERIFY_OK for check in checks)
+        hosts[minion] = {
+            "status": "problems" if bad else "ok",
+            "host": host if share is not None else None,
+            "role": None if share is None else "master" if "pki/apiserver.crt" in share else "node",
+            "checks": checks,
+        }
+    return _verify_data(tag, tgt, tgt_type, directory, hosts)
 
 
 # --------------------------------------------------------------------------

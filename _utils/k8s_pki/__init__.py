@@ -120,11 +120,21 @@ from .expiry import (  # noqa: F401
     expiry_alert,
     expiry_report,
     expiry_status,
+    kubeadm_expiry,
 )
 from .guard import (  # noqa: F401
     check_set_folder,
     check_store,
     read_set_file,
+)
+from .kubeadm_certs import (  # noqa: F401
+    check_kubeadm_hosts,
+    kubeadm_label,
+    kubeadm_name,
+    kubeadm_restarts,
+    renew_kubeadm_set,
+    select_kubeadm_certs,
+    set_hosts,
 )
 from .kubeconfig import (  # noqa: F401
     Kubeconfig,
@@ -179,6 +189,7 @@ from .profiles import (  # noqa: F401
     KEY_PAIRS,
     KUBEADM,
     KUBEADM_ADMIN_GROUP,
+    KUBEADM_CERT_NAMES,
     KUBEADM_HOST_FILES,
     KUBEADM_HOSTS_DIR,
     MASTERS_ONLY,
@@ -231,8 +242,12 @@ from .store import (  # noqa: F401
 )
 from .verify import (  # noqa: F401
     VERIFY_OK,
+    kubeadm_probe_problem,
+    kubeadm_reference,
+    kubeadm_share,
     probe_answer_problem,
     verify_host,
+    verify_kubeadm_host,
     verify_reference,
     verify_summary,
 )

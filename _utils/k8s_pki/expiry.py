@@ -17,8 +17,10 @@ from .crypto import (
 )
 from .defaults import DEFAULT_RENEW_BEFORE_DAYS, KUBECONFIG_SUFFIXES, PEM_SUFFIXES
 from .errors import PKIError, SetError
-from .guard import check_store
+from .guard import check_store, lstat_or_none
+from .kubeadm_certs import kubeadm_label, kubeadm_name
 from .kubeconfig import kubeconfig_certs
+from .profiles import KUBEADM_CAS
 from .writer import set_files
 
 STATUSES = ("ok", "renew-soon", "expired", "unreadable")
@@ -159,7 +161,8 @@ def expiry_alert(report):
     that are due or expired; ``cas`` the CA files that are, which renewal
     cannot help; ``certificates`` every entry that is not ``ok``.
     """
-    bad = [entry for entry in report["certificates"] if entry["status"] != "ok"]
+    every = report["certificates"] + report.get("certificate_authorities", [])
+    bad = [entry for entry in every if entry["status"] != "ok"]
     if not bad:
         return None
     renew = [e["member"] for e in bad if e.get("kind") == "leaf" and "member" in e]
@@ -177,3 +180,76 @@ def expiry_alert(report):
             for entry in bad
         ],
     }
+
+
+def _summary(entries):
+    summary = {status: 0 for status in STATUSES}
+    for entry in entries:
+        summary[entry["status"]] += 1
+    return summary
+
+
+def kubeadm_expiry(report):
+    """:func:`expiry_report` of a kubeadm set in kubeadm's words, as its check-expiration shows it.
+
+    Two lists: ``certificates`` (the leaves and kubeconfigs, named as kubeadm
+    names them: ``apiserver (m0)``, ``admin.conf``) and
+    ``certificate_authorities`` (``ca``, ``etcd-ca``, ``front-proxy-ca``).
+    Each entry keeps its ``file`` and gains ``certificate_authority`` (kubeadm's
+    name of the CA that signed it, by subject) and ``externally_managed``
+    (the CA's key is not in the folder: nothing here can renew it).  The CA a
+    kubeconfig embeds is left out when it is one of the set's CA certificates
+    (it is that CA's row); another one stays, named ``<kubeconfig> (embedded
+    CA)``, with a notice.  ``member`` is the name ``renew certs=`` takes.
+    """
+    directory = report["directory"]
+    keyless = {
+        member
+        for member in KUBEADM_CAS
+        if lstat_or_none(os.path.join(directory, f"{member}.key")) is None
+    }
+    ca_files = {f"{member}.crt": member for member in KUBEADM_CAS}
+    ca_by_subject, ca_prints = {}, set()
+    for entry in report["certificates"]:
+        if entry.get("file") in ca_files and entry.get("kind") == "ca":
+            ca_by_subject.setdefault(entry["subject"], ca_files[entry["file"]])
+            ca_prints.add(entry["sha256"])
+    certs, cas, notices = [], [], list(report.get("notices", []))
+    for entry in report["certificates"]:
+        rel = entry["file"]
+        label = entry["name"][len(rel) :].strip()  # "", "#2", "user <name>", "cluster <name>"
+        member = rel[: -len(".crt")] if rel.endswith(".crt") else rel
+        name, _ = kubeadm_name(member)
+        row = {**entry, "name": kubeadm_label(member) if name else rel}
+        if label.startswith("#"):  # one CA of a bundle (a CA rotation under way)
+            row["name"] += f" {label}"
+        signer = ca_by_subject.get(entry.get("issuer"))
+        row["certificate_authority"] = kubeadm_name(signer)[0] if signer else None
+        if label.startswith("cluster "):
+            if entry.get("sha256") in ca_prints:
+                continue  # the set's own CA, already a row of its own
+            row["name"] = f"{row['name']} (embedded CA)"
+            notice = "embeds a CA certificate that is not one of the set's CAs"
+            row["notice"] = notice
+            notices.append(f"{row['name']}: {notice}")
+        if entry.get("kind") == "ca" or (rel in ca_files and "kind" not in entry):
+            row["externally_managed"] = ca_files.get(rel) in keyless
+            cas.append(row)
+            continue
+        row["externally_managed"] = signer in keyless
+        if name:
+            row["member"] = name
+        certs.append(row)
+    certs.sort(key=lambda e: e["name"])
+    cas.sort(key=lambda e: e["name"])
+    kubeadm = {
+        **report,
+        "profile": "kubeadm",
+        "certificates": certs,
+        "certificate_authorities": cas,
+        "summary": _summary(certs + cas),
+    }
+    kubeadm.pop("notices", None)
+    if notices:
+        kubeadm["notices"] = notices
+    return kubeadm

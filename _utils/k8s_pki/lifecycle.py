@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import os
 import shutil
@@ -25,7 +26,7 @@ from .plan import fill_plan, leaf_names, member_shows, plan_set, token_signing_l
 from .profiles import host_of
 from .record import remember
 from .specs import spec_from_cert
-from .store import read_pair
+from .store import read_item, read_pair
 from .writer import (
     HostSwapUnsupported,
     commit_hosts,
@@ -222,7 +223,8 @@ def check_renew_names(value, specs, name="certs"):
     ``server`` and ``server.crt`` both name the pair ``server``.  A CA or a name
     the set does not have is refused.
     """
-    leaves = leaf_names(specs)
+    # A kubeconfig (the kubeadm profile's) is renewed like a leaf: its client certificate.
+    leaves = leaf_names(specs) + [n for n, s in specs.items() if s.kind.embeds_ca]
     if value is None or value == "" or value == []:
         return tuple(leaves)
     if isinstance(value, str):
@@ -305,13 +307,24 @@ def renew_set(
             derived[name] = spec
             ca_certs[name] = read_pair(directory, name).cert
             continue
-        item = read_pair(directory, name)
+        if not spec.kind.signed:
+            derived[name] = spec  # sa.key/sa.pub: never renewed
+            continue
+        item = read_item(directory, name, spec)
         if item.cert is None:
             raise SetError(
-                f"{directory}: {name}.crt is missing, so there is nothing to renew; "
-                "generate_certs issues it (with the cluster's names)"
+                f"{directory}: {spec.kind.main_file(name)} is missing, so there is nothing to "
+                "renew; generate_certs issues it (with the cluster's names)"
             )
         derived[name] = spec_from_cert(item.cert, spec.issuer)
+        if spec.kind.embeds_ca:
+            # kubeadm's rule: the identity from the file, and the server it points to.
+            derived[name] = dataclasses.replace(
+                spec,
+                common_name=derived[name].common_name,
+                organizations=derived[name].organizations,
+                server=item.kubeconfig.server,
+            )
         kept_type = key_type_of(item.key) if item.key is not None else None
         keeps_token_key = name == token_leaf and name in names and not rotate_token_key
         if keeps_token_key and key_type is not None and kept_type not in (None, key_type):

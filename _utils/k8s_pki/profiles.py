@@ -57,7 +57,10 @@ class Member:
     holders: tuple = ()
     key_holders: tuple | None = None
     destinations: tuple = ()
-    readers: tuple = ()  # what must restart once it is renewed and handed out
+    # what must restart once it is renewed and handed out (kubeadm: on the
+    # member's own host when it is per host, else on every master); none for a
+    # file only people use (admin.conf) or read afresh each time (a probe's)
+    readers: tuple = ()
     option: str = ""  # only in sets made with this setting true
     pillar: str = ""  # seed: the pillar mapping its destinations are keys of
 
@@ -109,7 +112,7 @@ SEED = (
 
 
 def _static_pod(component):
-    return f"{component} (static pod on the masters concerned)"
+    return f"{component} (static pod)"
 
 
 #: kubeadm's layout: three CAs, their leaves, the service-account key pair,
@@ -144,7 +147,6 @@ KUBEADM = (
         "etcd-healthcheck-client", "etcd/healthcheck-client", CERTIFICATE,
         "kube-etcd-healthcheck-client", usages=("client",), issuer="etcd/ca", holders=(MASTER,),
         destinations=("pki/etcd/healthcheck-client.crt", "pki/etcd/healthcheck-client.key"),
-        readers=("etcd's liveness probe (read at each probe; nothing restarts)",),
     ),
     Member(
         "apiserver-etcd-client", "apiserver-etcd-client", CERTIFICATE,
@@ -158,13 +160,11 @@ KUBEADM = (
     Member(
         "admin.conf", "admin.conf", KUBECONFIG, "kubernetes-admin", (KUBEADM_ADMIN_GROUP,),
         issuer="ca", server="endpoint", holders=(MASTER,), destinations=("admin.conf",),
-        readers=("whoever uses admin.conf (kubectl; nothing restarts)",),
     ),
     Member(
         "super-admin.conf", "super-admin.conf", KUBECONFIG, "kubernetes-super-admin",
         ("system:masters",), issuer="ca", server="endpoint", holders=(MASTER,),
         destinations=("super-admin.conf",),
-        readers=("whoever uses super-admin.conf (kubectl; nothing restarts)",),
     ),
     Member(
         "apiserver", "apiserver", CERTIFICATE, "kube-apiserver", usages=("server",),
@@ -200,7 +200,7 @@ KUBEADM = (
     Member(
         "kubelet.conf", "kubelet.conf", KUBECONFIG, "system:node:{host}", ("system:nodes",),
         issuer="ca", server="endpoint", scope=PER_HOST, holders=BOTH,
-        destinations=("kubelet.conf",), readers=("kubelet (on the hosts concerned)",),
+        destinations=("kubelet.conf",), readers=("kubelet",),
     ),
 )  # fmt: skip
 
@@ -539,3 +539,13 @@ def kubelet_serving_spec(host, ip=None):
         dns_names=(host,),
         ip_addresses=(ipaddress.ip_address(ip),) if ip else (),
     )
+
+
+#: kubeadm's own names for a kubeadm set's members (``kubeadm certs
+#: check-expiration`` / ``kubeadm certs renew``) -> the member's path in the set;
+#: ``{host}`` marks one member per host.  The leaves by name, then the CAs.
+KUBEADM_CERT_NAMES = {
+    member.name: member_path(member, "{host}")
+    for member in sorted(KUBEADM, key=lambda m: (m.kind.is_ca, m.name))
+    if member.kind.signed or member.kind.is_ca
+}

@@ -9,11 +9,19 @@ import os
 
 from cryptography.hazmat.primitives import serialization
 
+from .checks import check_dns_name
 from .crypto import days_left, fingerprint, iso_utc, load_certs, load_key, public_key_fingerprint
 from .distribution import bundle_pattern
-from .errors import PKIError, SetError
-from .guard import check_store
-from .profiles import KEY_PAIRS, PILLAR_FILES, ROLE_FORBIDDEN, role_forbidden
+from .errors import InputError, PKIError, SetError
+from .guard import check_store, lstat_or_none, read_set_file
+from .profiles import (
+    KEY_PAIRS,
+    KUBEADM_HOSTS_DIR,
+    PILLAR_FILES,
+    ROLE_FORBIDDEN,
+    kubeadm_host_files,
+    role_forbidden,
+)
 from .store import read_file
 
 #: statuses of verify_host that are not a problem
@@ -376,3 +384,138 @@ def verify_summary(hosts):
     if problems:
         line += "; check " + ", ".join(problems)
     return {"minions": outcome, "paths": paths, "problems": problems}, line
+
+
+# --------------------------------------------------------------------------
+# The kubeadm profile: each host's share under kubeadm's folder
+# --------------------------------------------------------------------------
+
+#: files of the kubeadm profile a host must not hold unless its share gives them
+_KUBEADM_SECRET_SUFFIXES = (".key", ".conf")
+
+
+def kubeadm_share(directory, host):
+    """What ``host`` should hold (``{path under /etc/kubernetes: file of the set}``), or None.
+
+    The same rule as the k8s_kubeadm ext_pillar: a host of the set has its
+    ``hosts/<host>/kubelet.conf``; an ``apiserver.crt`` beside it makes it a
+    master.  ``host`` is matched exactly (no case folding).
+    """
+    try:
+        checked = check_dns_name(host, "host")
+    except InputError:
+        return None
+    if checked != host:
+        return None
+    own = os.path.join(directory, KUBEADM_HOSTS_DIR, host)
+    if lstat_or_none(os.path.join(own, "kubelet.conf")) is None:
+        return None
+    master = lstat_or_none(os.path.join(own, "apiserver.crt")) is not None
+    return kubeadm_host_files(host, master)
+
+
+def kubeadm_reference(directory, rel):
+    """What the master's file ``rel`` of a kubeadm set is: its hash (and fingerprints)."""
+    path = os.path.join(directory, rel)
+    data = read_set_file(directory, rel)
+    if data is None:
+        raise SetError(f"{path}: missing on the master; run generate_certs profile=kubeadm")
+    entry = {"path": path, "file_sha256": hashlib.sha256(data).hexdigest()}
+    if rel.endswith(".crt"):
+        entry["fingerprints"] = [fingerprint(cert) for cert in load_certs(data, path)]
+    return entry
+
+
+_KUBEADM_ANSWER_FIELDS = {
+    "profile": ((str,), True),
+    "dir": ((str,), True),
+    "pillar_host": ((str, type(None)), False),
+    "files": ((dict,), True),
+}
+
+
+_KUBEADM_FILE_FIELDS = {
+    "path": ((str,), True),
+    "exists": ((bool,), True),
+    "is_link": ((bool,), False),
+    "sha256": ((str, type(None)), False),
+    "base64": ((str, type(None)), False),
+}
+
+
+def kubeadm_probe_problem(observed, paths):
+    """What is malformed in one minion's answer to the kubeadm probe, or None.
+
+    ``paths`` are the files the probe had to report (every one of them).
+    """
+    problem = _shape_problem(observed, _KUBEADM_ANSWER_FIELDS, "answer")
+    if problem:
+        return problem
+    files = observed["files"]
+    for rel in paths:
+        if rel not in files:
+            return f"answer.files: {rel} missing"
+        problem = _shape_problem(files[rel], _KUBEADM_FILE_FIELDS, f"answer.files.{rel}")
+        if problem:
+            return problem
+    return None
+
+
+def verify_kubeadm_host(observed, share, references, now=None):
+    """Compare what one minion holds under kubeadm's folder with its share of the set.
+
+    ``share`` is :func:`kubeadm_share` for the minion (None: no host of the
+    set); ``references`` maps a file of the set to :func:`kubeadm_reference`
+    (a callable taking the file's relative path).  Every file of the profile
+    is judged: ``match``, ``differs``, ``missing``, ``expired``,
+    ``unreadable``, ``absent`` (not in the share, not there: fine),
+    ``unexpected`` (a certificate not in the share) or ``forbidden`` (a key or
+    a kubeconfig not in the share: a node with a CA key, say).  ``observed``
+    must have passed :func:`kubeadm_probe_problem`.
+    """
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    checks = []
+    share = share or {}
+
+    def add(ident, path, status, detail, **extra):
+        checks.append({"id": ident, "path": path, "status": status, "detail": detail, **extra})
+
+    for rel, info in sorted(observed["files"].items()):
+        path = info.get("path")
+        expected = rel in share
+        if not info.get("exists"):
+            if expected:
+                add(rel, path, "missing", "expected: this host's share holds it")
+            else:
+                add(rel, path, "absent", "not in this host's share")
+            continue
+        if not expected:
+            if rel.endswith(_KUBEADM_SECRET_SUFFIXES):
+                add(
+                    rel,
+                    path,
+                    "forbidden",
+                    "holds a private key this host's share does not give; remove it "
+                    "(kubernetes.kubeadm.present removes it)",
+                )
+            else:
+                add(rel, path, "unexpected", "present although this host's share does not give it")
+            continue
+        if info.get("is_link"):
+            add(rel, path, "differs", "a symbolic link, not the file of the share")
+            continue
+        ref = references(share[rel])
+        if rel.endswith(".crt"):
+            status, detail, extra = _check_cert(info, ref, now)
+            add(rel, path, status, detail, **extra)
+            continue
+        if info.get("sha256") == ref["file_sha256"]:
+            add(rel, path, "match", f"file sha256 {_short_fp(ref['file_sha256'])}")
+        else:
+            add(
+                rel,
+                path,
+                "differs",
+                f"minion file sha256 {info.get('sha256')}; master file sha256 {ref['file_sha256']}",
+            )
+    return checks

@@ -216,11 +216,22 @@ def test_renew_token_key_warning(runners, pki_root):
     assert dry["warnings"] == real["warnings"]
 
 
+def test_renew_kubeadm_set(runners, pki_root):
+    runners["k8s-helper.generate_certs"](**KUBEADM)
+    dry, real = dry_then_real(
+        runners, pki_root, "k8s-helper.renew", certs="etcd-peer,admin.conf", hosts="m2"
+    )
+    assert dry["renewed"] == real["renewed"] == ["admin.conf", "etcd-peer (m2)"]
+    assert changes(dry)["hosts/m2/etcd/peer.crt"] == changes(dry)["admin.conf"] == "reissue"
+    assert changes(dry)["hosts/m1/etcd/peer.crt"] == changes(dry)["sa.key"] == "keep"
+    assert dry["restart"] == real["restart"] == ["etcd (static pod) on m2"]
+
+
 def test_renew_kubeadm_set_refused_as_without_test(runners, pki_root):
     runners["k8s-helper.generate_certs"](**KUBEADM)
     before = tree(pki_root)
-    dry = runners["k8s-helper.renew"](test=True)
-    real = runners["k8s-helper.renew"]()
+    dry = runners["k8s-helper.renew"](certs="etcd-ca", test=True)
+    real = runners["k8s-helper.renew"](certs="etcd-ca")
     assert tree(pki_root) == before
     assert dry == real
     assert dry["retcode"] == 2

@@ -289,7 +289,8 @@ def test_killed_writer_leaves_a_complete_set(tmp_path):
 
 
 def test_check_expiration_on_a_kubeadm_set(master_conf, pki_root):
-    """The real salt-run check_expiration lists the certificates embedded in kubeconfigs."""
+    """The real salt-run check_expiration lists the certificates embedded in kubeconfigs,
+    by kubeadm's names (test_kubeadm_lifecycle_runner.py checks the tables)."""
     with support.event_sink(master_conf):
         proc = support.salt_run(
             master_conf,
@@ -305,9 +306,11 @@ def test_check_expiration_on_a_kubeadm_set(master_conf, pki_root):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data = json.loads(proc.stdout)
     data = data.get("data", data)
-    entries = {e["name"]: e for e in data["certificates"]}
+    entries = {e["name"]: e for e in data["certificates"] + data["certificate_authorities"]}
     for host in ("m1", "m2", "n1", "n2"):
-        entry = entries[f"hosts/{host}/kubelet.conf user system:node:{host}"]
+        entry = entries[f"kubelet.conf ({host})"]
+        assert entry["file"] == f"hosts/{host}/kubelet.conf"
+        assert entry["subject"] == f"CN=system:node:{host},O=system:nodes"
         assert entry["status"] == "ok" and entry["days_left"] in (59, 60)
-    assert entries["super-admin.conf user kubernetes-super-admin"]["days_left"] in (59, 60)
-    assert entries["ca.crt"]["days_left"] > 3600
+    assert entries["super-admin.conf"]["days_left"] in (59, 60)
+    assert entries["ca"]["days_left"] > 3600

@@ -109,8 +109,10 @@ def test_other_profile_refused_through_salt_run(runners, master_conf, pki_root):
                 master_conf, pki_root, "k8s-helper.generate_certs", f"cluster_tag={TAG}", *args
             )
             assert error.startswith(remedy), (args, error)
-        error = _one_line_refusal(master_conf, pki_root, "k8s-helper.renew", f"cluster_tag={TAG}")
-        assert error.startswith("profile: this set is kubeadm; renew handles seed sets only")
+        error = _one_line_refusal(
+            master_conf, pki_root, "k8s-helper.renew", f"cluster_tag={TAG}", "certs=server"
+        )
+        assert error.startswith("certs: 'server' is a certificate of the seed profile; this set")
         error = _one_line_refusal(
             master_conf,
             pki_root,
@@ -120,9 +122,10 @@ def test_other_profile_refused_through_salt_run(runners, master_conf, pki_root):
             f"masters={json.dumps(MASTERS)}",
         )
         assert error.startswith("profile: this set is seed; run salt-run k8s-helper.generate_")
+    # verify handles both profiles: here it only finds no minion to ask
     verify = runners["k8s-helper.verify"](cluster_tag=TAG, tgt="*")
     assert verify["retcode"] == 2
-    assert verify["error"].startswith("profile: this set is kubeadm; verify handles seed sets")
+    assert verify["error"].startswith("tgt: no minion matches '*'")
     # rotate_ca handles both profiles (tests/functional/test_kubeadm_rotation.py)
     status = runners["k8s-helper.rotate_ca"](cluster_tag=TAG)
     assert status["state"] == "idle" and status["profile"] == "kubeadm", status
@@ -274,9 +277,13 @@ def test_legacy_kubeadm_set_recognised_and_recorded(runners, master_conf, legacy
         )
         assert error.startswith("profile: this set is kubeadm; run salt-run k8s-helper.generate_")
         error = _one_line_refusal(
-            master_conf, legacy_sets, "k8s-helper.renew", "cluster_tag=legacy-kubeadm"
+            master_conf,
+            legacy_sets,
+            "k8s-helper.renew",
+            "cluster_tag=legacy-kubeadm",
+            "certs=kubecfg",
         )
-        assert error.startswith("profile: this set is kubeadm; renew handles seed sets only")
+        assert error.startswith("certs: 'kubecfg' is a certificate of the seed profile; this set")
     assert snapshot(legacy_sets) == before
     # no masters, no address given: all of it read from the certificates, nothing reissued
     ret = runners["k8s-helper.generate_certs"](cluster_tag="legacy-kubeadm", profile="kubeadm")
