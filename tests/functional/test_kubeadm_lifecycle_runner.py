@@ -97,7 +97,8 @@ def test_check_expiration_prints_kubeadm_s_two_tables(sink, kset):
             "apiserver (m1)",
             "apiserver-etcd-client",
             "apiserver-kubelet-client",
-            "controller-manager.conf",
+            "controller-manager.conf (m0)",
+            "controller-manager.conf (m1)",
             "etcd-healthcheck-client",
             "etcd-peer (m0)",
             "etcd-peer (m1)",
@@ -107,12 +108,15 @@ def test_check_expiration_prints_kubeadm_s_two_tables(sink, kset):
             "kubelet.conf (m0)",
             "kubelet.conf (m1)",
             "kubelet.conf (n1)",
-            "scheduler.conf",
+            "scheduler.conf (m0)",
+            "scheduler.conf (m1)",
             "super-admin.conf",
         ]
     )
     # e.g. "etcd-peer (m1)  Dec 03, 2027 09:15 UTC  364d  etcd-ca  no  ok"
-    assert rows["etcd-peer (m1)"][-4:] == ["364d", "etcd-ca", "no", "ok"]
+    # (365 days to the second when the check falls in the second the set was made: "1y")
+    assert rows["etcd-peer (m1)"][-4] in ("364d", "1y")
+    assert rows["etcd-peer (m1)"][-3:] == ["etcd-ca", "no", "ok"]
     assert rows["front-proxy-client"][-3:] == ["front-proxy-ca", "no", "ok"]
     ca_header = next(i for i, line in enumerate(lines) if line.startswith("CERTIFICATE AUTHORITY"))
     assert lines[ca_header].split()[:4] == ["CERTIFICATE", "AUTHORITY", "EXPIRES", "RESIDUAL"]
@@ -121,7 +125,7 @@ def test_check_expiration_prints_kubeadm_s_two_tables(sink, kset):
     assert lines[ca_header + 1].split()[-3:] == ["9y", "no", "ok"]
     # the kubeconfigs' embedded CA is not repeated as a row
     assert "cluster kubernetes" not in proc.stdout and "embedded" not in proc.stdout
-    assert "20 certificates: 20 ok, 0 renew-soon, 0 expired, 0 unreadable" in proc.stdout
+    assert "22 certificates: 22 ok, 0 renew-soon, 0 expired, 0 unreadable" in proc.stdout
 
 
 def test_check_expiration_json_is_plain_data(sink, kset, tmp_path):
@@ -131,7 +135,7 @@ def test_check_expiration_json_is_plain_data(sink, kset, tmp_path):
     html = page.read_text()  # the page draws both lists
     assert "kubelet.conf (n1)" in html and "front-proxy-ca" in html and "BEGIN" not in html
     assert data["profile"] == "kubeadm" and data["retcode"] == 0
-    assert len(data["certificates"]) == 17 and len(data["certificate_authorities"]) == 3
+    assert len(data["certificates"]) == 19 and len(data["certificate_authorities"]) == 3
     row = next(e for e in data["certificates"] if e["name"] == "kubelet.conf (n1)")
     assert row["file"] == "hosts/n1/kubelet.conf" and row["certificate_authority"] == "ca"
     assert row["externally_managed"] is False and row["status"] == "ok"
@@ -204,8 +208,8 @@ def test_renew_renews_what_is_due_by_default(sink, pki_root):
             "apiserver-etcd-client",
             "admin.conf",
             "super-admin.conf",
-            "controller-manager.conf",
-            "scheduler.conf",
+            "controller-manager.conf (m0)",
+            "scheduler.conf (m0)",
             "apiserver (m0)",
             "etcd-server (m0)",
             "etcd-peer (m0)",
@@ -242,7 +246,7 @@ def test_renew_all_and_named_per_host(sink, kset):
     before = _serials(kset)
     proc, data = run_json(sink, "k8s-helper.renew", f"cluster_tag={TAG}", "certs=all")
     assert proc.returncode == 0, proc.stdout
-    assert len(data["renewed"]) == 17
+    assert len(data["renewed"]) == 19
     after = _serials(kset)
     changed = sorted(rel for rel in after if after[rel] != before[rel])
     assert "ca.crt" not in changed and "sa.key" not in changed and "etcd/ca.key" not in changed
@@ -302,7 +306,7 @@ def test_renew_with_an_externally_managed_ca(sink, kset, pki_root):
 
     proc, data = run_json(sink, "k8s-helper.renew", f"cluster_tag={TAG}", "certs=all")
     assert proc.returncode == 0, proc.stdout
-    assert "front-proxy-client" not in data["renewed"] and len(data["renewed"]) == 16
+    assert "front-proxy-client" not in data["renewed"] and len(data["renewed"]) == 18
     assert "externally managed CA" in data["skipped"]["front-proxy-client"]
 
 

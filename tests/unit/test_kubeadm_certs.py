@@ -64,7 +64,9 @@ def test_selection_in_kubeadm_words(specs):
     select = k8s_pki.select_kubeadm_certs
     every, explicit = select(None, None, specs)
     assert not explicit and "sa" not in every and "ca" not in every
-    assert len(every) == 17  # 4 shared pairs, 4 kubeconfigs, 3 x 2 masters, 3 kubelet.conf
+    # 4 shared pairs, 2 shared kubeconfigs, 5 per master x 2 (apiserver, etcd server and
+    # peer, controller-manager.conf, scheduler.conf), 3 kubelet.conf
+    assert len(every) == 19
     assert select("all", None, specs) == (every, True)
     assert select("apiserver", None, specs) == (["hosts/m0/apiserver", "hosts/m1/apiserver"], True)
     assert select(["kubelet.conf", "admin.conf"], ["n1"], specs) == (
@@ -120,9 +122,9 @@ def test_what_restarts_where(specs):
         "kube-apiserver (static pod) on m0, m1",
         "etcd (static pod) on m1",
     ]
-    assert restarts(["controller-manager.conf", "scheduler.conf"], specs) == [
-        "kube-controller-manager (static pod) on m0, m1",
-        "kube-scheduler (static pod) on m0, m1",
+    assert restarts(["hosts/m0/controller-manager.conf", "hosts/m1/scheduler.conf"], specs) == [
+        "kube-controller-manager (static pod) on m0",
+        "kube-scheduler (static pod) on m1",
     ]
     assert restarts(["admin.conf", "super-admin.conf", "etcd/healthcheck-client"], specs) == []
 
@@ -153,7 +155,7 @@ def test_renew_all_keeps_names_and_leaves_cas_and_sa_alone(made):
     before = {p: _identity(p) for p in paths}
     plan, backup, skipped = k8s_pki.renew_kubeadm_set(root, "k", specs, "all")
     assert not skipped and backup and os.path.isdir(backup)
-    assert len([i for i in plan.items.values() if i.action != "reused"]) == 17
+    assert len([i for i in plan.items.values() if i.action != "reused"]) == 19
     for path in paths:
         names, serial = _identity(path)
         assert names == before[path][0], path  # subject, SANs, usages, server: the same
@@ -215,7 +217,7 @@ def test_expiry_in_kubeadm_s_words(made):
     report = k8s_pki.kubeadm_expiry(k8s_pki.expiry_report(str(d)))
     names = [e["name"] for e in report["certificates"]]
     assert names[:4] == ["admin.conf", "apiserver (m0)", "apiserver (m1)", "apiserver-etcd-client"]
-    assert "kubelet.conf (n1)" in names and len(names) == 17
+    assert "kubelet.conf (n1)" in names and len(names) == 19
     cas = {e["name"]: e for e in report["certificate_authorities"]}
     assert sorted(cas) == ["ca", "etcd-ca", "front-proxy-ca", "super-admin.conf (embedded CA)"]
     assert cas["etcd-ca"]["externally_managed"] and not cas["ca"]["externally_managed"]
@@ -227,7 +229,7 @@ def test_expiry_in_kubeadm_s_words(made):
     assert rows["kubelet.conf (n1)"]["file"] == "hosts/n1/kubelet.conf"
     assert rows["apiserver (m0)"]["member"] == "apiserver"
     assert any("super-admin.conf (embedded CA)" in n for n in report["notices"])
-    assert report["summary"]["ok"] == 21
+    assert report["summary"]["ok"] == 23
     # the alert names kubeadm's names (what renew certs= takes) and sees the CAs
     soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=300)
     late = k8s_pki.kubeadm_expiry(k8s_pki.expiry_report(str(d), now=soon))
