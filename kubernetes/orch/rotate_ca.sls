@@ -23,17 +23,25 @@
          failed).
     No kubelet.removed: the kubelet restarts, the pods keep running.
 
+    A kubeadm set (the profile its cluster.yaml records) is rolled the same
+    way; `ca` chooses which of its CAs (ca, etcd-ca, front-proxy-ca), one
+    rotation at a time. Its hosts are found by the k8s_kubeadm ext_pillar's
+    kubernetes:kubeadm_pki (role, cluster_tag), and there is no clean-up by
+    default: kube-controller-manager republishes the kube-root-ca.crt
+    ConfigMap that pods read, and an etcd or front-proxy CA is no pod's
+    concern (give cleanup: {...} to restart workloads anyway).
+
     Pillar k8s_rotate: stage (required), cluster_tag (default), and as for
     kubernetes.orch.replace_certs: masters, nodes, nodes_tgt_type, batch,
     health_wait, health_interval, cleanup (arguments, or false), verify;
-    for the runner: keep_keys, key_type, ca_days, days. #}
+    for the runner: ca, keep_keys, key_type, ca_days, days. #}
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- import tplroot ~ '/orch/rolling.jinja' as rolling with context %}
 {%- set args = salt['pillar.get']('k8s_rotate', {}) %}
 {%- if args is not mapping %}
 {{-   raise('k8s_rotate must be a mapping, not ' ~ args | json) }}
 {%- endif %}
-{%- set runner_args = ['keep_keys', 'key_type', 'ca_days', 'days'] %}
+{%- set runner_args = ['ca', 'keep_keys', 'key_type', 'ca_days', 'days'] %}
 {%- set known = ['cluster_tag', 'stage', 'masters', 'nodes', 'nodes_tgt_type', 'batch',
                  'health_wait', 'health_interval', 'cleanup', 'verify'] + runner_args %}
 {%- for key in args if key not in known %}
@@ -45,6 +53,7 @@
 {{-   raise('k8s_rotate:stage must be one of ' ~ stages | join(', ') ~ ', not ' ~ stage | json) }}
 {%- endif %}
 {%- set tag = args.get('cluster_tag', 'default') %}
+{%- set profile = rolling.set_profile(tag) | trim %}
 {%- set prefix = 'kubernetes-orch-rotate-' ~ stage %}
 {%- set plan_args = {'cluster_tag': tag, 'stage': stage} %}
 {%- for key in runner_args if key in args %}
@@ -66,15 +75,18 @@
 {%-   set masters = rolling.masters_json(tag, args.get('masters')) | load_json %}
 {%-   if not masters %}
 {{-     raise('k8s_rotate: no masters: no minion in the pillar cache has kubernetes:role: master '
-               ~ 'and kubernetes:k8s_env: ' ~ tag ~ '; give k8s_rotate:masters') }}
+               ~ 'and kubernetes:k8s_env: ' ~ tag ~ ' (seed), nor kubernetes:kubeadm_pki:role: '
+               ~ 'master and kubernetes:kubeadm_pki:cluster_tag: ' ~ tag ~ ' (kubeadm); give '
+               ~ 'k8s_rotate:masters') }}
 {%-   endif %}
-{%-   set nodes = args.get('nodes', 'I@kubernetes:k8s_env:' ~ tag ~ ' and not L@' ~ masters | join(',')) %}
+{%-   set members = rolling.members(tag) if profile == 'kubeadm' else 'I@kubernetes:k8s_env:' ~ tag %}
+{%-   set nodes = args.get('nodes', members ~ ' and not L@' ~ masters | join(',')) %}
 {%-   set nodes_tgt_type = args.get('nodes_tgt_type', 'list' if nodes is sequence and nodes is not string else 'compound') %}
 {%-   set cluster = 'L@' ~ masters | join(',') ~ (' or ' ~ rolling.compound_term(nodes, nodes_tgt_type) if nodes else '') %}
 {#-   The clean-up of a rotation keeps the token secrets unless told otherwise:
       their tokens stay valid (keep_keys) and the token controller rewrites
       their ca.crt itself; deleting them would only break pods that mount them. #}
-{%-   set cleanup = args.get('cleanup', {} if stage in ['trust', 'finish'] else False) %}
+{%-   set cleanup = args.get('cleanup', {} if stage in ['trust', 'finish'] and profile == 'seed' else False) %}
 {%-   if cleanup is mapping %}
 {%-     set cleanup = salt['slsutil.merge']({'delete_token_secrets': False}, cleanup) %}
 {%-   endif %}

@@ -244,6 +244,30 @@ def test_rotate_each_stage(show, stage, expected):
         assert got[f"{prefix}-cluster-cleanup"][1]["kwarg"] == {"delete_token_secrets": False}
 
 
+@pytest.mark.parametrize("tag", ["kprod", "legacy"])
+def test_rotate_a_kubeadm_set_passes_the_ca_and_rolls_its_hosts(show, tag):
+    rendered = show(
+        "rotate_ca",
+        "k8s_rotate",
+        {"cluster_tag": tag, "stage": "trust", "ca": "etcd-ca", "masters": ["m1", "m2"]},
+    )
+    assert_chain(rendered)
+    prefix = "kubernetes-orch-rotate-trust"
+    got = {ident: (fun, args) for ident, fun, args in rendered}
+    runner = got[f"{prefix}-rotate-ca"][1]
+    assert (runner["name"], runner["cluster_tag"], runner["ca"]) == (
+        "k8s-helper.rotate_ca",
+        tag,
+        "etcd-ca",
+    )
+    # the nodes: the set's hosts by either pillar, but the masters
+    members = f"( I@kubernetes:k8s_env:{tag} or I@kubernetes:kubeadm_pki:cluster_tag:{tag} )"
+    assert got[f"{prefix}-nodes-running"][1]["tgt"] == f"{members} and not L@m1,m2"
+    assert got[f"{prefix}-m2-running"][1]["sls"] == "kubernetes.running"
+    assert not [i for i in got if i.endswith("cluster-cleanup")]  # none by default
+    assert f"{prefix}-verify" in got
+
+
 def test_rotate_passes_the_runner_arguments_and_can_skip_the_cleanup(show):
     rendered = show(
         "rotate_ca",
