@@ -13,9 +13,9 @@ would).  The orchestration's health check (``k8s_cluster.healthz``) must get
 ``ok`` from it with kubeadm's files: the cluster CA laid down and the
 apiserver-kubelet-client certificate, checking the master's own name.
 
-Not run: the final ``k8s-helper.verify`` (``verify: false``) and the clean-up
-(``cleanup: false``): verify does not check kubeadm sets yet, and the cluster
-API the clean-up needs is tests/test_replace_daemons.py's business.
+Not run: the clean-up (``cleanup: false``): the cluster API it needs is
+tests/integration/test_replace_daemons.py's business.  The final
+``k8s-helper.verify`` runs: every host holds exactly its share of the new set.
 """
 
 import concurrent.futures
@@ -155,7 +155,6 @@ def test_replace_rolls_a_kubeadm_cluster(cluster):
             "health_wait": 30,
             "health_interval": 0.5,
             "cleanup": False,
-            "verify": False,
         }
     )
     assert ret.returncode == 0, ret.stdout + ret.stderr
@@ -165,6 +164,7 @@ def test_replace_rolls_a_kubeadm_cluster(cluster):
         *(f"{PREFIX}-{m}-{s}" for m in MASTERS for s in ("kubelet-removed", "running", "healthz")),
         f"{PREFIX}-nodes-refresh-pillar",
         f"{PREFIX}-nodes-running",
+        f"{PREFIX}-verify",
     ]
     assert sorted(done) == sorted(rolled)
     assert all(done[step]["result"] is True for step in rolled)
