@@ -271,6 +271,7 @@ def generate_certs(
         "leaf_days": settings["days"],
         "backup_keep": _backup_keep(),
         "manifest": k8s_pki.render_manifest(settings),
+        "settings": settings,
     }
     plan, backup = k8s_pki.ensure_set(
         _pki_root(), tag, specs, force_regen=force, dry_run=dry, **options

@@ -55,6 +55,7 @@ def ensure_set(
     backup_keep=DEFAULT_BACKUP_KEEP,
     dry_run=False,
     manifest=None,
+    settings=None,
 ):
     """Make sure ``<pki_root>/<cluster_tag>`` holds a complete, valid set.
 
@@ -72,7 +73,9 @@ def ensure_set(
     path makes, only without the lock (a writer meanwhile may change the outcome).
 
     ``manifest`` (the bytes of ``cluster.yaml``) is written with the files, in
-    the same swap, when the set has no such manifest yet or another one.
+    the same swap, when the set has no such manifest yet or another one;
+    ``settings`` (those it was rendered from) go to the set's record, so that
+    the next run need not parse it again.
     """
     now = now or datetime.datetime.now(datetime.timezone.utc)
     directory = os.path.join(pki_root, cluster_tag)
@@ -117,7 +120,7 @@ def ensure_set(
         if not plan.changed:
             return plan, None
         backup = write_plan(
-            pki_root, cluster_tag, plan, key_type, ca_days, leaf_days, now, backup_keep
+            pki_root, cluster_tag, plan, key_type, ca_days, leaf_days, now, backup_keep, settings
         )
         return plan, backup
 
@@ -129,7 +132,15 @@ def _stage_manifest(plan, manifest):
 
 
 def write_plan(
-    pki_root, cluster_tag, plan, key_type, ca_days, leaf_days, now, keep=DEFAULT_BACKUP_KEEP
+    pki_root,
+    cluster_tag,
+    plan,
+    key_type,
+    ca_days,
+    leaf_days,
+    now,
+    keep=DEFAULT_BACKUP_KEEP,
+    settings=None,
 ):
     """Make what ``plan`` asks for and swap the new folder in; returns the backup's path.
 
@@ -148,7 +159,7 @@ def write_plan(
         record_created(plan.directory, made)
     hosts = changed_hosts(plan)
     backup, hosts = _write_files(pki_root, cluster_tag, plan, hosts, now, keep)
-    remember(plan.directory, plan, member_shows, hosts)
+    remember(plan.directory, plan, member_shows, hosts, settings)
     return backup
 
 

@@ -36,6 +36,7 @@ from .errors import InputError, PKIError, SetError
 from .guard import check_set_folder, lstat_or_none, read_store_file
 from .kubeconfig import parse_kubeconfig
 from .profiles import KUBEADM_HOSTS_DIR, kubeadm_specs, seed_specs
+from .record import recorded_settings
 from .store import read_pair
 
 MANIFEST_FORMAT = 1
@@ -173,6 +174,9 @@ def parse_manifest(data, path):
 
 def read_manifest(directory):
     """The settings ``<directory>/cluster.yaml`` records, or None when there is none."""
+    cached = recorded_settings(directory)
+    if cached is not None:  # the very file a writer rendered from these settings
+        return cached
     path = manifest_path(directory)
     data = read_store_file(path)  # refused unless the master's user alone controls it
     if data is None:

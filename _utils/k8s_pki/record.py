@@ -28,7 +28,7 @@ import os
 import stat
 
 from .crypto import fingerprint, renewal_due_by_dates
-from .defaults import CERT_MODE
+from .defaults import CERT_MODE, MANIFEST_FILE
 from .files import fsync_dir, write_new
 from .guard import check_entry, lstat_or_none, read_store_file
 from .profiles import host_of
@@ -59,19 +59,50 @@ def file_identity(path, secret):
     return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
+# The last record read, by its file's identity: a run reads it twice (the
+# manifest's settings, then the members), and 5,000 members are ~2 MB of JSON.
+_LAST = {}
+
+
+def _load(directory):
+    """The set's whole record (a dict), or {} when there is none or it cannot be used."""
+    path = record_path(directory)
+    identity = file_identity(path, False)
+    if identity is None:
+        return {}
+    key = (path, *identity)
+    if key not in _LAST:
+        data = read_store_file(path)  # checked like every file of the store
+        try:
+            record = json.loads(data or b"")
+        except ValueError:
+            record = {}
+        if not isinstance(record, dict) or record.get("version") != RECORD_VERSION:
+            record = {}
+        _LAST.clear()
+        _LAST[key] = record
+    return _LAST[key]
+
+
 def load_record(directory):
     """The entries of the set's record: ``{member name: entry}``; empty when there is none."""
-    data = read_store_file(record_path(directory))
-    if not data:
-        return {}
-    try:
-        record = json.loads(data)
-    except ValueError:
-        return {}
-    if not isinstance(record, dict) or record.get("version") != RECORD_VERSION:
-        return {}
-    entries = record.get("members")
+    entries = _load(directory).get("members")
     return entries if isinstance(entries, dict) else {}
+
+
+def recorded_settings(directory):
+    """The settings of the set's ``cluster.yaml`` as the record holds them, or None.
+
+    Only while the manifest is the very file the record was written with
+    (same identity): the settings a writer rendered it from, without parsing
+    it again.  Any other manifest is read and checked in full.
+    """
+    entry = _load(directory).get("manifest")
+    if not isinstance(entry, dict) or not isinstance(entry.get("settings"), dict):
+        return None
+    if entry.get("identity") != file_identity(os.path.join(directory, MANIFEST_FILE), False):
+        return None
+    return json.loads(json.dumps(entry["settings"]))  # a copy the caller may change
 
 
 def _timestamp(when):
@@ -111,7 +142,7 @@ def recall(entry, directory, name, spec, ca, ca_print, renew_before_days, now):
     return Item(name, action="reused", recorded=entry)
 
 
-def remember(directory, plan, shows, hosts=None):
+def remember(directory, plan, shows, hosts=None, settings=None):
     """Write the record of a set just written: every issued member the plan left valid.
 
     ``shows(item, spec)`` gives the description of each of a member's files
@@ -119,6 +150,8 @@ def remember(directory, plan, shows, hosts=None):
     new files are in place; identities are taken now, from the files on disk,
     but for the members taken from the record outside ``hosts`` (the only
     folders written, when not None): their files were not touched.
+    ``settings`` (those ``cluster.yaml`` was just rendered from) are kept with
+    the manifest's identity; without them, what the record held is kept.
     """
     members = {}
     for name, item in plan.items.items():
@@ -152,11 +185,17 @@ def remember(directory, plan, shows, hosts=None):
             "dates": dates,
             "shows": entry_shows,
         }
+    record = {"version": RECORD_VERSION, "members": members}
+    manifest = file_identity(os.path.join(directory, MANIFEST_FILE), False)
+    if settings is not None and manifest is not None:
+        record["manifest"] = {"identity": manifest, "settings": settings}
+    elif isinstance(_load(directory).get("manifest"), dict):
+        record["manifest"] = _load(directory)["manifest"]  # still checked by its identity
     path = record_path(directory)
     tmp = f"{path}.tmp"
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)
-    data = json.dumps({"version": RECORD_VERSION, "members": members}, separators=(",", ":"))
+    data = json.dumps(record, separators=(",", ":"))
     write_new(tmp, data.encode(), CERT_MODE)
     os.replace(tmp, path)
     fsync_dir(os.path.dirname(path))
