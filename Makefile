@@ -14,7 +14,7 @@ APT_PACKAGES := openssl ca-certificates util-linux etcd-server etcd-client docke
 # Two workers, a test file each (tests of one file share module fixtures and
 # run in order): much of the suite waits on daemons and subprocesses.  A short
 # --basetemp: the tests' salt daemons put unix sockets under it (108-byte limit).
-PYTEST_ARGS ?= -n 2 --dist loadfile --basetemp=/tmp/kf-pytest
+PYTEST_ARGS ?= -n 2 --dist loadfile --basetemp=/tmp/kf-pytest --durations=25
 
 .PHONY: venv system-deps demo lint test bench clean
 

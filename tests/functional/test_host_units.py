@@ -244,3 +244,19 @@ def test_a_killed_host_writer_leaves_each_host_old_or_new(tmp_path):
     for ip in addresses:
         assert start(ip).wait(timeout=60) == 0
     assert not (root / ".c1.staging").exists()
+
+
+def test_the_manifest_comes_from_the_record_only_while_it_is_the_same_file(runner):
+    """The settings a writer rendered cluster.yaml from are reused unparsed; an edited
+    manifest (its mtime put back) is read and checked in full."""
+    runner()
+    manifest = runner.directory / "cluster.yaml"
+    parsed = k8s_pki.parse_manifest(manifest.read_bytes(), str(manifest))
+    assert k8s_pki.read_manifest(str(runner.directory)) == parsed
+    st = manifest.stat()
+    manifest.write_text(manifest.read_text().replace("cluster.local", "cluster.test"))
+    os.utime(manifest, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert k8s_pki.read_manifest(str(runner.directory))["cluster_domain"] == "cluster.test"
+    manifest.write_text(manifest.read_text().replace("format: 1", "format: 7"))
+    with pytest.raises(k8s_pki.SetError, match="format 7"):
+        k8s_pki.read_manifest(str(runner.directory))
