@@ -29,7 +29,7 @@ import stat
 
 from .crypto import fingerprint, renewal_due_by_dates
 from .defaults import CERT_MODE, MANIFEST_FILE
-from .files import fsync_dir, write_new
+from .files import write_new
 from .guard import check_entry, lstat_or_none, read_store_file
 from .profiles import host_of
 from .store import Item
@@ -197,8 +197,9 @@ def remember(directory, plan, shows, hosts=None, settings=None):
         os.unlink(tmp)
     data = json.dumps(record, separators=(",", ":"))
     write_new(tmp, data.encode(), CERT_MODE)
+    # Not flushed: a record lost or cut short by a crash is ignored, and one
+    # left stale no longer matches the files' identities (a full check, once).
     os.replace(tmp, path)
-    fsync_dir(os.path.dirname(path))
 
 
 def forget(directory):
