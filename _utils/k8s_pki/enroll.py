@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import os
 
@@ -46,6 +45,7 @@ from .kinds import CERTIFICATE
 from .manifest import manifest_path, parse_manifest, specs_for
 from .pem import strict_pem
 from .profiles import CLUSTER, KUBEADM, KUBEADM_HOSTS_DIR, PER_MASTER, kubelet_serving_spec
+from .writer import hold_lock
 
 ENROLLED_DIR = "enrolled"
 
@@ -251,7 +251,6 @@ def _same_key(a, b):
     return public_key_id(a) == public_key_id(b)
 
 
-@contextlib.contextmanager
 def _set_lock(directory):
     """Hold the set's lock (the one generate_certs and renew take) while writing into it.
 
@@ -260,20 +259,7 @@ def _set_lock(directory):
     files read and written are checked one by one).
     """
     root, tag = os.path.split(os.path.normpath(directory))
-    lock = os.path.join(root, f".{tag}.lock")
-    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        fd = os.open(lock, flags, KEY_MODE)
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            raise SetError(f"{lock}: is a symbolic link; remove it") from None
-        raise
-    try:
-        check_entry(lock, os.fstat(fd))
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+    return hold_lock(root, tag)
 
 
 def _checked_folders(directory, rel_folder):

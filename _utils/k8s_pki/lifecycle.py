@@ -8,10 +8,8 @@ import datetime
 import os
 import shutil
 
-from .backups import backups
 from .crypto import fingerprint, key_type_of, renewal_due
 from .defaults import (
-    BACKUP_DIR,
     DEFAULT_BACKUP_KEEP,
     DEFAULT_CA_DAYS,
     DEFAULT_KEY_TYPE,
@@ -19,7 +17,6 @@ from .defaults import (
     DEFAULT_RENEW_BEFORE_DAYS,
 )
 from .errors import InputError, SetError
-from .files import fsync_dir
 from .guard import check_set_folder, check_store, lstat_or_none, read_store_file
 from .manifest import manifest_path
 from .plan import fill_plan, leaf_names, member_shows, plan_set, token_signing_leaf
@@ -32,6 +29,7 @@ from .writer import (
     commit_hosts,
     commit_staging,
     locked,
+    prune_old_backups,
     record_created,
     scratch_dirs,
     stage_plan,
@@ -216,16 +214,8 @@ def prune_backups(pki_root, cluster_tag, keep=DEFAULT_BACKUP_KEEP):
         raise SetError(
             f"{directory}: no certificate set for cluster {cluster_tag!r}; nothing to prune"
         )
-    removed = []
     with locked(pki_root, cluster_tag):
-        names = backups(directory)
-        for name in names[: max(len(names) - keep, 0)]:
-            path = os.path.join(directory, BACKUP_DIR, name)
-            shutil.rmtree(path)
-            removed.append(path)
-        if removed:
-            fsync_dir(os.path.join(directory, BACKUP_DIR))
-    return removed
+        return prune_old_backups(directory, keep)
 
 
 def check_renew_names(value, specs, name="certs"):

@@ -117,11 +117,11 @@ def _clear_scratch(path):
 
 
 @contextlib.contextmanager
-def locked(pki_root, cluster_tag):
-    """Serialise writers of one cluster's set, and clear what a killed writer left."""
-    make_pki_root(pki_root)
-    target = os.path.join(pki_root, cluster_tag)
-    check_set_folder(target)  # the whole set is checked once the lock is held
+def hold_lock(pki_root, cluster_tag):
+    """Hold ``<pki_root>/.<cluster_tag>.lock``, the one lock every writer of the set takes.
+
+    Opened without following a link, and checked on the open file.
+    """
     lock = os.path.join(pki_root, f".{cluster_tag}.lock")
     flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
@@ -133,6 +133,18 @@ def locked(pki_root, cluster_tag):
     try:
         check_entry(lock, os.fstat(fd))
         fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def locked(pki_root, cluster_tag):
+    """Serialise writers of one cluster's set, and clear what a killed writer left."""
+    make_pki_root(pki_root)
+    target = os.path.join(pki_root, cluster_tag)
+    check_set_folder(target)  # the whole set is checked once the lock is held
+    with hold_lock(pki_root, cluster_tag):
         staging, old = scratch_dirs(pki_root, cluster_tag)
         st = lstat_or_none(old)
         if st is not None and _is_ours(st) and lstat_or_none(target) is None:
@@ -143,8 +155,6 @@ def locked(pki_root, cluster_tag):
             os.unlink(created_path(target) + ".tmp")
         check_store(target)  # what a killed writer left is ours too
         yield
-    finally:
-        os.close(fd)
 
 
 def set_files(directory):
@@ -187,13 +197,7 @@ def stage_plan(plan, staging, now, keep=DEFAULT_BACKUP_KEEP):
         )
     backup, written = None, []
     if plan.backup:
-        backup = os.path.join(BACKUP_DIR, now.strftime("%Y%m%dT%H%M%S.%fZ"))
-        taken = os.path.join(staging, backup)
-        for n in range(1, 1000):  # two writes at the same instant (a caller's fixed now=)
-            if not os.path.exists(taken):
-                break
-            taken = os.path.join(staging, f"{backup}-{n}")
-        backup = os.path.relpath(taken, staging)
+        backup = _backup_name(staging, now)
         # Real copies, not links: a later edit of a live file must not reach
         # its backup, and a backup key is 0600 whatever the live file's mode.
         for rel in set_files(target):
@@ -242,7 +246,7 @@ class HostSwapUnsupported(Exception):
 
 
 def _backup_name(directory, now):
-    """A new backup folder's path relative to the set: when it was made, unique."""
+    """A new backup folder's path relative to ``directory``: when it was made, unique there."""
     backup = os.path.join(BACKUP_DIR, now.strftime("%Y%m%dT%H%M%S.%fZ"))
     taken = backup
     for n in range(1, 1000):  # two writes at the same instant (a caller's fixed now=)
@@ -299,7 +303,7 @@ def commit_hosts(pki_root, cluster_tag, plan, hosts, now, keep=DEFAULT_BACKUP_KE
         if plan.manifest is not None:
             os.replace(new_manifest, os.path.join(directory, MANIFEST_FILE))
             fsync_dir(directory)
-        _prune(directory, keep)
+        prune_old_backups(directory, keep)
     finally:
         with contextlib.suppress(OSError):
             shutil.rmtree(staging)  # after the swaps: the hosts' previous folders
@@ -351,8 +355,15 @@ def _back_up_hosts(directory, hosts, now, written):
     return backup
 
 
-def _prune(directory, keep):
-    """Remove all but the newest ``keep`` backups of the set."""
+def prune_old_backups(directory, keep):
+    """Remove all but the newest ``keep`` backups of the set; returns the removed folders.
+
+    The caller holds the set's lock.
+    """
     names = backups(directory)
-    for name in names[: max(len(names) - keep, 0)]:
-        shutil.rmtree(os.path.join(directory, BACKUP_DIR, name))
+    removed = [os.path.join(directory, BACKUP_DIR, n) for n in names[: max(len(names) - keep, 0)]]
+    for path in removed:
+        shutil.rmtree(path)
+    if removed:
+        fsync_dir(os.path.join(directory, BACKUP_DIR))
+    return removed
