@@ -10,6 +10,8 @@ certificates where they say it, and the manifest is written at the next write.
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
 
 import yaml
@@ -35,7 +37,7 @@ from .defaults import (
 from .errors import InputError, PKIError, SetError
 from .guard import check_set_folder, lstat_or_none, read_store_file
 from .kubeconfig import parse_kubeconfig
-from .profiles import KUBEADM_HOSTS_DIR, kubeadm_specs, seed_specs
+from .profiles import KUBEADM_HOSTS_DIR, host_of, kubeadm_specs_of_hosts, seed_specs
 from .record import recorded_settings
 from .store import read_pair
 
@@ -193,8 +195,21 @@ def render_manifest(settings):
         "# Written by salt-run k8s-helper.generate_certs: the profile and settings this set\n"
         "# was made with. A re-run without an argument uses the value recorded here.\n"
     )
+    hosts = {key: doc.pop(key) for key in _HOST_LISTS if key in doc}
     body = yaml.dump(doc, Dumper=_YAML_DUMPER, sort_keys=False, default_flow_style=False)
-    return (header + body).encode()
+    return (header + body + "".join(_host_lines(k, v) for k, v in hosts.items())).encode()
+
+
+# The settings that list hosts: a kubeadm set may have thousands of them.
+_HOST_LISTS = ("masters", "nodes")
+
+
+def _host_lines(key, entries):
+    """``key:`` and one host a line, as a flow mapping: JSON is YAML, and json.dumps
+    writes 10,000 hosts ~10x faster than PyYAML's representer (and as readably)."""
+    if not entries:
+        return f"{key}: []\n"
+    return f"{key}:\n" + "".join(f"- {json.dumps(entry)}\n" for entry in entries)
 
 
 def files_profile(directory):
@@ -377,8 +392,20 @@ def resolve_settings(directory, given, profile=None):
     return profile, settings, recorded, changed
 
 
-def specs_for(settings):
-    """The members of a set with these settings (its profile's specs)."""
+def _checked_hosts(entries):
+    """Canonical host entries (checked when they became settings) as ``check_hosts`` gives them."""
+    return tuple((e["name"], ipaddress.ip_address(e["ip"]) if "ip" in e else None) for e in entries)
+
+
+def specs_for(settings, only_nodes=None):
+    """The members of a set with these canonical settings (its profile's specs).
+
+    ``only_nodes`` (names) leaves out every other node's members: what the
+    others are does not change the members of these nodes or of the masters
+    (a member's spec depends only on its own host and the cluster's settings,
+    ``profiles._spec``), and a set of thousands of nodes need not be specified
+    in full to explain a change to a few of them.
+    """
     if settings["profile"] == "seed":
         return seed_specs(
             api_server_fqdn=settings["api_server_fqdn"],
@@ -392,9 +419,12 @@ def specs_for(settings):
             "masters: the kubeadm profile needs the control-plane hosts, e.g. "
             "masters='[{name: m1, ip: 192.0.2.11}]', or pillar_minion=<id>"
         )
-    return kubeadm_specs(
-        settings["masters"],
-        settings["nodes"],
+    nodes = settings["nodes"]
+    if only_nodes is not None:
+        nodes = [entry for entry in nodes if entry["name"] in only_nodes]
+    return kubeadm_specs_of_hosts(
+        _checked_hosts(settings["masters"]),
+        _checked_hosts(nodes),
         api_server_fqdn=settings["api_server_fqdn"],
         api_service_address=settings["api_service_address"],
         cluster_domain=settings["cluster_domain"],
@@ -446,8 +476,10 @@ def explain_changes(plan, settings, recorded, changed):
             change["reissues"] = []
         return
     base = {**settings, **{k: v for k, v in recorded.items() if k in settings}}
+    # Only the members the plan issues are compared: the nodes they belong to suffice.
+    issued_on = {host_of(name) for name, item in plan.items.items() if item.action != "reused"}
     try:
-        before = specs_for(base)
+        before = specs_for(base, only_nodes=issued_on)
     except InputError:
         before = {}
     for key, change in changed.items():

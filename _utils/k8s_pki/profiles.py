@@ -374,11 +374,37 @@ def kubeadm_specs(
     each master also gets its own apiserver, etcd server and etcd peer
     certificates, naming its host name and address.
     """
+    return kubeadm_specs_of_hosts(
+        check_hosts(masters, "masters"),
+        check_hosts(nodes, "nodes", need_ip=False),
+        api_server_fqdn,
+        api_service_address,
+        cluster_domain,
+        extra_sans,
+        control_plane_endpoint,
+        cluster_name,
+    )
+
+
+def kubeadm_specs_of_hosts(
+    master_hosts,
+    node_hosts,
+    api_server_fqdn="kubernetes.api",
+    api_service_address="10.254.0.1",
+    cluster_domain="cluster.local",
+    extra_sans=(),
+    control_plane_endpoint=None,
+    cluster_name="kubernetes",
+):
+    """:func:`kubeadm_specs` of hosts already checked (``check_hosts``' ``((name, ip), ...)``).
+
+    A set's recorded settings were checked when they were recorded; checking
+    thousands of host names again on every run is most of what it costs to
+    decide that nothing changes.
+    """
     fqdn = check_dns_name(api_server_fqdn, "api_server_fqdn")
-    master_hosts = check_hosts(masters, "masters")
     if not master_hosts:
         raise InputError("masters: the kubeadm profile needs at least one master {name, ip}")
-    node_hosts = check_hosts(nodes, "nodes", need_ip=False)
     master_names = dict(master_hosts)
     master_ips = {ip: host for host, ip in master_hosts}
     for index, (host, ip) in enumerate(node_hosts):

@@ -102,7 +102,14 @@ def recorded_settings(directory):
         return None
     if entry.get("identity") != file_identity(os.path.join(directory, MANIFEST_FILE), False):
         return None
-    return json.loads(json.dumps(entry["settings"]))  # a copy the caller may change
+    # A copy the caller may change: the values are scalars and lists of
+    # scalars or of one-level host mappings (a deep copy costs ~10x more).
+    return {
+        key: [dict(v) if isinstance(v, dict) else v for v in value]
+        if isinstance(value, list)
+        else value
+        for key, value in entry["settings"].items()
+    }
 
 
 def _timestamp(when):

@@ -635,3 +635,26 @@ def test_check_kubeadm_host_refuses_bad_shares(made, change, message):
     with pytest.raises(k8s_pki.PKIError, match=message) as caught:
         k8s_pki.check_kubeadm_host(share)
     assert "PRIVATE KEY" not in str(caught.value)
+
+
+def test_specs_of_some_nodes_are_those_of_the_whole_set():
+    """``specs_for(only_nodes=...)`` (what explains a change to a few hosts of a large set)
+    gives the kept nodes' and the masters' members exactly as the whole set's specs do."""
+    manifest = k8s_pki.manifest
+    settings = {
+        "profile": "kubeadm",
+        **manifest.PROFILE_DEFAULTS["kubeadm"],
+        "masters": [{"name": "m1", "ip": "192.0.2.11"}, {"name": "m2", "ip": "192.0.2.12"}],
+        "nodes": [{"name": "n1"}, {"name": "n2", "ip": "192.0.2.21"}, {"name": "n3"}],
+        "extra_sans": ["api.example", "198.51.100.7"],
+    }
+    whole = manifest.specs_for(settings)
+    some = manifest.specs_for(settings, only_nodes={"n2", "m1"})
+    assert some == {
+        name: spec
+        for name, spec in whole.items()
+        if k8s_pki.profiles.host_of(name) not in ("n1", "n3")
+    }
+    assert whole == k8s_pki.kubeadm_specs(
+        settings["masters"], settings["nodes"], extra_sans=settings["extra_sans"]
+    )
