@@ -140,13 +140,19 @@ def check_store(directory):
     Checks the folders above pki_root, pki_root itself, the set's lock and
     record of made CAs, and every folder and file of the set (backups too).
     A missing pki_root or set is fine: nothing to trust yet.
+
+    Returns what the walk saw of each file, ``{path: lstat result}``: the
+    identities the record of verified files compares (record.py), so that a
+    large set is not stat'ed twice.
     """
     directory = os.path.normpath(directory)
+    seen = {}
     if check_set_folder(directory):
-        _check_tree(directory)
+        _check_tree(directory, seen)
+    return seen
 
 
-def _check_tree(folder):
+def _check_tree(folder, seen):
     """check_entry on everything under ``folder``, never following a link."""
     with os.scandir(folder) as entries:
         for entry in entries:
@@ -154,7 +160,9 @@ def _check_tree(folder):
             is_dir = stat.S_ISDIR(st.st_mode)
             check_entry(entry.path, st, secret=not is_dir and is_secret(entry.name))
             if is_dir:
-                _check_tree(entry.path)
+                _check_tree(entry.path, seen)
+            else:
+                seen[entry.path] = st
 
 
 def read_store_file(path, secret=False):

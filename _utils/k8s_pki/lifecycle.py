@@ -86,8 +86,8 @@ def ensure_set(
         **decide,
     )
     if dry_run:
-        check_store(directory)
-        plan = plan_set(directory, specs, **options)
+        seen = check_store(directory)
+        plan = plan_set(directory, specs, seen=seen, **options)
         _stage_manifest(plan, manifest)
         return plan, None
     check_set_folder(directory)
@@ -99,11 +99,11 @@ def ensure_set(
     unlocked = not force_regen and not renew and os.path.isdir(directory)
     unlocked = unlocked and (settled or not written_before)
     if unlocked or not written_before:
-        check_store(directory)
+        seen = check_store(directory)
     if unlocked:
         # Fast path, no lock: a valid set is left alone without writing anything.
         try:
-            plan = plan_set(directory, specs, **decide)
+            plan = plan_set(directory, specs, seen=seen, **decide)
             _stage_manifest(plan, manifest)
             if not plan.changed:
                 return plan, None
@@ -112,8 +112,8 @@ def ensure_set(
             # writer ever took the lock there is none; refuse, creating nothing.
             if not written_before:
                 raise
-    with locked(pki_root, cluster_tag):
-        plan = plan_set(directory, specs, **options)
+    with locked(pki_root, cluster_tag) as seen:
+        plan = plan_set(directory, specs, seen=seen, **options)
         _stage_manifest(plan, manifest)
         if not plan.changed:
             return plan, None

@@ -152,6 +152,7 @@ def plan_set(
     now=None,
     cas=None,
     trust_record=True,
+    seen=None,
 ):
     """Decide, without writing anything, which pairs to keep and which to issue.
 
@@ -176,6 +177,8 @@ def plan_set(
     Members whose files the set's record shows unchanged since a writer
     verified them are taken from it unread (record.py), unless
     ``trust_record`` is False or the run starts anew or rotates a CA.
+    ``seen``: what the caller's check of the whole set saw of its files
+    (``check_store``), so that their identities are not taken twice.
     """
     now = now or datetime.datetime.now(datetime.timezone.utc)
     for name in renew:
@@ -184,7 +187,7 @@ def plan_set(
         if specs[name].kind.is_ca:
             raise InputError(f"renew: {name!r} is a CA; renewal never replaces a CA")
     full = force_regen or cas or not trust_record
-    found = _find_members(directory, specs, renew, renew_before_days, now, full)
+    found = _find_members(directory, specs, renew, renew_before_days, now, full, seen)
     plan = Plan(directory, specs=specs)
     created = created_cas(directory)
     if force_regen:
@@ -270,7 +273,7 @@ def plan_set(
     return plan
 
 
-def _find_members(directory, specs, renew, renew_before_days, now, full):
+def _find_members(directory, specs, renew, renew_before_days, now, full, seen=None):
     """Every member of ``specs`` as found on disk.
 
     An issued member whose files the set's record shows unchanged since they
@@ -288,7 +291,15 @@ def _find_members(directory, specs, renew, renew_before_days, now, full):
                 if spec.issuer not in prints:
                     prints[spec.issuer] = fingerprint(ca.cert)
                 item = recall(
-                    entry, directory, name, spec, ca, prints[spec.issuer], renew_before_days, now
+                    entry,
+                    directory,
+                    name,
+                    spec,
+                    ca,
+                    prints[spec.issuer],
+                    renew_before_days,
+                    now,
+                    seen,
                 )
                 if item is not None:
                     found[name] = item

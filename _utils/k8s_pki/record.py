@@ -47,12 +47,16 @@ def spec_digest(spec):
     return hashlib.sha256(f"{type(spec).__name__}{spec!r}".encode()).hexdigest()[:32]
 
 
-def file_identity(path, secret):
+def file_identity(path, secret, seen=None):
     """``[dev, ino, size, mtime_ns, ctime_ns]`` of a regular file of ours, or None.
 
     A file someone else controls is refused (:func:`check_entry`), as when it is read.
+    ``seen``: what the check of the whole set just saw (``check_store``), used
+    instead of a second lstat of the same file.
     """
-    st = lstat_or_none(path)
+    st = seen.get(path) if seen else None
+    if st is None:
+        st = lstat_or_none(path)
     if st is None or not stat.S_ISREG(st.st_mode):
         return None
     check_entry(path, st, secret=secret)
@@ -120,11 +124,11 @@ def _datetime(seconds):
     return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
 
 
-def recall(entry, directory, name, spec, ca, ca_print, renew_before_days, now):
+def recall(entry, directory, name, spec, ca, ca_print, renew_before_days, now, seen=None):
     """The member ``name`` as verified before, or None when it must be read and checked.
 
     ``ca`` is the item of the CA that must have signed it, as found now, and
-    ``ca_print`` its certificate's fingerprint.
+    ``ca_print`` its certificate's fingerprint; ``seen`` as for :func:`file_identity`.
     """
     if not isinstance(entry, dict) or entry.get("spec") != spec_digest(spec):
         return None
@@ -137,7 +141,7 @@ def recall(entry, directory, name, spec, ca, ca_print, renew_before_days, now):
         return None
     for f in spec.kind.files:
         rel = name + f.suffix
-        if files.get(rel) != file_identity(os.path.join(directory, rel), f.secret):
+        if files.get(rel) != file_identity(os.path.join(directory, rel), f.secret, seen):
             return None
     try:
         not_before, not_after = (_datetime(s) for s in entry["dates"])

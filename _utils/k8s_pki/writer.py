@@ -140,7 +140,10 @@ def hold_lock(pki_root, cluster_tag):
 
 @contextlib.contextmanager
 def locked(pki_root, cluster_tag):
-    """Serialise writers of one cluster's set, and clear what a killed writer left."""
+    """Serialise writers of one cluster's set, and clear what a killed writer left.
+
+    Yields what the check of the whole set saw of its files (:func:`check_store`).
+    """
     make_pki_root(pki_root)
     target = os.path.join(pki_root, cluster_tag)
     check_set_folder(target)  # the whole set is checked once the lock is held
@@ -153,8 +156,7 @@ def locked(pki_root, cluster_tag):
         _clear_scratch(old)
         with contextlib.suppress(FileNotFoundError):  # a record of made CAs half written
             os.unlink(created_path(target) + ".tmp")
-        check_store(target)  # what a killed writer left is ours too
-        yield
+        yield check_store(target)  # what a killed writer left is ours too
 
 
 def set_files(directory):
