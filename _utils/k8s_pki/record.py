@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import hashlib
 import json
 import os
@@ -34,7 +35,9 @@ from .guard import check_entry, lstat_or_none, read_store_file
 from .profiles import host_of
 from .store import Item
 
-RECORD_VERSION = 1
+# 2: one line a member (``<name>\t<JSON entry>``) after a header line, so that a
+# rewrite after a change to a few hosts copies the other members' lines as they were.
+RECORD_VERSION = 2
 
 
 def record_path(directory):
@@ -68,8 +71,30 @@ def file_identity(path, secret, seen=None):
 _LAST = {}
 
 
+def _parse(data):
+    """A record's bytes -> its header (a dict) with ``members``: ``{name: entry line}``.
+
+    The members' JSON is parsed one entry at a time, when it is used
+    (:func:`recall`); a record that is not of this version is ``{}``.
+    """
+    try:
+        lines = data.decode("utf-8").split("\n")
+        header = json.loads(lines[0])
+    except (UnicodeDecodeError, ValueError):
+        return {}
+    if not isinstance(header, dict) or header.get("version") != RECORD_VERSION:
+        return {}
+    members = {}
+    for line in lines[1:]:
+        name, tab, entry = line.partition("\t")
+        if tab:
+            members[name] = entry
+    header["members"] = members
+    return header
+
+
 def _load(directory):
-    """The set's whole record (a dict), or {} when there is none or it cannot be used."""
+    """The set's whole record (see :func:`_parse`); {} when there is none or it is unusable."""
     path = record_path(directory)
     identity = file_identity(path, False)
     if identity is None:
@@ -77,21 +102,14 @@ def _load(directory):
     key = (path, *identity)
     if key not in _LAST:
         data = read_store_file(path)  # checked like every file of the store
-        try:
-            record = json.loads(data or b"")
-        except ValueError:
-            record = {}
-        if not isinstance(record, dict) or record.get("version") != RECORD_VERSION:
-            record = {}
         _LAST.clear()
-        _LAST[key] = record
+        _LAST[key] = _parse(data or b"")
     return _LAST[key]
 
 
 def load_record(directory):
-    """The entries of the set's record: ``{member name: entry}``; empty when there is none."""
-    entries = _load(directory).get("members")
-    return entries if isinstance(entries, dict) else {}
+    """The entries of the set's record: ``{member name: its line}``; empty when there is none."""
+    return _load(directory).get("members", {})
 
 
 def recorded_settings(directory):
@@ -120,7 +138,9 @@ def _timestamp(when):
     return int(when.timestamp())
 
 
+@functools.lru_cache(maxsize=4096)
 def _datetime(seconds):
+    # Cached: the members of a set issued in one run share their dates.
     return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
 
 
@@ -130,6 +150,10 @@ def recall(entry, directory, name, spec, ca, ca_print, renew_before_days, now, s
     ``ca`` is the item of the CA that must have signed it, as found now, and
     ``ca_print`` its certificate's fingerprint; ``seen`` as for :func:`file_identity`.
     """
+    try:
+        entry = json.loads(entry)
+    except (TypeError, ValueError):
+        return None
     if not isinstance(entry, dict) or entry.get("spec") != spec_digest(spec):
         return None
     if not isinstance(entry.get("shows"), dict):
@@ -164,13 +188,16 @@ def remember(directory, plan, shows, hosts=None, settings=None):
     ``settings`` (those ``cluster.yaml`` was just rendered from) are kept with
     the manifest's identity; without them, what the record held is kept.
     """
-    members = {}
+    lines = []
+    previous = load_record(directory)  # under the lock: the record this run recalled from
     for name, item in plan.items.items():
         spec = plan.specs[name]
         if not spec.kind.signed:
             continue
         if item.recorded is not None and hosts is not None and host_of(name) not in hosts:
-            members[name] = item.recorded
+            # As it was: its files were not touched (copied as text where the record still has it).
+            line = previous.get(name) or json.dumps(item.recorded, separators=(",", ":"))
+            lines.append(f"{name}\t{line}")
             continue
         ca = plan.items[spec.issuer]
         if ca.key is None or ca.cert is None:  # a CA whose key is not here: check in full
@@ -189,14 +216,15 @@ def remember(directory, plan, shows, hosts=None, settings=None):
                 _timestamp(item.cert.not_valid_before_utc),
                 _timestamp(item.cert.not_valid_after_utc),
             ]
-        members[name] = {
+        entry = {
             "spec": spec_digest(spec),
             "ca": fingerprint(ca.cert),
             "files": files,
             "dates": dates,
             "shows": entry_shows,
         }
-    record = {"version": RECORD_VERSION, "members": members}
+        lines.append(f"{name}\t{json.dumps(entry, separators=(',', ':'))}")
+    record = {"version": RECORD_VERSION}
     manifest = file_identity(os.path.join(directory, MANIFEST_FILE), False)
     if settings is not None and manifest is not None:
         record["manifest"] = {"identity": manifest, "settings": settings}
@@ -206,7 +234,7 @@ def remember(directory, plan, shows, hosts=None, settings=None):
     tmp = f"{path}.tmp"
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)
-    data = json.dumps(record, separators=(",", ":"))
+    data = "\n".join([json.dumps(record, separators=(",", ":")), *lines]) + "\n"
     write_new(tmp, data.encode(), CERT_MODE)
     # Not flushed: a record lost or cut short by a crash is ignored, and one
     # left stale no longer matches the files' identities (a full check, once).

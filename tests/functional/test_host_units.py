@@ -165,10 +165,23 @@ def test_a_record_someone_else_could_write_is_refused(runner):
 
 def test_a_damaged_record_only_costs_a_full_check(runner):
     runner()
-    (runner.pki_root / ".c1.verified").write_text('{"version": 1, "members": {"x": 1}')
+    path = runner.pki_root / ".c1.verified"
+    header, *members = path.read_text().splitlines()
+    # A member line garbled, another cut short: those two are read and checked in full.
+    garbled, cut = members[0].split("\t")[0], members[-1].split("\t")[0]
+    members[0] = members[0].replace('"files"', '"fi')
+    members[-1] = members[-1][: len(members[-1]) // 2]
+    path.write_text("\n".join([header, *members]))
     plan = k8s_pki.plan_set(str(runner.directory), ks.specs(MASTERS, NODES))
     assert not plan.changed
-    assert all(item.recorded is None for item in plan.items.values())
+    full = {name for name, item in plan.items.items() if item.recorded is None}
+    assert {garbled, cut} <= full and len(full) < len(plan.items) - 2
+    # A header that is not the record's (damaged, or of another version): all in full.
+    for damaged in ("{not json", '{"version": 1, "members": {}}'):
+        path.write_text("\n".join([damaged, *members]))
+        plan = k8s_pki.plan_set(str(runner.directory), ks.specs(MASTERS, NODES))
+        assert not plan.changed
+        assert all(item.recorded is None for item in plan.items.values())
 
 
 def test_without_folder_swaps_the_whole_set_is_written(tmp_path, monkeypatch):
