@@ -377,24 +377,25 @@ def kubeadm_specs(
     return kubeadm_specs_of_hosts(
         check_hosts(masters, "masters"),
         check_hosts(nodes, "nodes", need_ip=False),
-        api_server_fqdn,
-        api_service_address,
-        cluster_domain,
-        extra_sans,
-        control_plane_endpoint,
-        cluster_name,
+        api_server_fqdn=api_server_fqdn,
+        api_service_address=api_service_address,
+        cluster_domain=cluster_domain,
+        extra_sans=extra_sans,
+        control_plane_endpoint=control_plane_endpoint,
+        cluster_name=cluster_name,
     )
 
 
 def kubeadm_specs_of_hosts(
     master_hosts,
     node_hosts,
-    api_server_fqdn="kubernetes.api",
-    api_service_address="10.254.0.1",
-    cluster_domain="cluster.local",
-    extra_sans=(),
-    control_plane_endpoint=None,
-    cluster_name="kubernetes",
+    *,
+    api_server_fqdn,
+    api_service_address,
+    cluster_domain,
+    extra_sans,
+    control_plane_endpoint,
+    cluster_name,
 ):
     """:func:`kubeadm_specs` of hosts already checked (``check_hosts``' ``((name, ip), ...)``).
 
