@@ -20,6 +20,7 @@ import logging
 import os
 
 try:
+    import k8s_openbao
     import k8s_pki
     import k8s_report
 
@@ -49,6 +50,33 @@ def _pki_root():
 
 def _backup_keep():
     return k8s_pki.backup_keep(__opts__)
+
+
+def _signer(tag):
+    """Who makes the cluster's CAs and signs its leaves, as the master config chooses.
+
+    ``k8s_helper:backend``: ``local`` (keys in the set folder) or ``openbao``
+    (CAs inside OpenBao; docs/openbao.md).  Chosen here, once per run.
+    """
+    if k8s_openbao.backend(__opts__) == "local":
+        return k8s_pki.LOCAL
+    return k8s_openbao.OpenBaoSigner(k8s_openbao.parse_config(__opts__), tag)
+
+
+def _backend_facts(signer):
+    """What a run says about the OpenBao side: each CA's mount and whether it was made."""
+    if not signer.keeps_ca_keys:
+        return {}
+    return {
+        "backend": signer.backend,
+        "openbao": {
+            "cas": {
+                name: {"mount": signer.mount(name), "action": action}
+                for name, action in signer.cas.items()
+            },
+            "signed": len(signer.issued),
+        },
+    }
 
 
 def _reject_unknown(kwargs):
@@ -101,7 +129,7 @@ def _refusals_exit_nonzero(func):
         try:
             _check_call(func, args, kwargs)
             ret = func(*args, **kwargs)
-        except k8s_pki.PKIError as err:
+        except (k8s_pki.PKIError, k8s_openbao.BackendError) as err:
             ret = _failed(str(err))
         except OSError as err:
             ret = _failed(f"{err.strerror or err}: {err.filename or ''}".rstrip(": "))
@@ -264,6 +292,16 @@ def generate_certs(
     }
     directory = os.path.join(_pki_root(), tag)
     profile, settings, recorded, changed = k8s_pki.resolve_settings(directory, given, profile)
+    signer = _signer(tag)
+    k8s_pki.check_backend(directory, recorded, signer.backend)
+    if signer.keeps_ca_keys:
+        if force:
+            raise k8s_pki.InputError(
+                f"force_regen: not supported on the {signer.backend} backend: the CA lives "
+                "there and a new run adopts it; rotate it with rotate_ca, or use a new "
+                "cluster_tag for a new CA"
+            )
+        settings["backend"] = signer.backend
     specs = k8s_pki.specs_for(settings)
     options = {
         "key_type": settings["key_type"],
@@ -274,10 +312,10 @@ def generate_certs(
         "settings": settings,
     }
     plan, backup = k8s_pki.ensure_set(
-        _pki_root(), tag, specs, force_regen=force, dry_run=dry, **options
+        _pki_root(), tag, specs, force_regen=force, dry_run=dry, signer=signer, **options
     )
     k8s_pki.explain_changes(plan, settings, recorded, changed)
-    ret = {"cluster_tag": tag, **_described(plan, backup, dry)}
+    ret = {"cluster_tag": tag, **_described(plan, backup, dry), **_backend_facts(signer)}
     if changed:
         ret["settings_changed"] = changed
     if profile != "seed":
@@ -546,8 +584,11 @@ def renew(
         else k8s_pki.check_days(threshold_days, "threshold_days")
     )
     directory = os.path.join(_pki_root(), tag)
-    profile, _ = k8s_pki.set_profile(directory)
+    profile, recorded = k8s_pki.set_profile(directory)
+    signer = _signer(tag)
+    k8s_pki.check_backend(directory, recorded, signer.backend)
     options = {
+        "signer": signer,
         "keep_keys": keep,
         "rotate_token_key": rotate_token,
         "key_type": new_key_type,
@@ -557,7 +598,7 @@ def renew(
         "dry_run": dry,
     }
     if profile == "kubeadm":
-        return _renew_kubeadm(tag, directory, certs, hosts, options)
+        return {**_renew_kubeadm(tag, directory, certs, hosts, options), **_backend_facts(signer)}
     if hosts not in (None, ""):
         raise k8s_pki.InputError("hosts: only used with a kubeadm set")
     k8s_pki.require_profile(directory, "seed", "renew")
@@ -573,9 +614,11 @@ def renew(
         due_within=due_within,
         backup_keep=_backup_keep(),
         dry_run=dry,
+        signer=signer,
     )
     renewed = [item.name for item in plan.items.values() if item.action != "reused"]
     ret = {"cluster_tag": tag, "renewed": renewed, **_described(plan, backup, dry)}
+    ret.update(_backend_facts(signer))
     ret["restart"] = _must_restart(plan, renewed)
     ret["next"] = _after_renewal(ret["restart"])
     log.info("k8s-helper: cluster %s renewed: %s (backup %s)", tag, ", ".join(renewed), backup)
@@ -800,6 +843,11 @@ def rotate_ca(
     ca_validity = k8s_pki.check_days(ca_days, "ca_days")
     leaf_days = k8s_pki.check_days(days, "days")
     dry = _dry_run(test)
+    if stage != "status" and k8s_openbao.backend(__opts__) != "local":
+        raise k8s_pki.InputError(
+            "rotate_ca: not supported on the openbao backend yet: the CA lives in OpenBao; "
+            'rotate it there by hand (docs/openbao.md, "CA rotation") or use a new cluster_tag'
+        )
     directory = os.path.join(_pki_root(), tag)
     profile, _ = k8s_pki.set_profile(directory)
     ca_name = k8s_pki.check_rotation_ca(ca, profile)

@@ -596,13 +596,22 @@ class OpenBaoPKI:
         except BackendError as err:
             if "No secret engine mount" not in str(err):
                 raise
-            self._request(
-                "POST",
-                f"sys/mounts/{mount}",
-                json={"type": "pki", "config": {"max_lease_ttl": f"{int(max_ttl_seconds)}s"}},
-                what=f"enabling the pki engine at {mount}",
-            )
-            return "created"
+            try:
+                self._request(
+                    "POST",
+                    f"sys/mounts/{mount}",
+                    json={
+                        "type": "pki",
+                        "config": {"max_lease_ttl": f"{int(max_ttl_seconds)}s"},
+                    },
+                    what=f"enabling the pki engine at {mount}",
+                )
+                return "created"
+            except BackendError as race:
+                # Another master enabled it between our read and our write: use it.
+                if "already in use" not in str(race):
+                    raise
+                info = self._request("GET", f"sys/mounts/{mount}", what=f"reading mount {mount}")
         data = info.get("data", info)
         if data.get("type") != "pki":
             raise BackendError(
@@ -625,8 +634,20 @@ class OpenBaoPKI:
 
         Returns ``{"action": "created"|"adopted", "issuer_id", "certificate"}``.
         The key is generated inside OpenBao (``type=internal``) and never leaves it.
+
+        Two masters making the same cluster's CA at once: the issuer name is
+        fixed, so OpenBao lets only the first generation through (a name is
+        unique in a mount); the other is refused, and adopts that CA.
         """
         current = self.read_issuer(mount, "default", missing_ok=True)
+        if current is None:
+            try:
+                made = self.generate_issuer(mount, common_name, ttl_seconds, key_type, issuer_name)
+                return {"action": "created", **made}
+            except BackendError as race:
+                if "already in use" not in str(race) and "already exists" not in str(race):
+                    raise
+            current = self._wait_default_issuer(mount, issuer_name)
         if current is not None:
             cn = _common_name(current["certificate"])
             if cn != common_name:
@@ -635,8 +656,18 @@ class OpenBaoPKI:
                     f"{common_name!r}; use another mount_prefix or cluster_tag"
                 )
             return {"action": "adopted", **current}
-        made = self.generate_issuer(mount, common_name, ttl_seconds, key_type, issuer_name)
-        return {"action": "created", **made}
+        raise BackendError(f"OpenBao mount {mount}/ has no default CA; run generate_certs again")
+
+    def _wait_default_issuer(self, mount, issuer_name, seconds=10):
+        """The default issuer another writer is making right now (named ``issuer_name``)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            current = self.read_issuer(mount, "default", missing_ok=True)
+            if current is not None or time.monotonic() > deadline:
+                return current
+            if self.find_issuer(mount, issuer_name) is not None:
+                return self.read_issuer(mount, issuer_name)
+            time.sleep(0.2)
 
     def generate_issuer(self, mount, common_name, ttl_seconds, key_type, issuer_name):
         """A new self-signed issuer in ``mount`` (a CA rotation's next CA, or the first one).
@@ -867,3 +898,147 @@ def _tls_reason(err):
         return "certificate verify failed: " + match.group(1).strip()
     match = re.search(r"(hostname '[^']+' doesn't match[^'\"]*)", text)
     return match.group(1) if match else "handshake failed"
+
+
+# --------------------------------------------------------------------------
+# The signer: how a set's plan (k8s_pki) makes CAs and leaves through OpenBao
+# --------------------------------------------------------------------------
+
+
+def ca_label(ca_name):
+    """A CA's name in a mount path: ``etcd/ca`` -> ``etcd-ca`` (one path segment)."""
+    return ca_name.replace("/", "-")
+
+
+def role_name(member):
+    """The role of one member of a set: ``hosts/m1/etcd/peer`` -> ``hosts-m1-etcd-peer``.
+
+    A name longer than a role name may be keeps its start and gets a digest
+    of the whole, so two members never share a role.
+    """
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", member).lstrip("-_.") or "member"
+    if len(name) > 63:
+        import hashlib
+
+        name = name[:50] + "-" + hashlib.sha256(member.encode()).hexdigest()[:12]
+    return name
+
+
+class OpenBaoSigner:
+    """The signer of ``k8s_pki`` (see k8s_pki/signer.py) whose CAs live in OpenBao.
+
+    One mount per CA of the cluster (:func:`mount_path`); the CA is generated
+    inside (or adopted when the mount already has it: a second master, a
+    re-made folder); each leaf's key is made here (the set folder hands it
+    out) and its certificate signed through the member's role from a CSR.
+    Logs in at the first request, so a run that needs nothing from OpenBao
+    (a dry run of a new set) never reaches it.
+    """
+
+    backend = "openbao"
+    keeps_ca_keys = True
+
+    def __init__(self, config, cluster_tag, client=None):
+        _parse_name(cluster_tag, "cluster_tag")
+        self.config = config
+        self.cluster_tag = cluster_tag
+        self.client = client or OpenBaoPKI(config)
+        self._logged_in = False
+        self.cas = {}  # CA name -> "created" | "adopted"
+        self.issued = {}  # member name -> serial number ("aa:bb:...") signed in this run
+
+    def pki(self):
+        if not self._logged_in:
+            self.client.login()
+            self._logged_in = True
+        return self.client
+
+    def mount(self, ca_name):
+        return mount_path(self.config, self.cluster_tag, ca_label(ca_name))
+
+    def default_ca(self, ca_name):
+        """The certificate of the default issuer at the CA's mount, or None (no mount, no CA)."""
+        mount = self.mount(ca_name)
+        try:
+            issuer = self.pki().read_issuer(mount, "default", missing_ok=True)
+        except BackendError as err:
+            if "has no mount" in str(err):
+                return None
+            raise
+        return None if issuer is None else _load_cert(issuer["certificate"])
+
+    def adopt_ca(self, directory, name, item):
+        """True when ``item`` (a CA of the folder) is the CA OpenBao holds; else refused."""
+        from k8s_pki.crypto import fingerprint
+        from k8s_pki.errors import SetError
+
+        mount = self.mount(name)
+        if item.key is not None:
+            raise SetError(
+                f"{directory}: {name}.key is in the folder, so this set's CA is a local one; "
+                "the openbao backend signs only with CAs kept inside OpenBao: set "
+                "k8s_helper:backend: local for this set, or move its CA into OpenBao "
+                '(docs/openbao.md, "Migrating an existing local CA")'
+            )
+        held = self.default_ca(name)
+        if held is None:
+            raise SetError(
+                f"{directory}: {name}.crt is here but OpenBao has no CA at {mount}/: the CA this "
+                "set was made with is not there (another OpenBao, or another mount_prefix?); "
+                "check k8s_helper:openbao, or move the folder away to start a new set"
+            )
+        if held != item.cert and held not in item.bundle:
+            raise SetError(
+                f"{directory}: {name}.crt (sha256 {fingerprint(item.cert)}) is not the CA OpenBao "
+                f"holds at {mount}/ (sha256 {fingerprint(held)}); check k8s_helper:openbao, or "
+                "move the folder away so the next run takes OpenBao's CA"
+            )
+        self.cas.setdefault(name, "adopted")
+        return True
+
+    def make_ca(self, name, spec, key_type, ca_days, now):
+        """The CA made inside OpenBao (or adopted if there already): ``(None, cert)``."""
+        mount = self.mount(name)
+        ttl = int(ca_days) * 86400
+        pki = self.pki()
+        pki.ensure_mount(mount, ttl)
+        made = pki.ensure_root_ca(mount, spec.common_name, ttl, key_type)
+        self.cas[name] = made["action"]
+        return None, _load_cert(made["certificate"])
+
+    def sign(self, name, leaf, key, ca, leaf_days, now):
+        """``key``'s certificate for ``leaf``, signed through the member's role in OpenBao."""
+        from k8s_pki.crypto import capped_end, key_matches, key_type_of, satisfies, signed_by
+
+        mount = self.mount(ca.name)
+        not_after, requested = capped_end(ca.cert, leaf_days, now)
+        # OpenBao counts from its own clock; a leaf capped by its CA ends a
+        # minute before the CA rather than be refused for outliving it.
+        real_now = datetime.datetime.now(datetime.timezone.utc)
+        ttl = int((not_after - real_now).total_seconds()) - (60 if requested else 0)
+        if ttl <= 0:
+            raise BackendError(
+                f"{ca.name} in OpenBao ({mount}/) has expired: no leaf can be signed"
+            )
+        role = role_name(name)
+        pki = self.pki()
+        pki.ensure_role(mount, role, leaf, ttl, key_type_of(key))
+        answer = pki.sign_leaf(mount, role, leaf, make_csr(leaf, key), ttl)
+        cert = _load_cert(answer["certificate"])
+        # What OpenBao sends back is checked like anything read from disk.
+        if not key_matches(cert, key) or not signed_by(cert, ca.cert):
+            raise BackendError(
+                f"OpenBao ({mount}/) returned a certificate for {name} that is not for our key "
+                "or not signed by the set's CA; nothing was written"
+            )
+        if not satisfies(cert, leaf):
+            raise BackendError(
+                f"OpenBao ({mount}/, role {role}) signed {name} with other names or usages than "
+                "asked; check the role's settings (another writer?); nothing was written"
+            )
+        self.issued[name] = serial_text(cert.serial_number)
+        return cert
+
+
+def _load_cert(pem):
+    return x509.load_pem_x509_certificate(pem.encode() if isinstance(pem, str) else pem)

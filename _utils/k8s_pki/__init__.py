@@ -222,6 +222,11 @@ from .rotation import (  # noqa: F401
     rotation_members,
     rotation_status,
 )
+from .signer import (  # noqa: F401
+    LOCAL,
+    LocalSigner,
+    check_backend,
+)
 from .specs import (  # noqa: F401
     CASpec,
     KeyPairSpec,

