@@ -218,3 +218,51 @@ def test_a_local_set_is_refused_by_the_openbao_backend(tmp_path, server, token_f
     assert "made with the local backend" in ret["error"], ret
     assert support.snapshot(local_pki) == before
     assert "k8s-pki/loc/ca/" not in mounts(server)
+
+
+# --------------------------------------------------------------------------
+# 2. Several masters: one CA whoever comes first
+# --------------------------------------------------------------------------
+
+
+def test_two_masters_at_once_end_with_one_ca(tmp_path, server, token_file):
+    """Two salt masters (two pki_roots) run generate_certs at the same moment."""
+    confs = [bao_conf(tmp_path / f"master{i}", server.addr, token_file) for i in (1, 2)]
+    args = ("cluster_tag=multi", KEY)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        procs = list(pool.map(lambda c: salt_run(c, "k8s-helper.generate_certs", *args), confs))
+    for proc in procs:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    cas = [(tmp_path / f"master{i}/pki/multi/ca.crt").read_text() for i in (1, 2)]
+    assert cas[0] == cas[1] == default_issuer(server, "k8s-pki/multi/ca")
+    assert len(issuers(server, "k8s-pki/multi/ca")) == 1
+    actions = sorted(json.loads(p.stdout)["openbao"]["cas"]["ca"]["action"] for p in procs)
+    assert actions == ["adopted", "created"]
+    # Each master renews on its own, from the same CA.
+    for i, conf in enumerate(confs, 1):
+        proc, ret = run_json(conf, "k8s-helper.renew", "cluster_tag=multi", "certs=kubecfg")
+        assert proc.returncode == 0, proc.stdout
+        folder = tmp_path / f"master{i}/pki/multi"
+        support.openssl("verify", "-CAfile", folder / "ca.crt", folder / "kubecfg.crt")
+    assert len(issuers(server, "k8s-pki/multi/ca")) == 1
+
+
+def test_racing_clients_make_one_ca(server, tmp_path):
+    """Six clients make the same CA at the same instant: one issuer, one key, all adopt it."""
+    import threading
+
+    clients = [bs.token_client(server, tmp_path / f"c{i}") for i in range(6)]
+    mount = k8s_openbao.mount_path(clients[0].config, "race", "ca")
+    start = threading.Barrier(len(clients))
+
+    def make(client):
+        start.wait()
+        client.ensure_mount(mount, 86400 * 3650)
+        return client.ensure_root_ca(mount, "kubernetes-ca", 86400 * 3650, "ecdsa-p256")
+
+    with concurrent.futures.ThreadPoolExecutor(len(clients)) as pool:
+        made = list(pool.map(make, clients))
+    assert len({m["issuer_id"] for m in made}) == 1
+    assert [m["action"] for m in made].count("created") == 1
+    assert len(issuers(server, mount)) == 1
+    assert len(json.loads(server.bao("list", "-format=json", f"{mount}/keys").stdout)) == 1
