@@ -294,6 +294,7 @@ def generate_certs(
     profile, settings, recorded, changed = k8s_pki.resolve_settings(directory, given, profile)
     signer = _signer(tag)
     k8s_pki.check_backend(directory, recorded, signer.backend)
+    signer.ready()
     if signer.keeps_ca_keys:
         if force:
             raise k8s_pki.InputError(
@@ -587,6 +588,7 @@ def renew(
     profile, recorded = k8s_pki.set_profile(directory)
     signer = _signer(tag)
     k8s_pki.check_backend(directory, recorded, signer.backend)
+    signer.ready()
     options = {
         "signer": signer,
         "keep_keys": keep,

@@ -947,6 +947,10 @@ class OpenBaoSigner:
         self.cas = {}  # CA name -> "created" | "adopted"
         self.issued = {}  # member name -> serial number ("aa:bb:...") signed in this run
 
+    def ready(self):
+        """Log in now: a wrong token, a sealed or unreachable server fails before any write."""
+        self.pki()
+
     def pki(self):
         if not self._logged_in:
             self.client.login()

@@ -13,6 +13,7 @@ must offer:
 
 - ``backend``: its name, recorded in the set's manifest;
 - ``keeps_ca_keys``: True when CA keys never are in the folder;
+- ``ready()``: check that it can work (log in), before anything is written;
 - ``adopt_ca(directory, name, item)``: True when the CA ``item`` (found in the
   folder without its key) is one this signer can sign with; it may refuse
   (SetError) a CA it should hold but does not;
@@ -35,6 +36,9 @@ class LocalSigner:
 
     backend = "local"
     keeps_ca_keys = False
+
+    def ready(self):
+        """Nothing to reach: the keys are in the folder."""
 
     def adopt_ca(self, directory, name, item):
         """A CA without its key here is someone else's (external): never signed with."""

@@ -173,9 +173,7 @@ def test_kubeadm_set_through_openbao(runners, pki, server):
             server, f"k8s-pki/kadm/{k8s_openbao.ca_label(ca)}"
         )
         assert not (folder / f"{ca}.key").exists()
-    support.openssl(
-        "verify", "-CAfile", folder / "etcd/ca.crt", folder / "hosts/m1/etcd/peer.crt"
-    )
+    support.openssl("verify", "-CAfile", folder / "etcd/ca.crt", folder / "hosts/m1/etcd/peer.crt")
     support.openssl(
         "verify", "-CAfile", folder / "front-proxy-ca.crt", folder / "front-proxy-client.crt"
     )
@@ -266,3 +264,94 @@ def test_racing_clients_make_one_ca(server, tmp_path):
     assert [m["action"] for m in made].count("created") == 1
     assert len(issuers(server, mount)) == 1
     assert len(json.loads(server.bao("list", "-format=json", f"{mount}/keys").stdout)) == 1
+
+
+# --------------------------------------------------------------------------
+# 3. Failures: one line, a non-zero exit, nothing changed on the master's disk
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def err_set(runners, pki):
+    ret = runners["k8s-helper.generate_certs"](cluster_tag="err", key_type="ecdsa-p256")
+    assert "error" not in ret, ret
+    return pki
+
+
+def refused(conf_dir, pki_root, *call):
+    """Run ``call`` with salt-run; assert one error line, exit 2, pki_root unchanged."""
+    before = support.snapshot(pki_root)
+    proc, ret = run_json(conf_dir, *call)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert ret["result"] is False and "\n" not in ret["error"], ret
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert support.snapshot(pki_root) == before
+    return ret["error"]
+
+
+def bad_token_file(tmp_path, server, case):
+    if case == "wrong token":
+        return bs.write_secret(tmp_path / "token", "s.not-a-token-at-all")
+    token = bs.master_token(server, ttl="1s")
+    # Wait until OpenBao itself no longer knows the token (expired, then removed).
+    bs.wait_for(
+        lambda: server.bao("token", "lookup", token, check=False).returncode != 0,
+        "the token's expiry",
+    )
+    return bs.write_secret(tmp_path / "token", token)
+
+
+FAILURES = {
+    "wrong token": "refused the token (permission denied: wrong, revoked or expired)",
+    "expired token": "refused the token (permission denied: wrong, revoked or expired)",
+    "unreachable": "is unreachable (connection refused)",
+    "bad config key": "k8s_helper:openbao:tokenfile: unknown key",
+}
+
+
+@pytest.mark.parametrize("case", FAILURES)
+def test_failures_through_salt_run(case, tmp_path, server, token_file, err_set):
+    if case in ("wrong token", "expired token"):
+        conf = bao_conf(tmp_path, server.addr, bad_token_file(tmp_path, server, case), err_set)
+    elif case == "unreachable":
+        port = bs.free_port(pair=False)
+        conf = bao_conf(tmp_path, f"http://127.0.0.1:{port}", token_file, err_set, retry_seconds=0)
+    else:
+        conf = bao_conf(tmp_path, server.addr, token_file, err_set, tokenfile="/x")
+    # renew of a set made through OpenBao; generate_certs of a new one: neither writes
+    call = ["k8s-helper.renew", "cluster_tag=err"]
+    if case in ("expired token", "unreachable"):
+        call = ["k8s-helper.generate_certs", "cluster_tag=new"]
+    error = refused(conf, err_set, *call)
+    assert FAILURES[case] in error, error
+    assert bs.read_token(token_file) not in error
+
+
+def test_sealed_server(runners, server, err_set, conf):
+    server.bao("operator", "seal")
+    try:
+        error = refused(conf, err_set, "k8s-helper.renew", "cluster_tag=err")
+    finally:
+        server.bao("operator", "unseal", server.unseal_key())
+    assert error == (
+        f"OpenBao at {server.addr} is sealed; unseal it (bao operator unseal) and re-run"
+    )
+
+
+def test_a_missing_mount_is_refused_where_the_set_expects_its_ca(runners, server, pki, conf):
+    assert "error" not in runners["k8s-helper.generate_certs"](cluster_tag="gone")
+    server.bao("secrets", "disable", "k8s-pki/gone/ca")
+    for call in (
+        ("k8s-helper.renew", "cluster_tag=gone"),
+        ("k8s-helper.generate_certs", "cluster_tag=gone"),
+    ):
+        error = refused(conf, pki, *call)
+        assert "ca.crt is here but OpenBao has no CA at k8s-pki/gone/ca/" in error, error
+    assert "k8s-pki/gone/ca/" not in mounts(server)  # nothing made in its place
+
+
+def test_force_regen_and_rotate_ca_are_refused(conf, pki, err_set):
+    error = refused(conf, pki, "k8s-helper.generate_certs", "cluster_tag=err", "force_regen=True")
+    assert error.startswith("force_regen: not supported on the openbao backend"), error
+    error = refused(conf, pki, "k8s-helper.rotate_ca", "cluster_tag=err", "stage=prepare")
+    assert error.startswith("rotate_ca: not supported on the openbao backend yet"), error
