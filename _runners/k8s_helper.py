@@ -449,13 +449,16 @@ def check_expiration(
     tabled = k8s_pki.check_bool(table, "table")
     page = None if html is None else k8s_report.check_html_path(html)
     directory = os.path.join(_pki_root(), tag)
-    profile, _ = k8s_pki.set_profile(directory)
+    profile, recorded = k8s_pki.set_profile(directory)
     specs = k8s_pki.seed_specs() if profile != "kubeadm" else None
     report = k8s_pki.expiry_report(directory, specs, renew_before_days=threshold)
     if profile == "kubeadm":
         report = k8s_pki.kubeadm_expiry(report)
     summary = report["summary"]
     data = {"cluster_tag": tag, **report}
+    issuers = _backend_issuers(tag, directory, profile, recorded, threshold)
+    if issuers is not None:
+        data["openbao_issuers"] = issuers
     if fire:
         alert = k8s_pki.expiry_alert(report)
         event_tag = EXPIRY_EVENT_TAG.format(cluster_tag=tag)
@@ -469,12 +472,28 @@ def check_expiration(
         page_data = {**data, "certificates": every}
         data["html"] = k8s_report.write_html(page, k8s_report.render_html([page_data]))
     data["retcode"] = 1 if summary["expired"] or summary["unreadable"] else 0
+    if any(
+        row["status"] in ("expired", "missing") for row in issuers or () if row.get("default", 1)
+    ):
+        data["retcode"] = 1
     log.info(
         "k8s-helper: cluster %s: %s",
         tag,
         ", ".join(f"{count} {status}" for status, count in summary.items()),
     )
     return {"outputter": _TABLE, "data": data} if tabled else data
+
+
+def _backend_issuers(tag, directory, profile, recorded, threshold):
+    """OpenBao's view of the set's CAs (each issuer's expiry), or None on the local backend."""
+    signer = _signer(tag)
+    if not signer.keeps_ca_keys:
+        return None
+    k8s_pki.check_backend(directory, recorded, signer.backend)
+    signer.ready()
+    _, settings, _, _ = k8s_pki.resolve_settings(directory, {}, profile)
+    cas = [name for name, spec in k8s_pki.specs_for(settings).items() if spec.kind.is_ca]
+    return k8s_openbao.issuers_report(signer, cas, threshold)
 
 
 @_refusals_exit_nonzero

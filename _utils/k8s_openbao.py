@@ -24,6 +24,7 @@ module loads, and the config can be checked, where hvac is not installed.
 
 import datetime
 import ipaddress
+import math
 import os
 import re
 import stat
@@ -1046,3 +1047,43 @@ class OpenBaoSigner:
 
 def _load_cert(pem):
     return x509.load_pem_x509_certificate(pem.encode() if isinstance(pem, str) else pem)
+
+
+def issuers_report(signer, ca_names, renew_before_days, now=None):
+    """OpenBao's own view of the set's CAs: every issuer of each CA's mount and its expiry.
+
+    One row per issuer: ``ca``, ``mount``, ``issuer_id``, ``issuer_name``,
+    ``default``, ``subject``, ``not_after``, ``days_left``, ``status`` (the
+    report's statuses; ``missing`` when the mount or its CA is gone).
+    """
+    from k8s_pki.crypto import days_left, iso_utc
+    from k8s_pki.expiry import expiry_status
+
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    rows = []
+    for ca in ca_names:
+        mount = signer.mount(ca)
+        try:
+            listed = signer.pki().list_issuers(mount)
+        except BackendError as err:
+            if "has no mount" not in str(err):
+                raise
+            listed = {}
+        if not listed:
+            rows.append({"ca": ca, "mount": mount, "status": "missing", "error": "no CA here"})
+        for issuer_id, info in sorted(listed.items(), key=lambda i: not i[1]["is_default"]):
+            cert = _load_cert(signer.pki().read_issuer(mount, issuer_id)["certificate"])
+            rows.append(
+                {
+                    "ca": ca,
+                    "mount": mount,
+                    "issuer_id": issuer_id,
+                    "issuer_name": info["issuer_name"],
+                    "default": bool(info["is_default"]),
+                    "subject": cert.subject.rfc4514_string(),
+                    "not_after": iso_utc(cert.not_valid_after_utc),
+                    "days_left": math.floor(days_left(cert, now)),
+                    "status": expiry_status(cert, renew_before_days, now),
+                }
+            )
+    return rows

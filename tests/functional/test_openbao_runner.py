@@ -185,6 +185,9 @@ def test_kubeadm_set_through_openbao(runners, pki, server):
     assert "error" not in renewed, renewed
     assert "apiserver (m1)" in renewed["renewed"] and "kubelet.conf (n1)" in renewed["renewed"]
     support.openssl("verify", "-CAfile", folder / "ca.crt", folder / "hosts/m1/apiserver.crt")
+    report = runners["k8s-helper.check_expiration"](cluster_tag="kadm", table=False)
+    assert report["retcode"] == 0, report
+    assert sorted(r["ca"] for r in report["openbao_issuers"]) == sorted(KUBEADM_CAS)
 
 
 # --------------------------------------------------------------------------
@@ -356,3 +359,24 @@ def test_force_regen_and_rotate_ca_are_refused(conf, pki, err_set):
     assert error.startswith("force_regen: not supported on the openbao backend"), error
     error = refused(conf, pki, "k8s-helper.rotate_ca", "cluster_tag=err", "stage=prepare")
     assert error.startswith("rotate_ca: not supported on the openbao backend yet"), error
+
+
+# --------------------------------------------------------------------------
+# 4. The expiry report: OpenBao's view of its issuers beside the folder's files
+# --------------------------------------------------------------------------
+
+
+def test_check_expiration_shows_openbao_issuers(conf, runners, err_set, server):
+    with support.event_sink(conf):
+        proc = support.salt_run(conf, "k8s-helper.check_expiration", "cluster_tag=err", out=None)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "CAs inside OpenBao:" in proc.stdout
+    assert "k8s-pki/err/ca" in proc.stdout
+    data = runners["k8s-helper.check_expiration"](cluster_tag="err", table=False)
+    (row,) = data["openbao_issuers"]
+    ca = load(err_set / "err" / "ca.crt")
+    assert row["default"] and row["status"] == "ok" and row["issuer_name"] == "ca"
+    assert row["not_after"] == ca.not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert row["days_left"] in (3649, 3650)
+    # the folder's rows are still there, unchanged
+    assert {c["file"] for c in data["certificates"]} >= {"ca.crt", "server.crt", "kubecfg.crt"}
