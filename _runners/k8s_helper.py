@@ -321,12 +321,41 @@ def generate_certs(
         ret["settings_changed"] = changed
     if profile != "seed":
         ret["profile"] = profile
+    if signer.keeps_ca_keys and profile == "kubeadm" and os.path.isdir(directory):
+        ret.update(_revoke_removed_hosts(signer, tag, directory, settings, specs, dry))
     log.info(
         "k8s-helper: cluster %s: %s",
         tag,
         ", ".join(f"{name} {info['action']}" for name, info in ret["files"].items()),
     )
     return ret
+
+
+def _revoke_removed_hosts(signer, tag, directory, settings, specs, dry):
+    """Revoke, in OpenBao, the certificates of hosts the kubeadm set no longer has.
+
+    Their folders stay (the writer keeps what the set does not name); the
+    CRL of each CA that revoked something is written as ``<ca>.crl``.
+    """
+    hosts = [host["name"] for host in settings["masters"] + settings["nodes"]]
+    ca_certs = {
+        name: k8s_pki.read_pair(directory, name).cert
+        for name, spec in specs.items()
+        if spec.kind.is_ca
+    }
+    found = k8s_openbao.removed_host_certs(directory, hosts, ca_certs)
+    if not found:
+        return {}
+    revoked, crls = k8s_openbao.revoke_removed(signer, found, dry_run=dry)
+    if not revoked:  # revoked by an earlier run already
+        return {}
+    out = {"would_revoke" if dry else "revoked": revoked}
+    if crls:
+        out["crl"] = k8s_openbao.write_crls(_pki_root(), tag, crls)
+        log.warning(
+            "k8s-helper: cluster %s: revoked %s certificates of removed hosts", tag, len(revoked)
+        )
+    return out
 
 
 def _described(plan, backup, dry):

@@ -22,6 +22,7 @@ docs/openbao.md for why not saltext-vault).  It is imported lazily so that the
 module loads, and the config can be checked, where hvac is not installed.
 """
 
+import contextlib
 import datetime
 import ipaddress
 import math
@@ -1087,3 +1088,96 @@ def issuers_report(signer, ca_names, renew_before_days, now=None):
                 }
             )
     return rows
+
+
+# --------------------------------------------------------------------------
+# Revocation: the certificates of hosts a kubeadm set no longer has
+# --------------------------------------------------------------------------
+
+
+def removed_host_certs(directory, hosts, ca_certs):
+    """``[(host, rel path, ca name, cert)]`` left in ``hosts/<host>/`` for hosts not in ``hosts``.
+
+    The writer keeps a removed host's folder (files the set does not name are
+    left alone); its certificates are still valid until revoked.  Only leaves
+    signed by one of ``ca_certs`` (``{ca name: cert}``) are listed.
+    """
+    from k8s_pki import (
+        KUBEADM_HOSTS_DIR,
+        KUBECONFIG_SUFFIXES,
+        PKIError,
+        certificates_in_file,
+        is_ca,
+        signed_by,
+    )
+
+    root = os.path.join(directory, KUBEADM_HOSTS_DIR)
+    if not os.path.isdir(root):
+        return []
+    found = []
+    for host in sorted(set(os.listdir(root)) - set(hosts)):
+        for dirpath, dirnames, filenames in os.walk(os.path.join(root, host)):
+            dirnames.sort()
+            for name in sorted(filenames):
+                if not name.endswith((".crt", *KUBECONFIG_SUFFIXES)):
+                    continue
+                path = os.path.join(dirpath, name)
+                try:
+                    certs = [c for _, c in certificates_in_file(path) if not is_ca(c)]
+                except PKIError:
+                    continue  # not a certificate we issued: nothing to revoke
+                for cert in certs:
+                    ca = next((n for n, c in ca_certs.items() if signed_by(cert, c)), None)
+                    if ca is not None:
+                        found.append((host, os.path.relpath(path, directory), ca, cert))
+    return found
+
+
+def revoke_removed(signer, found, dry_run=False):
+    """Revoke what ``found`` lists (:func:`removed_host_certs`) unless its CRL already has it.
+
+    Returns ``(revoked, crls)``: one entry per newly revoked certificate
+    (host, file, CA, serial), and the new CRL (PEM) of each CA that revoked one.
+    With ``dry_run`` nothing is revoked: the entries say what would be.
+    """
+    pki = signer.pki()
+    listed, revoked = {}, []
+    for host, rel, ca, cert in found:
+        mount = signer.mount(ca)
+        if ca not in listed:
+            listed[ca] = x509.load_pem_x509_crl(pki.crl(mount).encode())
+        if listed[ca].get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
+            continue
+        if not dry_run:
+            pki.revoke(mount, cert.serial_number)
+        revoked.append(
+            {"host": host, "file": rel, "ca": ca, "serial": serial_text(cert.serial_number)}
+        )
+    cas = [] if dry_run else sorted({entry["ca"] for entry in revoked})
+    return revoked, {ca: pki.crl(signer.mount(ca)) for ca in cas}
+
+
+def write_crls(pki_root, cluster_tag, crls):
+    """Put ``<ca>.crl`` (PEM, 0644) in the set folder, each in one rename, under the set's lock.
+
+    Returns the paths written.  The writer carries these files along (it
+    keeps the files a set does not name).
+    """
+    from k8s_pki import CERT_MODE, locked
+    from k8s_pki.files import fsync_dir, write_new
+
+    directory = os.path.join(pki_root, cluster_tag)
+    written = []
+    with locked(pki_root, cluster_tag):
+        for ca, pem in sorted(crls.items()):
+            path = os.path.join(directory, f"{ca}.crl")
+            tmp = f"{path}.tmp"
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            write_new(tmp, pem.encode(), CERT_MODE)
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+            fsync_dir(os.path.dirname(path))
+            written.append(path)
+    return written

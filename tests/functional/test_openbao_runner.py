@@ -380,3 +380,66 @@ def test_check_expiration_shows_openbao_issuers(conf, runners, err_set, server):
     assert row["days_left"] in (3649, 3650)
     # the folder's rows are still there, unchanged
     assert {c["file"] for c in data["certificates"]} >= {"ca.crt", "server.crt", "kubecfg.crt"}
+
+
+# --------------------------------------------------------------------------
+# 5. A host removed from a kubeadm set: its certificates revoked, the CRL in the folder
+# --------------------------------------------------------------------------
+
+
+def test_removed_host_is_revoked_and_the_crl_lists_it(runners, pki, server):
+    gen = runners["k8s-helper.generate_certs"]
+    ret = gen(
+        cluster_tag="rev", profile="kubeadm", masters=MASTERS, nodes=NODES, key_type="ecdsa-p256"
+    )
+    assert "error" not in ret, ret
+    folder = pki / "rev"
+    kubelet = k8s_pki.parse_kubeconfig((folder / "hosts/n2/kubelet.conf").read_bytes(), "k")
+    n2 = x509.load_pem_x509_certificate(kubelet.cert_bytes)
+    dry = gen(cluster_tag="rev", profile="kubeadm", nodes=NODES[:1], test=True)
+    assert [r["host"] for r in dry["would_revoke"]] == ["n2"], dry
+    assert not (folder / "ca.crl").exists()
+    ret = gen(cluster_tag="rev", profile="kubeadm", nodes=NODES[:1])
+    assert "error" not in ret, ret
+    assert ret["revoked"] == [
+        {
+            "host": "n2",
+            "file": "hosts/n2/kubelet.conf",
+            "ca": "ca",
+            "serial": k8s_openbao.serial_text(n2.serial_number),
+        }
+    ]
+    assert ret["crl"] == [str(folder / "ca.crl")]
+    # The CRL in the folder: signed by the set's CA, lists n2's certificate (cryptography, openssl).
+    crl = x509.load_pem_x509_crl((folder / "ca.crl").read_bytes())
+    ca = load(folder / "ca.crt")
+    assert crl.is_signature_valid(ca.public_key())
+    assert crl.get_revoked_certificate_by_serial_number(n2.serial_number) is not None
+    text = support.openssl("crl", "-in", folder / "ca.crl", "-noout", "-text").stdout
+    assert format(n2.serial_number, "X").upper()[-8:] in text.replace(":", "").upper()
+    support.openssl("crl", "-in", folder / "ca.crl", "-noout", "-CAfile", folder / "ca.crt")
+    # openssl verify with the CRL refuses n2's certificate, accepts n1's.
+    (folder.parent / "n2.crt").write_bytes(kubelet.cert_bytes)
+    bad = support.openssl(
+        "verify",
+        "-crl_check",
+        "-CAfile",
+        folder / "ca.crt",
+        "-CRLfile",
+        folder / "ca.crl",
+        folder.parent / "n2.crt",
+        check=False,
+    )
+    assert bad.returncode != 0 and "certificate revoked" in bad.stdout + bad.stderr
+    support.openssl(
+        "verify",
+        "-crl_check",
+        "-CAfile",
+        folder / "ca.crt",
+        "-CRLfile",
+        folder / "ca.crl",
+        folder / "hosts/m1/apiserver.crt",
+    )
+    # A re-run revokes nothing again and leaves the CRL as it is.
+    again = gen(cluster_tag="rev", profile="kubeadm")
+    assert "revoked" not in again and not again["changed"], again
