@@ -11,12 +11,16 @@ Independent checks: openssl and cryptography.
 import concurrent.futures
 import json
 import pathlib
+import shutil
 
 import pytest
 import support
 import yaml
 from cryptography import x509
+from support import etcd as etc
+from support import kubeadm as ks
 from support import openbao as bs
+from support import sandbox, tlsserver
 
 k8s_pki = support.k8s_pki
 k8s_openbao = bs.k8s_openbao
@@ -443,3 +447,62 @@ def test_removed_host_is_revoked_and_the_crl_lists_it(runners, pki, server):
     # A re-run revokes nothing again and leaves the CRL as it is.
     again = gen(cluster_tag="rev", profile="kubeadm")
     assert "revoked" not in again and not again["changed"], again
+
+
+# --------------------------------------------------------------------------
+# 7. Real peers accept what OpenBao signed: kubectl and etcd
+# --------------------------------------------------------------------------
+
+LOOPBACK_MASTER = [{"name": "m1", "ip": "127.0.0.1"}]
+
+
+@pytest.fixture(scope="module")
+def peers_set(runners, pki):
+    ret = runners["k8s-helper.generate_certs"](
+        cluster_tag="peers", profile="kubeadm", masters=LOOPBACK_MASTER, key_type="ecdsa-p256"
+    )
+    assert "error" not in ret, ret
+    return pki / "peers"
+
+
+@pytest.mark.skipif(not shutil.which("kubectl"), reason="kubectl is not installed")
+def test_kubectl_with_admin_conf_against_an_apiserver_certificate_from_openbao(peers_set, tmp_path):
+    folder = peers_set
+    stand_in = tlsserver.TLSServer(
+        folder / "hosts/m1/apiserver.crt", folder / "hosts/m1/apiserver.key", folder / "ca.crt"
+    )
+    with stand_in as server:
+        assert ks.kubectl_healthz(server, folder / "admin.conf", tmp_path)
+    assert server.clients[-1]["commonName"] == "kubernetes-admin"
+
+
+@pytest.mark.skipif(not etc.HAVE_ETCD, reason="etcd and etcdctl are not installed")
+def test_etcd_serves_and_accepts_certificates_from_openbao(peers_set, tmp_path):
+    host = etc.lay_out_host(peers_set, "m1", tmp_path / "m1", ca_keys=False)
+    cluster = etc.EtcdCluster(tmp_path / "etcd", LOOPBACK_MASTER, token="openbao")
+    try:
+        cluster.start("m1", host)
+        etc.wait_healthy(cluster, host, ["m1"], deadline=30)
+        put = etc.etcdctl(host, [cluster.endpoint("m1")], "put", "k", "v")
+        assert put.returncode == 0, put.stderr + cluster.log("m1")
+    finally:
+        cluster.stop()
+
+
+@pytest.mark.sandbox
+@pytest.mark.skipif(sandbox.available() is not None, reason=str(sandbox.available()))
+def test_a_master_of_an_openbao_set_gets_its_share_without_ca_keys(peers_set, tmp_path):
+    """The k8s_kubeadm ext_pillar and kubernetes.kubeadm.present, unchanged but for the CA
+    keys the set does not hold: the master runs in kubeadm's external CA mode."""
+    from test_kubeadm_states import ETC, PRESENT, Minion, files_of
+
+    box = sandbox.Sandbox(tmp_path / "box")
+    minion = Minion(box, tmp_path / "m1", "m1", peers_set.parent, cluster_tag="peers")
+    proc, states = minion.call("state.apply", PRESENT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert all(r["result"] for r in states.values())
+    share = k8s_pki.kubeadm_host_files("m1", master=True)
+    ca_keys = {f"pki/{ca}.key" for ca in KUBEADM_CAS}
+    assert set(files_of(box)) == {f"{ETC}/{dest}" for dest in share if dest not in ca_keys}
+    assert ks.verify(box.upper(f"{ETC}/pki/ca.crt"), box.upper(f"{ETC}/pki/apiserver.crt"))
+    assert ks.verify(box.upper(f"{ETC}/pki/etcd/ca.crt"), box.upper(f"{ETC}/pki/etcd/peer.crt"))
