@@ -93,7 +93,7 @@ def ext_pillar(minion_id, pillar, cluster_tag="default", **kwargs):
     share = k8s_pki.kubeadm_host_files(host, master)
     if enrolled:
         share = k8s_pki.pillar_share(share)
-    elsewhere = _ca_keys_elsewhere(directory) if master else ()
+    elsewhere = k8s_pki.ca_keys_elsewhere(directory) if master else ()
     for dest, src in share.items():
         try:
             data = k8s_pki.read_set_file(directory, src)
@@ -119,14 +119,6 @@ def ext_pillar(minion_id, pillar, cluster_tag="default", **kwargs):
     if master:
         share["masters"] = _masters(directory)
     return {"kubernetes": {PILLAR_KEY: share}}
-
-
-def _ca_keys_elsewhere(directory):
-    """The CA key files a set whose CAs live in OpenBao does not hold (its manifest says so)."""
-    _, recorded = k8s_pki.set_profile(directory)
-    if (recorded or {}).get("backend", "local") == "local":
-        return ()
-    return tuple(f"{ca}.key" for ca in k8s_pki.profiles.KUBEADM_CAS)
 
 
 def _masters(directory):

@@ -225,6 +225,7 @@ from .rotation import (  # noqa: F401
 from .signer import (  # noqa: F401
     LOCAL,
     LocalSigner,
+    ca_keys_elsewhere,
     check_backend,
 )
 from .specs import (  # noqa: F401

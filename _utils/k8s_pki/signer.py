@@ -28,7 +28,8 @@ import os
 
 from .crypto import build_ca, issue_leaf, load_key, new_key
 from .errors import SetError
-from .manifest import DEFAULT_BACKEND
+from .manifest import DEFAULT_BACKEND, set_profile
+from .profiles import KUBEADM_CAS
 
 
 class LocalSigner:
@@ -75,3 +76,14 @@ def check_backend(directory, recorded, backend):
             f"cluster {tag}, or give the cluster a new cluster_tag (a {backend} set of its own; "
             'moving a local CA into OpenBao: docs/openbao.md, "Migrating an existing local CA")'
         )
+
+
+def ca_keys_elsewhere(directory):
+    """The CA key files (set paths) a kubeadm set does not hold because its CAs live in
+    OpenBao (its manifest says so): masters then run in kubeadm's external CA mode, and
+    pillar, states and verify leave those keys out.  () for any other set.
+    """
+    _, recorded = set_profile(directory)
+    if (recorded or {}).get("backend", DEFAULT_BACKEND) == DEFAULT_BACKEND:
+        return ()
+    return tuple(f"{ca}.key" for ca in KUBEADM_CAS)
