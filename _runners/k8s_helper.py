@@ -893,20 +893,18 @@ def rotate_ca(
     ca_validity = k8s_pki.check_days(ca_days, "ca_days")
     leaf_days = k8s_pki.check_days(days, "days")
     dry = _dry_run(test)
-    if stage != "status" and k8s_openbao.backend(__opts__) != "local":
-        raise k8s_pki.InputError(
-            "rotate_ca: not supported on the openbao backend yet: the CA lives in OpenBao; "
-            'rotate it there by hand (docs/openbao.md, "CA rotation") or use a new cluster_tag'
-        )
     directory = os.path.join(_pki_root(), tag)
-    profile, _ = k8s_pki.set_profile(directory)
+    profile, recorded = k8s_pki.set_profile(directory)
+    signer = _signer(tag)
+    k8s_pki.check_backend(directory, recorded, signer.backend)
+    signer.ready()
     ca_name = k8s_pki.check_rotation_ca(ca, profile)
     specs = _rotation_specs(directory, profile)
     ret = {"cluster_tag": tag, "stage": stage}
     if profile == "kubeadm":
         ret.update(profile=profile, ca=ca_name)
     if stage == "status":
-        status = k8s_pki.rotation_status(k8s_pki.read_rotation(directory, specs, ca_name))
+        status = k8s_pki.rotation_status(k8s_pki.read_rotation(directory, specs, ca_name, signer))
         ret.update(changed=False, state=status["state"], status=status)
         ret["message"] = f"rotation {status['state']}: {status['explain']}"
         return ret
@@ -922,8 +920,9 @@ def rotate_ca(
         keep_keys=keep,
         backup_keep=_backup_keep(),
         dry_run=dry,
+        signer=signer,
     )
-    status = k8s_pki.rotation_status(k8s_pki.read_rotation(directory, specs, ca_name))
+    status = k8s_pki.rotation_status(k8s_pki.read_rotation(directory, specs, ca_name, signer))
     ret.update(state_before=before, state=after, changed=plan is not None)
     if plan is None:
         ret["message"] = f"stage={stage}: nothing to do, the rotation is {after}"

@@ -960,7 +960,16 @@ class OpenBaoSigner:
         return self.client
 
     def mount(self, ca_name):
-        return mount_path(self.config, self.cluster_tag, ca_label(ca_name))
+        """The CA's mount; a rotation's next CA (``<ca>.next``) is an issuer of its CA's mount."""
+        return mount_path(self.config, self.cluster_tag, ca_label(_rotating(ca_name)))
+
+    def _issuer_of(self, mount, cert):
+        """The id of the issuer of ``mount`` whose certificate is ``cert``, or None."""
+        pki = self.pki()
+        for issuer_id in pki.list_issuers(mount):
+            if _load_cert(pki.read_issuer(mount, issuer_id)["certificate"]) == cert:
+                return issuer_id
+        return None
 
     def default_ca(self, ca_name):
         """The certificate of the default issuer at the CA's mount, or None (no mount, no CA)."""
@@ -979,6 +988,13 @@ class OpenBaoSigner:
         from k8s_pki.errors import SetError
 
         mount = self.mount(name)
+        if name != _rotating(name):  # a rotation's next CA: one of the mount's issuers
+            if item.key is None and self._issuer_of(mount, item.cert) is not None:
+                return True
+            raise SetError(
+                f"{directory}: {name}.crt is not an issuer of {mount}/ in OpenBao; remove "
+                f"{name}.crt and run rotate_ca stage=prepare again"
+            )
         if item.key is not None:
             raise SetError(
                 f"{directory}: {name}.key is in the folder, so this set's CA is a local one; "
@@ -1007,10 +1023,51 @@ class OpenBaoSigner:
         mount = self.mount(name)
         ttl = int(ca_days) * 86400
         pki = self.pki()
+        if name != _rotating(name):
+            return None, self._next_issuer(mount, spec, ttl, key_type)
         pki.ensure_mount(mount, ttl)
         made = pki.ensure_root_ca(mount, spec.common_name, ttl, key_type)
         self.cas[name] = made["action"]
         return None, _load_cert(made["certificate"])
+
+    def _next_issuer(self, mount, spec, ttl, key_type):
+        """A rotation's next CA: a second issuer in the same mount, named after its CN.
+
+        A re-run after a lost answer finds it by that name instead of making another.
+        """
+        pki = self.pki()
+        issuer_name = role_name(spec.common_name)
+        found = pki.find_issuer(mount, issuer_name)
+        if found is not None:
+            return _load_cert(pki.read_issuer(mount, found)["certificate"])
+        pki.ensure_mount(mount, ttl)  # its max TTL covers the new CA's lifetime
+        made = pki.generate_issuer(mount, spec.common_name, ttl, key_type, issuer_name)
+        return _load_cert(made["certificate"])
+
+    # -- the CA rotation's steps inside OpenBao (k8s_pki.rotation calls them) ------
+
+    def switch_default(self, ca_name, cert):
+        """stage=reissue: the next CA becomes the mount's default issuer (roles follow it)."""
+        mount = self.mount(ca_name)
+        issuer_id = self._issuer_of(mount, cert)
+        if issuer_id is None:
+            raise BackendError(f"the new CA of {ca_name} is not an issuer of {mount}/ in OpenBao")
+        self.pki().set_default_issuer(mount, issuer_id)
+
+    def retire(self, ca_name, certs):
+        """stage=finish: revoke the old CA(s) in OpenBao (their CRL stays readable)."""
+        mount = self.mount(ca_name)
+        for cert in certs:
+            issuer_id = self._issuer_of(mount, cert)
+            if issuer_id is not None and not self.pki().read_issuer(mount, issuer_id)["revoked"]:
+                self.pki().revoke_issuer(mount, issuer_id)
+
+    def drop_next(self, ca_name, cert):
+        """stage=abort: delete the next CA's issuer (none there: nothing to do)."""
+        mount = self.mount(ca_name)
+        issuer_id = self._issuer_of(mount, cert)
+        if issuer_id is not None:
+            self.pki().delete_issuer(mount, issuer_id)
 
     def sign(self, name, leaf, key, ca, leaf_days, now):
         """``key``'s certificate for ``leaf``, signed through the member's role in OpenBao."""
@@ -1044,6 +1101,11 @@ class OpenBaoSigner:
             )
         self.issued[name] = serial_text(cert.serial_number)
         return cert
+
+
+def _rotating(ca_name):
+    """The CA a name belongs to: ``ca.next`` (a rotation's next CA) -> ``ca``."""
+    return ca_name.removesuffix(".next")
 
 
 def _load_cert(pem):

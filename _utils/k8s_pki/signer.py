@@ -19,7 +19,10 @@ must offer:
   (SetError) a CA it should hold but does not;
 - ``make_ca(name, spec, key_type, ca_days, now)``: ``(key or None, cert)``;
 - ``sign(name, leaf, key, ca, leaf_days, now)``: the certificate for the
-  private ``key``, saying what ``leaf`` asks, signed by the CA item ``ca``.
+  private ``key``, saying what ``leaf`` asks, signed by the CA item ``ca``;
+- a CA rotation's steps where the CA lives (rotation.py): ``switch_default(ca,
+  cert)`` at reissue, ``retire(ca, certs)`` at finish, ``drop_next(ca, cert)``
+  at abort.  Nothing to do for the local signer: the folder is the CA.
 """
 
 from __future__ import annotations
@@ -48,6 +51,15 @@ class LocalSigner:
     def make_ca(self, name, spec, key_type, ca_days, now):
         key = new_key(key_type)
         return key, build_ca(key, spec.common_name, ca_days, spec.organizations, now)
+
+    def switch_default(self, ca_name, cert):
+        """The folder's <ca>.key is the signing key: the writer switches it."""
+
+    def retire(self, ca_name, certs):
+        """The old CA leaves <ca>.crt: nothing else to do."""
+
+    def drop_next(self, ca_name, cert):
+        """<ca>.next.crt/.key leave the folder: nothing else to do."""
 
     def sign(self, name, leaf, key, ca, leaf_days, now):
         if not ca.key_checked:  # read from disk with the quick parse: check before signing

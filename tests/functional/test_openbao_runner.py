@@ -358,11 +358,9 @@ def test_a_missing_mount_is_refused_where_the_set_expects_its_ca(runners, server
     assert "k8s-pki/gone/ca/" not in mounts(server)  # nothing made in its place
 
 
-def test_force_regen_and_rotate_ca_are_refused(conf, pki, err_set):
+def test_force_regen_is_refused(conf, pki, err_set):
     error = refused(conf, pki, "k8s-helper.generate_certs", "cluster_tag=err", "force_regen=True")
     assert error.startswith("force_regen: not supported on the openbao backend"), error
-    error = refused(conf, pki, "k8s-helper.rotate_ca", "cluster_tag=err", "stage=prepare")
-    assert error.startswith("rotate_ca: not supported on the openbao backend yet"), error
 
 
 # --------------------------------------------------------------------------
@@ -506,3 +504,86 @@ def test_a_master_of_an_openbao_set_gets_its_share_without_ca_keys(peers_set, tm
     assert set(files_of(box)) == {f"{ETC}/{dest}" for dest in share if dest not in ca_keys}
     assert ks.verify(box.upper(f"{ETC}/pki/ca.crt"), box.upper(f"{ETC}/pki/apiserver.crt"))
     assert ks.verify(box.upper(f"{ETC}/pki/etcd/ca.crt"), box.upper(f"{ETC}/pki/etcd/peer.crt"))
+
+
+# --------------------------------------------------------------------------
+# 6. CA rotation with OpenBao's issuers: the next CA is a second issuer of the mount
+# --------------------------------------------------------------------------
+
+
+def issuer_certs(server, mount):
+    """{issuer name: (certificate PEM, is default, revoked)} of a mount, as OpenBao says."""
+    out = {}
+    for issuer_id in issuers(server, mount):
+        data = json.loads(server.bao("read", "-format=json", f"{mount}/issuer/{issuer_id}").stdout)
+        data = data["data"]
+        out[data["issuer_name"]] = (data["certificate"].strip() + "\n", data.get("revoked"))
+    return out
+
+
+def test_rotate_ca_through_openbao_issuers(runners, pki, server):
+    rotate = runners["k8s-helper.rotate_ca"]
+    assert "error" not in runners["k8s-helper.generate_certs"](
+        cluster_tag="rot", key_type="ecdsa-p256"
+    )
+    folder, mount = pki / "rot", "k8s-pki/rot/ca"
+    old = (folder / "ca.crt").read_text()
+
+    ret = rotate(cluster_tag="rot", stage="prepare")
+    assert ret["state"] == "prepared", ret
+    new = (folder / "ca.next.crt").read_text()
+    assert not (folder / "ca.next.key").exists() and not (folder / "ca.key").exists()
+    assert issuer_certs(server, mount) == {"ca": (old, False), "kubernetes-ca-2": (new, False)}
+    assert default_issuer(server, mount) == old  # the old CA still signs
+    assert rotate(cluster_tag="rot", stage="prepare")["changed"] is False  # done already
+
+    assert rotate(cluster_tag="rot", stage="trust")["state"] == "trusted"
+    assert (folder / "ca.crt").read_text() == old + new
+
+    ret = rotate(cluster_tag="rot", stage="reissue")
+    assert ret["state"] == "reissued", ret
+    assert default_issuer(server, mount) == new  # switched at reissue
+    assert (folder / "ca.crt").read_text() == new + old
+    (folder.parent / "new-ca.crt").write_text(new)
+    for leaf in ("server.crt", "kubecfg.crt"):
+        support.openssl("verify", "-CAfile", folder.parent / "new-ca.crt", folder / leaf)
+
+    ret = rotate(cluster_tag="rot", stage="finish")
+    assert ret["state"] == "idle", ret
+    assert (folder / "ca.crt").read_text() == new
+    assert not (folder / "ca.next.crt").exists()
+    assert issuer_certs(server, mount) == {"ca": (old, True), "kubernetes-ca-2": (new, False)}
+    # afterwards renew and a re-run of generate_certs use the new CA
+    assert "error" not in runners["k8s-helper.renew"](cluster_tag="rot", certs="kubecfg")
+    support.openssl("verify", "-CAfile", folder / "ca.crt", folder / "kubecfg.crt")
+    assert runners["k8s-helper.generate_certs"](cluster_tag="rot")["changed"] is False
+
+
+def test_rotate_ca_abort_deletes_the_new_issuer(runners, pki, server):
+    rotate = runners["k8s-helper.rotate_ca"]
+    assert "error" not in runners["k8s-helper.generate_certs"](
+        cluster_tag="rab", key_type="ecdsa-p256"
+    )
+    old = (pki / "rab" / "ca.crt").read_text()
+    assert rotate(cluster_tag="rab", stage="prepare")["state"] == "prepared"
+    assert rotate(cluster_tag="rab", stage="trust")["state"] == "trusted"
+    ret = rotate(cluster_tag="rab", stage="abort")
+    assert ret["state"] == "idle", ret
+    assert (pki / "rab" / "ca.crt").read_text() == old
+    assert issuer_certs(server, "k8s-pki/rab/ca") == {"ca": (old, False)}
+
+
+def test_rotate_a_kubeadm_etcd_ca_through_openbao(runners, pki, server):
+    gen, rotate = runners["k8s-helper.generate_certs"], runners["k8s-helper.rotate_ca"]
+    ret = gen(cluster_tag="krot", profile="kubeadm", masters=MASTERS, key_type="ecdsa-p256")
+    assert "error" not in ret, ret
+    folder = pki / "krot"
+    untouched = {ca: (folder / f"{ca}.crt").read_bytes() for ca in ("ca", "front-proxy-ca")}
+    for stage in ("prepare", "trust", "reissue", "finish"):
+        ret = rotate(cluster_tag="krot", ca="etcd-ca", stage=stage)
+        assert "error" not in ret, ret
+    new = (folder / "etcd/ca.crt").read_text()
+    assert default_issuer(server, "k8s-pki/krot/etcd-ca") == new
+    for leaf in ("hosts/m1/etcd/peer.crt", "hosts/m1/etcd/server.crt", "apiserver-etcd-client.crt"):
+        support.openssl("verify", "-CAfile", folder / "etcd/ca.crt", folder / leaf)
+    assert {ca: (folder / f"{ca}.crt").read_bytes() for ca in untouched} == untouched
