@@ -444,7 +444,7 @@ class OpenBaoPKI:
     # -- transport -----------------------------------------------------------
 
     def _client(self, url):
-        import hvac  # lazily: see the module docstring
+        hvac = _hvac()
 
         if url not in self._clients:
             verify = self.config.ca_bundle if self.config.ca_bundle else True
@@ -470,7 +470,7 @@ class OpenBaoPKI:
             delay = min(delay * 2, 2.0)
 
     def _once(self, url, method, path, json, idempotent, what):
-        import hvac.exceptions as hexc
+        hexc = _hvac().exceptions
         import requests.exceptions as rexc
 
         what = what or f"{method} {path}"
@@ -835,6 +835,19 @@ class OpenBaoPKI:
         if isinstance(body, dict):  # some versions answer JSON: {"data": {"crl": ...}}
             body = body["data"]["crl"].encode()
         return body if der else body.decode()
+
+
+def _hvac():
+    """The hvac package (imported lazily: see the module docstring), or one line saying so."""
+    try:
+        import hvac
+        import hvac.exceptions
+    except ImportError:
+        raise BackendError(
+            "k8s_helper:backend: openbao needs the Python package hvac in Salt's Python: "
+            "pip install 'kubernetes-formula[openbao]' (or hvac) there"
+        ) from None
+    return hvac
 
 
 def _leaf_answer(data):

@@ -211,11 +211,9 @@ def test_the_other_backend_is_refused(tmp_path, runners, pki):
 
 
 def test_a_local_set_is_refused_by_the_openbao_backend(tmp_path, server, token_file):
-    local_conf = support.write_master_config(tmp_path / "l")
     local_pki = tmp_path / "l" / "pki"
-    # salt-run, not the loader in-process: a second loader would take over the module's opts
-    proc = salt_run(local_conf, "k8s-helper.generate_certs", "cluster_tag=loc", KEY)
-    assert proc.returncode == 0, proc.stdout
+    # the library, not a second loader in-process (it would take over the module's opts)
+    k8s_pki.ensure_set(local_pki, "loc", k8s_pki.seed_specs(), key_type="ecdsa-p256")
     conf = bao_conf(tmp_path / "b", server.addr, token_file, pki_root=local_pki)
     before = support.snapshot(local_pki)
     proc, ret = run_json(conf, "k8s-helper.generate_certs", "cluster_tag=loc")
@@ -243,10 +241,13 @@ def test_two_masters_at_once_end_with_one_ca(tmp_path, server, token_file):
     assert len(issuers(server, "k8s-pki/multi/ca")) == 1
     actions = sorted(json.loads(p.stdout)["openbao"]["cas"]["ca"]["action"] for p in procs)
     assert actions == ["adopted", "created"]
-    # Each master renews on its own, from the same CA.
-    for i, conf in enumerate(confs, 1):
-        proc, ret = run_json(conf, "k8s-helper.renew", "cluster_tag=multi", "certs=kubecfg")
-        assert proc.returncode == 0, proc.stdout
+    # Each master renews on its own (both at once), from the same CA.
+    args = ("cluster_tag=multi", "certs=kubecfg")
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        procs = list(pool.map(lambda c: salt_run(c, "k8s-helper.renew", *args), confs))
+    for i, proc in enumerate(procs, 1):
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert json.loads(proc.stdout)["renewed"] == ["kubecfg"]
         folder = tmp_path / f"master{i}/pki/multi"
         support.openssl("verify", "-CAfile", folder / "ca.crt", folder / "kubecfg.crt")
     assert len(issuers(server, "k8s-pki/multi/ca")) == 1
