@@ -164,12 +164,19 @@ def test_renew_reissues_through_openbao_and_keeps_the_ca(runners, pki, server):
     assert len(listed) == 1  # one CA, the same
 
 
-def test_kubeadm_set_through_openbao(runners, pki, server):
-    gen = runners["k8s-helper.generate_certs"]
-    ret = gen(
+@pytest.fixture(scope="module")
+def kadm(runners, pki):
+    """A kubeadm set (1 master, 2 nodes) made through OpenBao; the first run's return."""
+    ret = runners["k8s-helper.generate_certs"](
         cluster_tag="kadm", profile="kubeadm", masters=MASTERS, nodes=NODES, key_type="ecdsa-p256"
     )
     assert "error" not in ret, ret
+    return ret
+
+
+def test_kubeadm_set_through_openbao(kadm, runners, pki, server):
+    gen = runners["k8s-helper.generate_certs"]
+    assert {c["action"] for c in kadm["openbao"]["cas"].values()} == {"created"}
     folder = pki / "kadm"
     for ca in KUBEADM_CAS:
         assert (folder / f"{ca}.crt").read_text() == default_issuer(
@@ -192,6 +199,16 @@ def test_kubeadm_set_through_openbao(runners, pki, server):
     report = runners["k8s-helper.check_expiration"](cluster_tag="kadm", table=False)
     assert report["retcode"] == 0, report
     assert sorted(r["ca"] for r in report["openbao_issuers"]) == sorted(KUBEADM_CAS)
+
+
+def test_kubeadm_expiry_tables_show_openbao_issuers(conf, kadm):
+    """kubeadm's two tables, then OpenBao's (what salt-run prints by default)."""
+    with support.event_sink(conf):
+        proc = support.salt_run(conf, "k8s-helper.check_expiration", "cluster_tag=kadm", out=None)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "CERTIFICATE AUTHORITY" in proc.stdout and "CAs inside OpenBao:" in proc.stdout
+    for mount in ("k8s-pki/kadm/ca", "k8s-pki/kadm/etcd-ca", "k8s-pki/kadm/front-proxy-ca"):
+        assert mount in proc.stdout
 
 
 # --------------------------------------------------------------------------
