@@ -605,3 +605,51 @@ def test_rotate_a_kubeadm_etcd_ca_through_openbao(runners, pki, server):
     for leaf in ("hosts/m1/etcd/peer.crt", "hosts/m1/etcd/server.crt", "apiserver-etcd-client.crt"):
         support.openssl("verify", "-CAfile", folder / "etcd/ca.crt", folder / leaf)
     assert {ca: (folder / f"{ca}.crt").read_bytes() for ca in untouched} == untouched
+
+
+# --------------------------------------------------------------------------
+# 9. The documented migration of a local CA into OpenBao (docs/openbao.md), step by step
+# --------------------------------------------------------------------------
+
+
+def test_the_documented_migration_of_a_local_ca(tmp_path, server, token_file):
+    pki_root, tag, mount = tmp_path / "pki", "mig", "k8s-pki/mig/ca"
+    k8s_pki.ensure_set(pki_root, tag, k8s_pki.seed_specs(), key_type="ecdsa-p256")
+    folder = pki_root / tag
+    # the manifest a generate_certs run writes (the library call above writes none)
+    settings = {"profile": "seed", **k8s_pki.PROFILE_DEFAULTS["seed"], "key_type": "ecdsa-p256"}
+    (folder / "cluster.yaml").write_bytes(k8s_pki.render_manifest(settings))
+    leaves = {f: (folder / f).read_bytes() for f in ("server.crt", "kubecfg.crt")}
+    # 2. an admin imports the CA (certificate + key) as issuer "ca", the default
+    server.bao("secrets", "enable", f"-path={mount}", "-max-lease-ttl=87600h", "pki")
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes((folder / "ca.crt").read_bytes() + (folder / "ca.key").read_bytes())
+    imported = json.loads(
+        server.bao(
+            "write", "-format=json", f"{mount}/issuers/import/bundle", f"pem_bundle=@{bundle}"
+        ).stdout
+    )["data"]["imported_issuers"]
+    assert len(imported) == 1
+    server.bao("write", f"{mount}/issuer/{imported[0]}", "issuer_name=ca")
+    server.bao("write", f"{mount}/config/issuers", f"default={imported[0]}")
+    bundle.unlink()
+    # 3. the key leaves the folder; the manifest says openbao; the record is dropped
+    (folder / "ca.key").unlink()
+    text = (folder / "cluster.yaml").read_text()
+    (folder / "cluster.yaml").write_text(
+        text.replace("profile: seed\n", "profile: seed\nbackend: openbao\n")
+    )
+    (pki_root / f".{tag}.verified").unlink(missing_ok=True)
+    # 4. the openbao backend adopts the CA and keeps the leaves
+    conf = bao_conf(tmp_path / "master", server.addr, token_file, pki_root=pki_root)
+    proc, ret = run_json(conf, "k8s-helper.generate_certs", f"cluster_tag={tag}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert ret["openbao"]["cas"] == {"ca": {"mount": mount, "action": "adopted"}}
+    assert not ret["changed"], ret
+    assert {f: (folder / f).read_bytes() for f in leaves} == leaves
+    # ...and signs with it from now on
+    proc, ret = run_json(conf, "k8s-helper.renew", f"cluster_tag={tag}", "certs=server")
+    assert proc.returncode == 0, proc.stdout
+    assert (folder / "server.crt").read_bytes() != leaves["server.crt"]
+    support.openssl("verify", "-CAfile", folder / "ca.crt", folder / "server.crt")
+    assert not (folder / "ca.key").exists()
