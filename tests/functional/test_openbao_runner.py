@@ -238,6 +238,9 @@ def test_a_local_set_is_refused_by_the_openbao_backend(tmp_path, server, token_f
     assert "made with the local backend" in ret["error"], ret
     assert support.snapshot(local_pki) == before
     assert "k8s-pki/loc/ca/" not in mounts(server)
+    # the expiry report still works (monitoring must not break): the folder's view alone
+    proc, ret = run_json(conf, "k8s-helper.check_expiration", "cluster_tag=loc", "table=False")
+    assert proc.returncode == 0 and "openbao_issuers" not in ret, proc.stdout
 
 
 # --------------------------------------------------------------------------
