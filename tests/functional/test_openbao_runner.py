@@ -656,3 +656,18 @@ def test_the_documented_migration_of_a_local_ca(tmp_path, server, token_file):
     assert (folder / "server.crt").read_bytes() != leaves["server.crt"]
     support.openssl("verify", "-CAfile", folder / "ca.crt", folder / "server.crt")
     assert not (folder / "ca.key").exists()
+
+
+def test_approle_login_through_salt_run(tmp_path, server):
+    """The master logs in with an AppRole (a secret-id file) instead of a token."""
+    role_id, secret_id = bs.enable_approle(server)
+    secret = bs.write_secret(tmp_path / "secret-id", secret_id)
+    auth = {"method": "approle", "role_id": role_id, "secret_id_file": secret}
+    section = bs.master_opts(server.addr, auth)["k8s_helper"]
+    section["pki_root"] = str(tmp_path / "pki")
+    conf = support.write_master_config(tmp_path, k8s_helper=section)
+    proc, ret = run_json(conf, "k8s-helper.generate_certs", "cluster_tag=appr", KEY)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert ret["openbao"]["cas"]["ca"]["action"] == "created"
+    assert secret_id not in proc.stdout + proc.stderr
+    assert not (tmp_path / "pki" / "appr" / "ca.key").exists()
