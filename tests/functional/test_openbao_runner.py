@@ -151,6 +151,13 @@ def test_renew_reissues_through_openbao_and_keeps_the_ca(runners, pki, server):
     folder = pki / "ren"
     ca_before = (folder / "ca.crt").read_bytes()
     old = load(folder / "server.crt")
+    # a dry run signs nothing and writes nothing, here or in OpenBao
+    issued = server.bao("list", "-format=json", "k8s-pki/ren/ca/certs").stdout
+    before = support.snapshot(folder)
+    dry = runners["k8s-helper.renew"](cluster_tag="ren", certs="server", test=True)
+    assert dry["test"] and dry["files"]["server.crt"]["change"] == "reissue", dry
+    assert server.bao("list", "-format=json", "k8s-pki/ren/ca/certs").stdout == issued
+    assert support.snapshot(folder) == before
     ret = runners["k8s-helper.renew"](cluster_tag="ren", certs="server")
     assert "error" not in ret, ret
     assert ret["renewed"] == ["server"] and ret["backend"] == "openbao"
