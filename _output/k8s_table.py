@@ -92,6 +92,23 @@ def _expiry_footer(data, count):
     counts = ", ".join(f"{count} {status}" for status, count in summary.items())
     lines = ["", f"{count} certificates: {counts}"]
     lines += [f"notice: {notice}" for notice in data.get("notices", [])]
+    if data.get("openbao_issuers"):  # the openbao backend: its own view of the CAs
+        lines += ["", "CAs inside OpenBao:"]
+        lines += _table(
+            ["CA", "MOUNT", "ISSUER", "DEFAULT", "EXPIRES", "DAYS LEFT", "STATUS"],
+            [
+                [
+                    row["ca"],
+                    row["mount"],
+                    row.get("issuer_name") or row.get("issuer_id", "-"),
+                    "yes" if row.get("default") else "no",
+                    row.get("not_after", "-"),
+                    str(row.get("days_left", "-")),
+                    row["status"],
+                ]
+                for row in data["openbao_issuers"]
+            ],
+        )
     event = data.get("event")
     if event:
         why = event.get("why") or ("fired" if event["fired"] else "not fired")

@@ -93,6 +93,7 @@ def ext_pillar(minion_id, pillar, cluster_tag="default", **kwargs):
     share = k8s_pki.kubeadm_host_files(host, master)
     if enrolled:
         share = k8s_pki.pillar_share(share)
+    elsewhere = k8s_pki.ca_keys_elsewhere(directory) if master else ()
     for dest, src in share.items():
         try:
             data = k8s_pki.read_set_file(directory, src)
@@ -100,6 +101,8 @@ def ext_pillar(minion_id, pillar, cluster_tag="default", **kwargs):
             data, why = None, err.strerror
         else:
             why = "missing"
+        if data is None and src in elsewhere:
+            continue  # a CA key kept in OpenBao: masters run in kubeadm's external CA mode
         if data is None:
             raise k8s_pki.SetError(
                 f"k8s_kubeadm: {os.path.join(directory, src)}: {why}; the set of {tag} is "

@@ -20,6 +20,7 @@ import logging
 import os
 
 try:
+    import k8s_openbao
     import k8s_pki
     import k8s_report
 
@@ -49,6 +50,33 @@ def _pki_root():
 
 def _backup_keep():
     return k8s_pki.backup_keep(__opts__)
+
+
+def _signer(tag):
+    """Who makes the cluster's CAs and signs its leaves, as the master config chooses.
+
+    ``k8s_helper:backend``: ``local`` (keys in the set folder) or ``openbao``
+    (CAs inside OpenBao; docs/openbao.md).  Chosen here, once per run.
+    """
+    if k8s_openbao.backend(__opts__) == "local":
+        return k8s_pki.LOCAL
+    return k8s_openbao.OpenBaoSigner(k8s_openbao.parse_config(__opts__), tag)
+
+
+def _backend_facts(signer):
+    """What a run says about the OpenBao side: each CA's mount and whether it was made."""
+    if not signer.keeps_ca_keys:
+        return {}
+    return {
+        "backend": signer.backend,
+        "openbao": {
+            "cas": {
+                name: {"mount": signer.mount(name), "action": action}
+                for name, action in signer.cas.items()
+            },
+            "signed": len(signer.issued),
+        },
+    }
 
 
 def _reject_unknown(kwargs):
@@ -101,7 +129,7 @@ def _refusals_exit_nonzero(func):
         try:
             _check_call(func, args, kwargs)
             ret = func(*args, **kwargs)
-        except k8s_pki.PKIError as err:
+        except (k8s_pki.PKIError, k8s_openbao.BackendError) as err:
             ret = _failed(str(err))
         except OSError as err:
             ret = _failed(f"{err.strerror or err}: {err.filename or ''}".rstrip(": "))
@@ -264,6 +292,17 @@ def generate_certs(
     }
     directory = os.path.join(_pki_root(), tag)
     profile, settings, recorded, changed = k8s_pki.resolve_settings(directory, given, profile)
+    signer = _signer(tag)
+    k8s_pki.check_backend(directory, recorded, signer.backend)
+    signer.ready()
+    if signer.keeps_ca_keys:
+        if force:
+            raise k8s_pki.InputError(
+                f"force_regen: not supported on the {signer.backend} backend: the CA lives "
+                "there and a new run adopts it; rotate it with rotate_ca, or use a new "
+                "cluster_tag for a new CA"
+            )
+        settings["backend"] = signer.backend
     specs = k8s_pki.specs_for(settings)
     options = {
         "key_type": settings["key_type"],
@@ -274,20 +313,49 @@ def generate_certs(
         "settings": settings,
     }
     plan, backup = k8s_pki.ensure_set(
-        _pki_root(), tag, specs, force_regen=force, dry_run=dry, **options
+        _pki_root(), tag, specs, force_regen=force, dry_run=dry, signer=signer, **options
     )
     k8s_pki.explain_changes(plan, settings, recorded, changed)
-    ret = {"cluster_tag": tag, **_described(plan, backup, dry)}
+    ret = {"cluster_tag": tag, **_described(plan, backup, dry), **_backend_facts(signer)}
     if changed:
         ret["settings_changed"] = changed
     if profile != "seed":
         ret["profile"] = profile
+    if signer.keeps_ca_keys and profile == "kubeadm" and os.path.isdir(directory):
+        ret.update(_revoke_removed_hosts(signer, tag, directory, settings, specs, dry))
     log.info(
         "k8s-helper: cluster %s: %s",
         tag,
         ", ".join(f"{name} {info['action']}" for name, info in ret["files"].items()),
     )
     return ret
+
+
+def _revoke_removed_hosts(signer, tag, directory, settings, specs, dry):
+    """Revoke, in OpenBao, the certificates of hosts the kubeadm set no longer has.
+
+    Their folders stay (the writer keeps what the set does not name); the
+    CRL of each CA that revoked something is written as ``<ca>.crl``.
+    """
+    hosts = [host["name"] for host in settings["masters"] + settings["nodes"]]
+    ca_certs = {
+        name: k8s_pki.read_pair(directory, name).cert
+        for name, spec in specs.items()
+        if spec.kind.is_ca
+    }
+    found = k8s_openbao.removed_host_certs(directory, hosts, ca_certs)
+    if not found:
+        return {}
+    revoked, crls = k8s_openbao.revoke_removed(signer, found, dry_run=dry)
+    if not revoked:  # revoked by an earlier run already
+        return {}
+    out = {"would_revoke" if dry else "revoked": revoked}
+    if crls:
+        out["crl"] = k8s_openbao.write_crls(_pki_root(), tag, crls)
+        log.warning(
+            "k8s-helper: cluster %s: revoked %s certificates of removed hosts", tag, len(revoked)
+        )
+    return out
 
 
 def _described(plan, backup, dry):
@@ -410,13 +478,16 @@ def check_expiration(
     tabled = k8s_pki.check_bool(table, "table")
     page = None if html is None else k8s_report.check_html_path(html)
     directory = os.path.join(_pki_root(), tag)
-    profile, _ = k8s_pki.set_profile(directory)
+    profile, recorded = k8s_pki.set_profile(directory)
     specs = k8s_pki.seed_specs() if profile != "kubeadm" else None
     report = k8s_pki.expiry_report(directory, specs, renew_before_days=threshold)
     if profile == "kubeadm":
         report = k8s_pki.kubeadm_expiry(report)
     summary = report["summary"]
     data = {"cluster_tag": tag, **report}
+    issuers = _backend_issuers(tag, directory, profile, recorded, threshold)
+    if issuers is not None:
+        data["openbao_issuers"] = issuers
     if fire:
         alert = k8s_pki.expiry_alert(report)
         event_tag = EXPIRY_EVENT_TAG.format(cluster_tag=tag)
@@ -430,12 +501,28 @@ def check_expiration(
         page_data = {**data, "certificates": every}
         data["html"] = k8s_report.write_html(page, k8s_report.render_html([page_data]))
     data["retcode"] = 1 if summary["expired"] or summary["unreadable"] else 0
+    if any(
+        row["status"] in ("expired", "missing") for row in issuers or () if row.get("default", 1)
+    ):
+        data["retcode"] = 1
     log.info(
         "k8s-helper: cluster %s: %s",
         tag,
         ", ".join(f"{count} {status}" for status, count in summary.items()),
     )
     return {"outputter": _TABLE, "data": data} if tabled else data
+
+
+def _backend_issuers(tag, directory, profile, recorded, threshold):
+    """OpenBao's view of the set's CAs (each issuer's expiry), or None on the local backend."""
+    signer = _signer(tag)
+    made_with = (recorded or {}).get("backend", "local")
+    if not signer.keeps_ca_keys or made_with != signer.backend:
+        return None  # the report of the folder alone: monitoring keeps working either way
+    signer.ready()
+    _, settings, _, _ = k8s_pki.resolve_settings(directory, {}, profile)
+    cas = [name for name, spec in k8s_pki.specs_for(settings).items() if spec.kind.is_ca]
+    return k8s_openbao.issuers_report(signer, cas, threshold)
 
 
 @_refusals_exit_nonzero
@@ -546,8 +633,12 @@ def renew(
         else k8s_pki.check_days(threshold_days, "threshold_days")
     )
     directory = os.path.join(_pki_root(), tag)
-    profile, _ = k8s_pki.set_profile(directory)
+    profile, recorded = k8s_pki.set_profile(directory)
+    signer = _signer(tag)
+    k8s_pki.check_backend(directory, recorded, signer.backend)
+    signer.ready()
     options = {
+        "signer": signer,
         "keep_keys": keep,
         "rotate_token_key": rotate_token,
         "key_type": new_key_type,
@@ -557,7 +648,7 @@ def renew(
         "dry_run": dry,
     }
     if profile == "kubeadm":
-        return _renew_kubeadm(tag, directory, certs, hosts, options)
+        return {**_renew_kubeadm(tag, directory, certs, hosts, options), **_backend_facts(signer)}
     if hosts not in (None, ""):
         raise k8s_pki.InputError("hosts: only used with a kubeadm set")
     k8s_pki.require_profile(directory, "seed", "renew")
@@ -573,9 +664,11 @@ def renew(
         due_within=due_within,
         backup_keep=_backup_keep(),
         dry_run=dry,
+        signer=signer,
     )
     renewed = [item.name for item in plan.items.values() if item.action != "reused"]
     ret = {"cluster_tag": tag, "renewed": renewed, **_described(plan, backup, dry)}
+    ret.update(_backend_facts(signer))
     ret["restart"] = _must_restart(plan, renewed)
     ret["next"] = _after_renewal(ret["restart"])
     log.info("k8s-helper: cluster %s renewed: %s (backup %s)", tag, ", ".join(renewed), backup)
@@ -801,14 +894,17 @@ def rotate_ca(
     leaf_days = k8s_pki.check_days(days, "days")
     dry = _dry_run(test)
     directory = os.path.join(_pki_root(), tag)
-    profile, _ = k8s_pki.set_profile(directory)
+    profile, recorded = k8s_pki.set_profile(directory)
+    signer = _signer(tag)
+    k8s_pki.check_backend(directory, recorded, signer.backend)
+    signer.ready()
     ca_name = k8s_pki.check_rotation_ca(ca, profile)
     specs = _rotation_specs(directory, profile)
     ret = {"cluster_tag": tag, "stage": stage}
     if profile == "kubeadm":
         ret.update(profile=profile, ca=ca_name)
     if stage == "status":
-        status = k8s_pki.rotation_status(k8s_pki.read_rotation(directory, specs, ca_name))
+        status = k8s_pki.rotation_status(k8s_pki.read_rotation(directory, specs, ca_name, signer))
         ret.update(changed=False, state=status["state"], status=status)
         ret["message"] = f"rotation {status['state']}: {status['explain']}"
         return ret
@@ -824,8 +920,9 @@ def rotate_ca(
         keep_keys=keep,
         backup_keep=_backup_keep(),
         dry_run=dry,
+        signer=signer,
     )
-    status = k8s_pki.rotation_status(k8s_pki.read_rotation(directory, specs, ca_name))
+    status = k8s_pki.rotation_status(k8s_pki.read_rotation(directory, specs, ca_name, signer))
     ret.update(state_before=before, state=after, changed=plan is not None)
     if plan is None:
         ret["message"] = f"stage={stage}: nothing to do, the rotation is {after}"
@@ -1161,6 +1258,7 @@ def _verify_kubeadm(tag, directory, tgt, tgt_type, wait):
     references = functools.lru_cache(maxsize=None)(
         functools.partial(k8s_pki.kubeadm_reference, directory)
     )
+    elsewhere = k8s_pki.ca_keys_elsewhere(directory)  # CA keys in OpenBao: on no host
     hosts = {}
     for minion in sorted(set(expected) | set(replies)):
         ret, error = _answer(replies.get(minion))
@@ -1176,6 +1274,8 @@ def _verify_kubeadm(tag, directory, tgt, tgt_type, wait):
             continue
         host = names.get(minion, minion)
         share = k8s_pki.kubeadm_share(directory, host)
+        if share is not None and elsewhere:
+            share = {dest: src for dest, src in share.items() if src not in elsewhere}
         checks = k8s_pki.verify_kubeadm_host(ret, share, references)
         if share is None:
             checks.insert(

@@ -22,8 +22,10 @@ docs/openbao.md for why not saltext-vault).  It is imported lazily so that the
 module loads, and the config can be checked, where hvac is not installed.
 """
 
+import contextlib
 import datetime
 import ipaddress
+import math
 import os
 import re
 import stat
@@ -442,7 +444,7 @@ class OpenBaoPKI:
     # -- transport -----------------------------------------------------------
 
     def _client(self, url):
-        import hvac  # lazily: see the module docstring
+        hvac = _hvac()
 
         if url not in self._clients:
             verify = self.config.ca_bundle if self.config.ca_bundle else True
@@ -468,7 +470,7 @@ class OpenBaoPKI:
             delay = min(delay * 2, 2.0)
 
     def _once(self, url, method, path, json, idempotent, what):
-        import hvac.exceptions as hexc
+        hexc = _hvac().exceptions
         import requests.exceptions as rexc
 
         what = what or f"{method} {path}"
@@ -596,13 +598,22 @@ class OpenBaoPKI:
         except BackendError as err:
             if "No secret engine mount" not in str(err):
                 raise
-            self._request(
-                "POST",
-                f"sys/mounts/{mount}",
-                json={"type": "pki", "config": {"max_lease_ttl": f"{int(max_ttl_seconds)}s"}},
-                what=f"enabling the pki engine at {mount}",
-            )
-            return "created"
+            try:
+                self._request(
+                    "POST",
+                    f"sys/mounts/{mount}",
+                    json={
+                        "type": "pki",
+                        "config": {"max_lease_ttl": f"{int(max_ttl_seconds)}s"},
+                    },
+                    what=f"enabling the pki engine at {mount}",
+                )
+                return "created"
+            except BackendError as race:
+                # Another master enabled it between our read and our write: use it.
+                if "already in use" not in str(race):
+                    raise
+                info = self._request("GET", f"sys/mounts/{mount}", what=f"reading mount {mount}")
         data = info.get("data", info)
         if data.get("type") != "pki":
             raise BackendError(
@@ -625,8 +636,20 @@ class OpenBaoPKI:
 
         Returns ``{"action": "created"|"adopted", "issuer_id", "certificate"}``.
         The key is generated inside OpenBao (``type=internal``) and never leaves it.
+
+        Two masters making the same cluster's CA at once: the issuer name is
+        fixed, so OpenBao lets only the first generation through (a name is
+        unique in a mount); the other is refused, and adopts that CA.
         """
         current = self.read_issuer(mount, "default", missing_ok=True)
+        if current is None:
+            try:
+                made = self.generate_issuer(mount, common_name, ttl_seconds, key_type, issuer_name)
+                return {"action": "created", **made}
+            except BackendError as race:
+                if "already in use" not in str(race) and "already exists" not in str(race):
+                    raise
+            current = self._wait_default_issuer(mount, issuer_name)
         if current is not None:
             cn = _common_name(current["certificate"])
             if cn != common_name:
@@ -635,8 +658,18 @@ class OpenBaoPKI:
                     f"{common_name!r}; use another mount_prefix or cluster_tag"
                 )
             return {"action": "adopted", **current}
-        made = self.generate_issuer(mount, common_name, ttl_seconds, key_type, issuer_name)
-        return {"action": "created", **made}
+        raise BackendError(f"OpenBao mount {mount}/ has no default CA; run generate_certs again")
+
+    def _wait_default_issuer(self, mount, issuer_name, seconds=10):
+        """The default issuer another writer is making right now (named ``issuer_name``)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            current = self.read_issuer(mount, "default", missing_ok=True)
+            if current is not None or time.monotonic() > deadline:
+                return current
+            if self.find_issuer(mount, issuer_name) is not None:
+                return self.read_issuer(mount, issuer_name)
+            time.sleep(0.2)
 
     def generate_issuer(self, mount, common_name, ttl_seconds, key_type, issuer_name):
         """A new self-signed issuer in ``mount`` (a CA rotation's next CA, or the first one).
@@ -804,6 +837,19 @@ class OpenBaoPKI:
         return body if der else body.decode()
 
 
+def _hvac():
+    """The hvac package (imported lazily: see the module docstring), or one line saying so."""
+    try:
+        import hvac
+        import hvac.exceptions
+    except ImportError:
+        raise BackendError(
+            "k8s_helper:backend: openbao needs the Python package hvac in Salt's Python: "
+            "pip install 'kubernetes-formula[openbao]' (or hvac) there"
+        ) from None
+    return hvac
+
+
 def _leaf_answer(data):
     return {
         "certificate": data["certificate"].strip() + "\n",
@@ -867,3 +913,346 @@ def _tls_reason(err):
         return "certificate verify failed: " + match.group(1).strip()
     match = re.search(r"(hostname '[^']+' doesn't match[^'\"]*)", text)
     return match.group(1) if match else "handshake failed"
+
+
+# --------------------------------------------------------------------------
+# The signer: how a set's plan (k8s_pki) makes CAs and leaves through OpenBao
+# --------------------------------------------------------------------------
+
+
+def ca_label(ca_name):
+    """A CA's name in a mount path: ``etcd/ca`` -> ``etcd-ca`` (one path segment)."""
+    return ca_name.replace("/", "-")
+
+
+def role_name(member):
+    """The role of one member of a set: ``hosts/m1/etcd/peer`` -> ``hosts-m1-etcd-peer``.
+
+    A name longer than a role name may be keeps its start and gets a digest
+    of the whole, so two members never share a role.
+    """
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", member).lstrip("-_.") or "member"
+    if len(name) > 63:
+        import hashlib
+
+        name = name[:50] + "-" + hashlib.sha256(member.encode()).hexdigest()[:12]
+    return name
+
+
+class OpenBaoSigner:
+    """The signer of ``k8s_pki`` (see k8s_pki/signer.py) whose CAs live in OpenBao.
+
+    One mount per CA of the cluster (:func:`mount_path`); the CA is generated
+    inside (or adopted when the mount already has it: a second master, a
+    re-made folder); each leaf's key is made here (the set folder hands it
+    out) and its certificate signed through the member's role from a CSR.
+    Logs in at the first request, so a run that needs nothing from OpenBao
+    (a dry run of a new set) never reaches it.
+    """
+
+    backend = "openbao"
+    keeps_ca_keys = True
+
+    def __init__(self, config, cluster_tag, client=None):
+        _parse_name(cluster_tag, "cluster_tag")
+        self.config = config
+        self.cluster_tag = cluster_tag
+        self.client = client or OpenBaoPKI(config)
+        self._logged_in = False
+        self.cas = {}  # CA name -> "created" | "adopted"
+        self.issued = {}  # member name -> serial number ("aa:bb:...") signed in this run
+
+    def ready(self):
+        """Log in now: a wrong token, a sealed or unreachable server fails before any write."""
+        self.pki()
+
+    def pki(self):
+        if not self._logged_in:
+            self.client.login()
+            self._logged_in = True
+        return self.client
+
+    def mount(self, ca_name):
+        """The CA's mount; a rotation's next CA (``<ca>.next``) is an issuer of its CA's mount."""
+        return mount_path(self.config, self.cluster_tag, ca_label(_rotating(ca_name)))
+
+    def _issuer_of(self, mount, cert):
+        """The id of the issuer of ``mount`` whose certificate is ``cert``, or None."""
+        pki = self.pki()
+        for issuer_id in pki.list_issuers(mount):
+            if _load_cert(pki.read_issuer(mount, issuer_id)["certificate"]) == cert:
+                return issuer_id
+        return None
+
+    def default_ca(self, ca_name):
+        """The certificate of the default issuer at the CA's mount, or None (no mount, no CA)."""
+        mount = self.mount(ca_name)
+        try:
+            issuer = self.pki().read_issuer(mount, "default", missing_ok=True)
+        except BackendError as err:
+            if "has no mount" in str(err):
+                return None
+            raise
+        return None if issuer is None else _load_cert(issuer["certificate"])
+
+    def adopt_ca(self, directory, name, item):
+        """True when ``item`` (a CA of the folder) is the CA OpenBao holds; else refused."""
+        from k8s_pki.crypto import fingerprint
+        from k8s_pki.errors import SetError
+
+        mount = self.mount(name)
+        if name != _rotating(name):  # a rotation's next CA: one of the mount's issuers
+            if item.key is None and self._issuer_of(mount, item.cert) is not None:
+                return True
+            raise SetError(
+                f"{directory}: {name}.crt is not an issuer of {mount}/ in OpenBao; remove "
+                f"{name}.crt and run rotate_ca stage=prepare again"
+            )
+        if item.key is not None:
+            raise SetError(
+                f"{directory}: {name}.key is in the folder, so this set's CA is a local one; "
+                "the openbao backend signs only with CAs kept inside OpenBao: set "
+                "k8s_helper:backend: local for this set, or move its CA into OpenBao "
+                '(docs/openbao.md, "Migrating an existing local CA")'
+            )
+        held = self.default_ca(name)
+        if held is None:
+            raise SetError(
+                f"{directory}: {name}.crt is here but OpenBao has no CA at {mount}/: the CA this "
+                "set was made with is not there (another OpenBao, or another mount_prefix?); "
+                "check k8s_helper:openbao, or move the folder away to start a new set"
+            )
+        if held != item.cert and held not in item.bundle:
+            raise SetError(
+                f"{directory}: {name}.crt (sha256 {fingerprint(item.cert)}) is not the CA OpenBao "
+                f"holds at {mount}/ (sha256 {fingerprint(held)}); check k8s_helper:openbao, or "
+                "move the folder away so the next run takes OpenBao's CA"
+            )
+        self.cas.setdefault(name, "adopted")
+        return True
+
+    def make_ca(self, name, spec, key_type, ca_days, now):
+        """The CA made inside OpenBao (or adopted if there already): ``(None, cert)``."""
+        mount = self.mount(name)
+        ttl = int(ca_days) * 86400
+        pki = self.pki()
+        if name != _rotating(name):
+            return None, self._next_issuer(mount, spec, ttl, key_type)
+        pki.ensure_mount(mount, ttl)
+        made = pki.ensure_root_ca(mount, spec.common_name, ttl, key_type)
+        self.cas[name] = made["action"]
+        return None, _load_cert(made["certificate"])
+
+    def _next_issuer(self, mount, spec, ttl, key_type):
+        """A rotation's next CA: a second issuer in the same mount, named after its CN.
+
+        A re-run after a lost answer finds it by that name instead of making another.
+        """
+        pki = self.pki()
+        issuer_name = role_name(spec.common_name)
+        found = pki.find_issuer(mount, issuer_name)
+        if found is not None:
+            return _load_cert(pki.read_issuer(mount, found)["certificate"])
+        pki.ensure_mount(mount, ttl)  # its max TTL covers the new CA's lifetime
+        made = pki.generate_issuer(mount, spec.common_name, ttl, key_type, issuer_name)
+        return _load_cert(made["certificate"])
+
+    # -- the CA rotation's steps inside OpenBao (k8s_pki.rotation calls them) ------
+
+    def switch_default(self, ca_name, cert):
+        """stage=reissue: the next CA becomes the mount's default issuer (roles follow it)."""
+        mount = self.mount(ca_name)
+        issuer_id = self._issuer_of(mount, cert)
+        if issuer_id is None:
+            raise BackendError(f"the new CA of {ca_name} is not an issuer of {mount}/ in OpenBao")
+        self.pki().set_default_issuer(mount, issuer_id)
+
+    def retire(self, ca_name, certs):
+        """stage=finish: revoke the old CA(s) in OpenBao (their CRL stays readable)."""
+        mount = self.mount(ca_name)
+        for cert in certs:
+            issuer_id = self._issuer_of(mount, cert)
+            if issuer_id is not None and not self.pki().read_issuer(mount, issuer_id)["revoked"]:
+                self.pki().revoke_issuer(mount, issuer_id)
+
+    def drop_next(self, ca_name, cert):
+        """stage=abort: delete the next CA's issuer (none there: nothing to do)."""
+        mount = self.mount(ca_name)
+        issuer_id = self._issuer_of(mount, cert)
+        if issuer_id is not None:
+            self.pki().delete_issuer(mount, issuer_id)
+
+    def sign(self, name, leaf, key, ca, leaf_days, now):
+        """``key``'s certificate for ``leaf``, signed through the member's role in OpenBao."""
+        from k8s_pki.crypto import capped_end, key_matches, key_type_of, satisfies, signed_by
+
+        mount = self.mount(ca.name)
+        not_after, requested = capped_end(ca.cert, leaf_days, now)
+        # OpenBao counts from its own clock; a leaf capped by its CA ends a
+        # minute before the CA rather than be refused for outliving it.
+        real_now = datetime.datetime.now(datetime.timezone.utc)
+        ttl = int((not_after - real_now).total_seconds()) - (60 if requested else 0)
+        if ttl <= 0:
+            raise BackendError(
+                f"{ca.name} in OpenBao ({mount}/) has expired: no leaf can be signed"
+            )
+        role = role_name(name)
+        pki = self.pki()
+        pki.ensure_role(mount, role, leaf, ttl, key_type_of(key))
+        answer = pki.sign_leaf(mount, role, leaf, make_csr(leaf, key), ttl)
+        cert = _load_cert(answer["certificate"])
+        # What OpenBao sends back is checked like anything read from disk.
+        if not key_matches(cert, key) or not signed_by(cert, ca.cert):
+            raise BackendError(
+                f"OpenBao ({mount}/) returned a certificate for {name} that is not for our key "
+                "or not signed by the set's CA; nothing was written"
+            )
+        if not satisfies(cert, leaf):
+            raise BackendError(
+                f"OpenBao ({mount}/, role {role}) signed {name} with other names or usages than "
+                "asked; check the role's settings (another writer?); nothing was written"
+            )
+        self.issued[name] = serial_text(cert.serial_number)
+        return cert
+
+
+def _rotating(ca_name):
+    """The CA a name belongs to: ``ca.next`` (a rotation's next CA) -> ``ca``."""
+    return ca_name.removesuffix(".next")
+
+
+def _load_cert(pem):
+    return x509.load_pem_x509_certificate(pem.encode() if isinstance(pem, str) else pem)
+
+
+def issuers_report(signer, ca_names, renew_before_days, now=None):
+    """OpenBao's own view of the set's CAs: every issuer of each CA's mount and its expiry.
+
+    One row per issuer: ``ca``, ``mount``, ``issuer_id``, ``issuer_name``,
+    ``default``, ``subject``, ``not_after``, ``days_left``, ``status`` (the
+    report's statuses; ``missing`` when the mount or its CA is gone).
+    """
+    from k8s_pki.crypto import days_left, iso_utc
+    from k8s_pki.expiry import expiry_status
+
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    rows = []
+    for ca in ca_names:
+        mount = signer.mount(ca)
+        try:
+            listed = signer.pki().list_issuers(mount)
+        except BackendError as err:
+            if "has no mount" not in str(err):
+                raise
+            listed = {}
+        if not listed:
+            rows.append({"ca": ca, "mount": mount, "status": "missing", "error": "no CA here"})
+        for issuer_id, info in sorted(listed.items(), key=lambda i: not i[1]["is_default"]):
+            cert = _load_cert(signer.pki().read_issuer(mount, issuer_id)["certificate"])
+            rows.append(
+                {
+                    "ca": ca,
+                    "mount": mount,
+                    "issuer_id": issuer_id,
+                    "issuer_name": info["issuer_name"],
+                    "default": bool(info["is_default"]),
+                    "subject": cert.subject.rfc4514_string(),
+                    "not_after": iso_utc(cert.not_valid_after_utc),
+                    "days_left": math.floor(days_left(cert, now)),
+                    "status": expiry_status(cert, renew_before_days, now),
+                }
+            )
+    return rows
+
+
+# --------------------------------------------------------------------------
+# Revocation: the certificates of hosts a kubeadm set no longer has
+# --------------------------------------------------------------------------
+
+
+def removed_host_certs(directory, hosts, ca_certs):
+    """``[(host, rel path, ca name, cert)]`` left in ``hosts/<host>/`` for hosts not in ``hosts``.
+
+    The writer keeps a removed host's folder (files the set does not name are
+    left alone); its certificates are still valid until revoked.  Only leaves
+    signed by one of ``ca_certs`` (``{ca name: cert}``) are listed.
+    """
+    from k8s_pki import (
+        KUBEADM_HOSTS_DIR,
+        KUBECONFIG_SUFFIXES,
+        PKIError,
+        certificates_in_file,
+        is_ca,
+        signed_by,
+    )
+
+    root = os.path.join(directory, KUBEADM_HOSTS_DIR)
+    if not os.path.isdir(root):
+        return []
+    found = []
+    for host in sorted(set(os.listdir(root)) - set(hosts)):
+        for dirpath, dirnames, filenames in os.walk(os.path.join(root, host)):
+            dirnames.sort()
+            for name in sorted(filenames):
+                if not name.endswith((".crt", *KUBECONFIG_SUFFIXES)):
+                    continue
+                path = os.path.join(dirpath, name)
+                try:
+                    certs = [c for _, c in certificates_in_file(path) if not is_ca(c)]
+                except PKIError:
+                    continue  # not a certificate we issued: nothing to revoke
+                for cert in certs:
+                    ca = next((n for n, c in ca_certs.items() if signed_by(cert, c)), None)
+                    if ca is not None:
+                        found.append((host, os.path.relpath(path, directory), ca, cert))
+    return found
+
+
+def revoke_removed(signer, found, dry_run=False):
+    """Revoke what ``found`` lists (:func:`removed_host_certs`) unless its CRL already has it.
+
+    Returns ``(revoked, crls)``: one entry per newly revoked certificate
+    (host, file, CA, serial), and the new CRL (PEM) of each CA that revoked one.
+    With ``dry_run`` nothing is revoked: the entries say what would be.
+    """
+    pki = signer.pki()
+    listed, revoked = {}, []
+    for host, rel, ca, cert in found:
+        mount = signer.mount(ca)
+        if ca not in listed:
+            listed[ca] = x509.load_pem_x509_crl(pki.crl(mount).encode())
+        if listed[ca].get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
+            continue
+        if not dry_run:
+            pki.revoke(mount, cert.serial_number)
+        revoked.append(
+            {"host": host, "file": rel, "ca": ca, "serial": serial_text(cert.serial_number)}
+        )
+    cas = [] if dry_run else sorted({entry["ca"] for entry in revoked})
+    return revoked, {ca: pki.crl(signer.mount(ca)) for ca in cas}
+
+
+def write_crls(pki_root, cluster_tag, crls):
+    """Put ``<ca>.crl`` (PEM, 0644) in the set folder, each in one rename, under the set's lock.
+
+    Returns the paths written.  The writer carries these files along (it
+    keeps the files a set does not name).
+    """
+    from k8s_pki import CERT_MODE, locked
+    from k8s_pki.files import fsync_dir, write_new
+
+    directory = os.path.join(pki_root, cluster_tag)
+    written = []
+    with locked(pki_root, cluster_tag):
+        for ca, pem in sorted(crls.items()):
+            path = os.path.join(directory, f"{ca}.crl")
+            tmp = f"{path}.tmp"
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            write_new(tmp, pem.encode(), CERT_MODE)
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+            fsync_dir(os.path.dirname(path))
+            written.append(path)
+    return written

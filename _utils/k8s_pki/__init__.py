@@ -222,6 +222,12 @@ from .rotation import (  # noqa: F401
     rotation_members,
     rotation_status,
 )
+from .signer import (  # noqa: F401
+    LOCAL,
+    LocalSigner,
+    ca_keys_elsewhere,
+    check_backend,
+)
 from .specs import (  # noqa: F401
     CASpec,
     KeyPairSpec,

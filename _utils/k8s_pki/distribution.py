@@ -76,7 +76,10 @@ def check_kubeadm_host(
             "whatever its pillar says"
         )
     needed = KUBEADM_HOST_FILES if master else KUBEADM_NODE_FILES
-    missing = [k for k in needed if k not in files and k not in enrolled]
+    # kubeadm's external CA mode: a CA whose key is kept elsewhere (the openbao
+    # backend) leaves the master without it; the pillar then simply lacks it.
+    elsewhere = {rel[: -len(".crt")] + ".key" for rel in KUBEADM_CAS.values()}
+    missing = [k for k in needed if k not in files and k not in enrolled and k not in elsewhere]
     if missing:
         problems.append(f"{where}: missing {', '.join(missing)}")
 

@@ -241,7 +241,11 @@ def renew_kubeadm_set(pki_root, cluster_tag, specs, certs=None, hosts=None, **op
     directory = os.path.join(pki_root, cluster_tag)
     chosen_hosts = check_kubeadm_hosts(hosts, specs)
     members, explicit = select_kubeadm_certs(certs, chosen_hosts, specs)
-    keyless = cas_without_key(directory, specs)
+    signer = options.get("signer")
+    # A CA whose key a signer keeps elsewhere (OpenBao) is not externally managed.
+    keyless = (
+        set() if signer is not None and signer.keeps_ca_keys else cas_without_key(directory, specs)
+    )
     cannot = [m for m in members if specs[m].issuer in keyless]
     if cannot and certs not in (None, "", "all"):
         member = cannot[0]

@@ -54,6 +54,7 @@ def ensure_set(
     dry_run=False,
     manifest=None,
     settings=None,
+    signer=None,
 ):
     """Make sure ``<pki_root>/<cluster_tag>`` holds a complete, valid set.
 
@@ -74,6 +75,9 @@ def ensure_set(
     the same swap, when the set has no such manifest yet or another one;
     ``settings`` (those it was rendered from) go to the set's record, so that
     the next run need not parse it again.
+
+    ``signer`` (signer.py) makes the CAs and signs the leaves: the local one
+    (keys in the folder) by default.
     """
     now = now or datetime.datetime.now(datetime.timezone.utc)
     directory = os.path.join(pki_root, cluster_tag)
@@ -83,6 +87,7 @@ def ensure_set(
         renew=renew,
         keep_keys=keep_keys,
         rotate_token_key=rotate_token_key,
+        signer=signer,
         **decide,
     )
     if dry_run:
@@ -103,7 +108,7 @@ def ensure_set(
     if unlocked:
         # Fast path, no lock: a valid set is left alone without writing anything.
         try:
-            plan = plan_set(directory, specs, seen=seen, **decide)
+            plan = plan_set(directory, specs, seen=seen, signer=signer, **decide)
             _stage_manifest(plan, manifest)
             if not plan.changed:
                 return plan, None
@@ -118,7 +123,16 @@ def ensure_set(
         if not plan.changed:
             return plan, None
         backup = write_plan(
-            pki_root, cluster_tag, plan, key_type, ca_days, leaf_days, now, backup_keep, settings
+            pki_root,
+            cluster_tag,
+            plan,
+            key_type,
+            ca_days,
+            leaf_days,
+            now,
+            backup_keep,
+            settings,
+            signer=signer,
         )
         return plan, backup
 
@@ -139,6 +153,7 @@ def write_plan(
     now,
     keep=DEFAULT_BACKUP_KEEP,
     settings=None,
+    signer=None,
 ):
     """Make what ``plan`` asks for and swap the new folder in; returns the backup's path.
 
@@ -147,11 +162,13 @@ def write_plan(
     failure (a full disk included) the staging folder is removed again.
     """
     specs = plan.specs
-    fill_plan(plan, specs, key_type, ca_days, leaf_days, now)
-    made = {
+    fill_plan(plan, specs, key_type, ca_days, leaf_days, now, signer=signer)
+    made = {  # a CA whose key is the signer's (OpenBao) was not made here
         fingerprint(plan.items[name].cert): name
         for name, spec in specs.items()
-        if spec.kind.is_ca and plan.items[name].action == "generated"
+        if spec.kind.is_ca
+        and plan.items[name].action == "generated"
+        and not plan.items[name].remote
     }
     if made:
         record_created(plan.directory, made)
@@ -265,6 +282,7 @@ def renew_set(
     now=None,
     backup_keep=DEFAULT_BACKUP_KEEP,
     dry_run=False,
+    signer=None,
 ):
     """Issue the named leaves (all leaves by default) again from the set's own CA.
 
@@ -351,6 +369,7 @@ def renew_set(
         now=now,
         backup_keep=backup_keep,
         dry_run=dry_run,
+        signer=signer,
     )
     for name, reason in due.items():  # say why it was due, not just "requested"
         if reason and plan.items[name].reason == "renewal requested":

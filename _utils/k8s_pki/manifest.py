@@ -44,6 +44,10 @@ from .store import read_pair
 
 MANIFEST_FORMAT = 1
 
+#: where the set's CA keys live (signer.py); only a non-default one is written
+BACKENDS = ("local", "openbao")
+DEFAULT_BACKEND = "local"
+
 PROFILES = ("seed", "kubeadm")
 
 #: every profile's settings and their defaults (what generate_certs uses when neither
@@ -153,13 +157,19 @@ def parse_manifest(data, path):
     if profile not in PROFILES:
         raise _bad(path, f"profile {profile!r} is not one of {', '.join(PROFILES)}")
     defaults = PROFILE_DEFAULTS[profile]
-    unknown = sorted(str(key) for key in doc if key not in ("format", "profile", *defaults))
+    unknown = sorted(
+        str(key) for key in doc if key not in ("format", "profile", "backend", *defaults)
+    )
     if unknown:
         raise _bad(path, f"unknown key {unknown[0]!r} for profile {profile}")
     missing = [key for key in defaults if key not in doc]
     if missing:
         raise _bad(path, f"{missing[0]!r} is missing")
     settings = {"profile": profile}
+    if "backend" in doc:
+        if doc["backend"] not in BACKENDS:
+            raise _bad(path, f"backend {doc['backend']!r} is not one of {', '.join(BACKENDS)}")
+        settings["backend"] = doc["backend"]
     for key in defaults:
         value = doc[key]
         if key == "extra_sans" and not isinstance(value, list):
@@ -191,6 +201,8 @@ def render_manifest(settings):
     """The bytes of a manifest recording ``settings`` (which hold ``profile``)."""
     profile = settings["profile"]
     doc = {"format": MANIFEST_FORMAT, "profile": profile}
+    if settings.get("backend", DEFAULT_BACKEND) != DEFAULT_BACKEND:
+        doc["backend"] = settings["backend"]
     doc.update({key: settings[key] for key in PROFILE_DEFAULTS[profile]})
     header = (
         "# Written by salt-run k8s-helper.generate_certs: the profile and settings this set\n"

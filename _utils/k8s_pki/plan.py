@@ -15,11 +15,9 @@ from .crypto import (
     fingerprint,
     is_ca,
     iso_utc,
-    issue_leaf,
     key_pem,
     key_type_of,
     load_certs,
-    load_key,
     new_key,
     public_key_fingerprint,
     public_pem,
@@ -38,6 +36,7 @@ from .errors import InputError, PKIError, SetError
 from .kinds import CERTIFICATE
 from .kubeconfig import render_kubeconfig
 from .record import load_record, recall
+from .signer import LOCAL
 from .store import Item, created_cas, read_item
 
 
@@ -153,6 +152,7 @@ def plan_set(
     cas=None,
     trust_record=True,
     seen=None,
+    signer=None,
 ):
     """Decide, without writing anything, which pairs to keep and which to issue.
 
@@ -179,7 +179,11 @@ def plan_set(
     ``trust_record`` is False or the run starts anew or rotates a CA.
     ``seen``: what the caller's check of the whole set saw of its files
     (``check_store``), so that their identities are not taken twice.
+
+    ``signer`` (signer.py; the local one by default) says whether a CA found
+    without its key is one it signs with (a CA in OpenBao) or an external one.
     """
+    signer = signer or LOCAL
     now = now or datetime.datetime.now(datetime.timezone.utc)
     for name in renew:
         if name not in specs:
@@ -203,6 +207,7 @@ def plan_set(
         plan.backup = force_regen and any(item.present for item in found.values())
         reason = "force_regen" if plan.backup else "new set"
         plan.items = {name: Item(name, action="generated", reason=reason) for name in specs}
+        _mark_remote_cas(plan, signer)
         if force_regen:  # a new start ends any CA rotation: its new CA goes to the backup only
             cas = [n for n, spec in specs.items() if spec.kind.is_ca]
             nexts = {NEXT_CA} | {f"{name}.next" for name in cas}  # each CA's (kubeadm: three)
@@ -224,6 +229,10 @@ def plan_set(
             signs = [n for n, s in specs.items() if getattr(s, "issuer", None) == name]
             if not item.present and not any(found[n].present for n in signs):
                 plan.items[name] = Item(name, action="generated", reason="missing")
+                continue
+            if item.cert is not None and signer.adopt_ca(directory, name, item):
+                item.remote = True  # its key is the signer's: leaves are issued from it
+                plan.items[name] = item
                 continue
             ours = item.cert is not None and fingerprint(item.cert) in created
             if item.cert is None or (item.key is None and ours):
@@ -270,7 +279,16 @@ def plan_set(
                 item.key = item.key_bytes = None
             item.reason = reason
         plan.items[name] = item
+    _mark_remote_cas(plan, signer)
     return plan
+
+
+def _mark_remote_cas(plan, signer):
+    """CAs to be made by a signer that keeps their keys elsewhere: no key file, even planned."""
+    if signer.keeps_ca_keys:
+        for name, item in plan.items.items():
+            if plan.specs[name].kind.is_ca and item.action == "generated":
+                item.remote = True
 
 
 def _find_members(directory, specs, renew, renew_before_days, now, full, seen=None):
@@ -308,11 +326,25 @@ def _find_members(directory, specs, renew, renew_before_days, now, full, seen=No
     return found
 
 
-def fill_plan(plan, specs, key_type, ca_days, leaf_days, now):
-    """Make the keys and certificates the plan asks for (CAs come first in ``specs``)."""
+def fill_plan(plan, specs, key_type, ca_days, leaf_days, now, signer=None):
+    """Make the keys and certificates the plan asks for (CAs come first in ``specs``).
+
+    ``signer`` (signer.py) makes the CAs and signs the leaves; the local one
+    by default.
+    """
+    signer = signer or LOCAL
     for name, spec in specs.items():
         item = plan.items[name]
         if item.action in ("reused", *CA_FILE_ACTIONS):
+            continue
+        if spec.kind.is_ca and item.action == "generated":
+            item.key, item.cert = signer.make_ca(
+                name, spec, key_type or item.key_type or DEFAULT_KEY_TYPE, ca_days, now
+            )
+            item.key_checked = True
+            item.key_bytes = key_pem(item.key) if item.key is not None else None
+            item.remote = item.key is None
+            item.cert_bytes = cert_pem(item.cert)
             continue
         if item.action == "generated":
             item.key = new_key(key_type or item.key_type or DEFAULT_KEY_TYPE)
@@ -325,9 +357,7 @@ def fill_plan(plan, specs, key_type, ca_days, leaf_days, now):
             continue
         else:
             ca = plan.items[spec.issuer]
-            if not ca.key_checked:  # read from disk with the quick parse: check before signing
-                ca.key, ca.key_checked = load_key(ca.key_bytes, f"{ca.name}.key"), True
-            item.cert = issue_leaf(spec.leaf, item.key, ca.cert, ca.key, leaf_days, now=now)
+            item.cert = signer.sign(name, spec.leaf, item.key, ca, leaf_days, now)
             _, requested = capped_end(ca.cert, leaf_days, now)
             if requested is not None:
                 item.capped = (
@@ -419,6 +449,7 @@ def _planned_outputs(item, spec):
     the plan.  A CA whose key is not here keeps having no key file.
     """
     keyless = item.action == "reused" and item.key is None and item.recorded is None
+    keyless = keyless or item.remote  # a CA whose key the signer keeps elsewhere
     return [
         (item.name + f.suffix, f.action(item.action))
         for f in spec.kind.files

@@ -30,6 +30,7 @@ from .guard import check_store, read_store_file
 from .kubeconfig import render_kubeconfig
 from .lifecycle import write_plan
 from .plan import plan_set
+from .signer import LOCAL
 from .specs import CASpec, spec_from_ca, spec_from_cert
 from .store import Item, created_cas, read_item, read_pair
 from .writer import locked
@@ -127,19 +128,22 @@ def _next_ca_name(cert):
     return f"{base}-{generation + 1}"[:64]
 
 
-def read_rotation(directory, specs, ca="ca"):
+def read_rotation(directory, specs, ca="ca", signer=None):
     """Read a set's CA ``ca``, its next CA and the leaves it signs; :class:`SetError` if
     unusable.  The other CAs of the set (kubeadm) are only looked at for a rotation of
-    their own in progress (``busy``)."""
+    their own in progress (``busy``).  With a ``signer`` that keeps the CA keys
+    elsewhere (OpenBao), the folder holds the CAs' certificates only."""
+    remote = (signer or LOCAL).keeps_ca_keys
     check_store(directory)
     if not os.path.isdir(directory):
         raise SetError(f"{directory}: no certificate set here; run generate_certs first")
     next_name = next_ca_name(ca)
     current = read_pair(directory, ca)
-    if current.cert is None or current.key is None:
+    current.remote = remote
+    if current.cert is None or (current.key is None and not remote):
         missing = f"{ca}.crt" if current.cert is None else f"{ca}.key"
         raise SetError(f"{directory}: {missing} is missing; there is no CA to rotate")
-    if fingerprint(current.cert) not in created_cas(directory):
+    if not remote and fingerprint(current.cert) not in created_cas(directory):
         raise SetError(
             f"{directory}: {ca}.crt is a CA k8s-helper did not create; rotate it with whatever "
             "made it (rotate_ca only replaces a CA it made itself)"
@@ -147,7 +151,7 @@ def read_rotation(directory, specs, ca="ca"):
     nxt = read_pair(directory, next_name)
     if not nxt.present:
         nxt = None
-    elif nxt.cert is None or nxt.key is None:
+    elif nxt.cert is None or (nxt.key is None and not remote):
         missing = f"{next_name}.crt" if nxt.cert is None else f"{next_name}.key"
         raise SetError(
             f"{directory}: {missing} is missing while the other half of the new CA is there; "
@@ -278,6 +282,7 @@ def rotate_ca(
     now=None,
     backup_keep=DEFAULT_BACKUP_KEEP,
     dry_run=False,
+    signer=None,
 ):
     """Move the rotation of the CA ``ca`` of a set on by one stage (see the comment above).
 
@@ -300,30 +305,68 @@ def rotate_ca(
     and after, the plan written (None when nothing changed), the backup path.
     With ``dry_run`` the same plan is made (unfilled) and nothing is written;
     ``after`` is the state the stage would reach.
+
+    ``signer`` (signer.py): where the CAs live.  Through OpenBao the next CA is
+    a second issuer of the CA's mount, ``reissue`` makes it the default issuer
+    before the leaves are signed, ``finish`` revokes the old issuer and
+    ``abort`` deletes the new one, each before the folder is written (a re-run
+    of the stage does it again, harmlessly).
     """
+    signer = signer or LOCAL
     stage = check_rotation_stage(stage)
     now = now or datetime.datetime.now(datetime.timezone.utc)
     directory = os.path.join(pki_root, cluster_tag)
-    rot = read_rotation(directory, specs, ca)  # a missing or unusable set: refused
+    rot = read_rotation(directory, specs, ca, signer)  # a missing or unusable set: refused
     if dry_run:  # decided as below, without the lock: nothing is written
-        before, plan = plan_stage(rot, specs, stage, keep_keys, now)
+        before, plan = plan_stage(rot, specs, stage, keep_keys, now, signer)
         after = before if plan is None else _STAGE_REACHES.get(stage, "idle")
         return before, after, plan, None
     with locked(pki_root, cluster_tag):
-        rot = read_rotation(directory, specs, ca)
-        before, plan = plan_stage(rot, specs, stage, keep_keys, now)
+        rot = read_rotation(directory, specs, ca, signer)
+        before, plan = plan_stage(rot, specs, stage, keep_keys, now, signer)
         if plan is None:
             return before, before, None, None  # done already
         # key_type is the new CA's (prepare); new leaf keys keep their own types.
-        new_ca_key = (key_type or key_type_of(rot.ca.key)) if stage == "prepare" else None
+        new_ca_key = None
+        if stage == "prepare":
+            new_ca_key = key_type or key_type_of(rot.ca.key) or public_key_type(rot.ca.cert)
+        _step_where_the_ca_lives(signer, rot, stage)
         backup = write_plan(
-            pki_root, cluster_tag, plan, new_ca_key, ca_days, leaf_days, now, backup_keep
+            pki_root,
+            cluster_tag,
+            plan,
+            new_ca_key,
+            ca_days,
+            leaf_days,
+            now,
+            backup_keep,
+            signer=signer,
         )
-        after = read_rotation(directory, specs, ca).state
+        after = read_rotation(directory, specs, ca, signer).state
         return before, after, plan, backup
 
 
-def plan_stage(rot, specs, stage, keep_keys, now):
+def _step_where_the_ca_lives(signer, rot, stage):
+    """What a stage changes where the CA is kept (OpenBao), before the folder is written."""
+    if stage == "reissue":
+        signer.switch_default(rot.name, rot.next.cert)
+    elif stage == "finish":
+        signer.retire(rot.name, rot.old)
+    elif stage == "abort" and rot.next is not None:
+        signer.drop_next(rot.name, rot.next.cert)
+
+
+def public_key_type(cert):
+    """The ``KEY_TYPES`` name of a certificate's public key (a CA whose key is elsewhere)."""
+    public = cert.public_key()
+    size = getattr(public, "key_size", None)
+    curve = getattr(getattr(public, "curve", None), "name", None)
+    if curve is not None:
+        return {"secp256r1": "ecdsa-p256", "secp384r1": "ecdsa-p384"}.get(curve)
+    return f"rsa-{size}" if size else None
+
+
+def plan_stage(rot, specs, stage, keep_keys, now, signer=None):
     """``(state, plan_or_None)``: what ``stage`` would write to the rotation ``rot``.
 
     None when the stage is done already; :class:`RotationRefused` when it
@@ -344,11 +387,11 @@ def plan_stage(rot, specs, stage, keep_keys, now):
     if stage in _STAGE_REACHES and order >= ROTATION_STATES.index(_STAGE_REACHES[stage]):
         return before, None  # done already
     if stage == "prepare":
-        plan = _plan_prepare(rot, specs, now)
+        plan = _plan_prepare(rot, specs, now, signer)
     elif stage == "trust":
         if before == "idle":
             raise RotationRefused("stage=trust: there is no new CA yet; run stage=prepare first")
-        plan = _plan_trust(rot, specs, now)
+        plan = _plan_trust(rot, specs, now, signer)
     elif stage == "reissue":
         if before == "idle":
             raise RotationRefused(
@@ -360,7 +403,7 @@ def plan_stage(rot, specs, stage, keep_keys, now):
                 f"certificates it signs; run stage=trust and roll {ca_file} out to every host "
                 "first"
             )
-        plan = _plan_reissue(rot, specs, keep_keys, now)
+        plan = _plan_reissue(rot, specs, keep_keys, now, signer)
     elif stage == "finish":
         if before == "idle":
             return before, None  # nothing to finish: done already
@@ -380,7 +423,7 @@ def plan_stage(rot, specs, stage, keep_keys, now):
                 f"stage=finish: {', '.join(stale)} not signed by the new CA yet; run "
                 "stage=reissue (and roll the result out) before dropping the old CA"
             )
-        plan = _plan_finish(rot, specs, now)
+        plan = _plan_finish(rot, specs, now, signer)
     else:  # abort
         if before == "idle":
             return before, None
@@ -389,7 +432,7 @@ def plan_stage(rot, specs, stage, keep_keys, now):
                 "stage=abort: the leaves are already signed by the new CA; a rotation can "
                 "only be abandoned before stage=reissue (finish it instead)"
             )
-        plan = _plan_abort(rot, specs, now)
+        plan = _plan_abort(rot, specs, now, signer)
     return before, plan
 
 
@@ -406,6 +449,7 @@ def _rotation_ca_item(name, cert, key_item, bundle, action, reason):
         action=action,
         reason=reason,
         bundle=certs if len(certs) > 1 else [],
+        remote=key_item.key is None,  # its key is the signer's (OpenBao)
     )
 
 
@@ -438,18 +482,20 @@ def _rebundle_kubeconfigs(plan, rot):
     return plan
 
 
-def _plan_prepare(rot, specs, now):
+def _plan_prepare(rot, specs, now, signer=None):
     members = _rotation_specs(rot, specs, with_next=False)
     current = spec_from_ca(rot.ca.cert)
     ca_spec = CASpec(_next_ca_name(rot.ca.cert), current.organizations)
     next_name = next_ca_name(rot.name)
     members = {rot.name: members.pop(rot.name), next_name: ca_spec, **members}
-    plan = plan_set(rot.directory, members, renew_before_days=0, now=now, trust_record=False)
+    plan = plan_set(
+        rot.directory, members, renew_before_days=0, now=now, trust_record=False, signer=signer
+    )
     plan.items[next_name].reason = "the new CA of a rotation (not handed out yet)"
     return plan
 
 
-def _plan_trust(rot, specs, now):
+def _plan_trust(rot, specs, now, signer=None):
     ca = _rotation_ca_item(
         rot.name,
         rot.ca.cert,
@@ -460,12 +506,18 @@ def _plan_trust(rot, specs, now):
     )
     members = _rotation_specs(rot, specs, with_next=True)
     plan = plan_set(
-        rot.directory, members, renew_before_days=0, now=now, cas={rot.name: ca}, trust_record=False
+        rot.directory,
+        members,
+        renew_before_days=0,
+        now=now,
+        cas={rot.name: ca},
+        trust_record=False,
+        signer=signer,
     )
     return _rebundle_kubeconfigs(plan, rot)
 
 
-def _plan_reissue(rot, specs, keep_keys, now):
+def _plan_reissue(rot, specs, keep_keys, now, signer=None):
     ca = _rotation_ca_item(
         rot.name,
         rot.next.cert,
@@ -485,6 +537,7 @@ def _plan_reissue(rot, specs, keep_keys, now):
         now=now,
         cas={rot.name: ca},
         trust_record=False,  # a rotation reads every file it plans for
+        signer=signer,
     )
     for item in plan.items.values():
         if item.name != rot.name and item.action != "reused":
@@ -496,7 +549,7 @@ def _plan_reissue(rot, specs, keep_keys, now):
     return _rebundle_kubeconfigs(plan, rot)
 
 
-def _plan_finish(rot, specs, now):
+def _plan_finish(rot, specs, now, signer=None):
     dropped = ", ".join(fingerprint(cert) for cert in rot.old)
     ca = _rotation_ca_item(
         rot.name,
@@ -508,12 +561,18 @@ def _plan_finish(rot, specs, now):
     )
     members = _rotation_specs(rot, specs, with_next=False)
     plan = plan_set(
-        rot.directory, members, renew_before_days=0, now=now, cas={rot.name: ca}, trust_record=False
+        rot.directory,
+        members,
+        renew_before_days=0,
+        now=now,
+        cas={rot.name: ca},
+        trust_record=False,
+        signer=signer,
     )
     return _rebundle_kubeconfigs(plan, rot)
 
 
-def _plan_abort(rot, specs, now):
+def _plan_abort(rot, specs, now, signer=None):
     members = _rotation_specs(rot, specs, with_next=False)
     cas = None
     if rot.old:
@@ -527,7 +586,13 @@ def _plan_abort(rot, specs, now):
         )
         cas = {rot.name: ca}
     plan = plan_set(
-        rot.directory, members, renew_before_days=0, now=now, cas=cas, trust_record=False
+        rot.directory,
+        members,
+        renew_before_days=0,
+        now=now,
+        cas=cas,
+        trust_record=False,
+        signer=signer,
     )
     next_name = next_ca_name(rot.name)
     plan.drop |= {f"{next_name}.crt", f"{next_name}.key"}

@@ -45,6 +45,9 @@ class Item:
     # Taken as verified from the set's record (record.py), not read: its
     # files' descriptions and dates; no certificate or key object then.
     recorded: dict | None = None
+    # A CA whose key a signer keeps elsewhere (OpenBao): no key here, yet it
+    # issues (signer.py); unlike an external CA, what it signs is not "provided".
+    remote: bool = False
 
     @property
     def present(self):
@@ -58,7 +61,12 @@ class Item:
     @property
     def cert_only(self):
         """A CA whose key is not here: what it signs is verified, never issued."""
-        return self.action == "reused" and self.cert is not None and self.key is None
+        return (
+            self.action == "reused"
+            and self.cert is not None
+            and self.key is None
+            and not self.remote
+        )
 
 
 def read_file(path):

@@ -91,3 +91,63 @@ def test_the_leader_stops_in_the_middle_of_a_renew(cluster, tmp_path):
     assert openssl("verify", "-CAfile", ca_file, leaf_file).returncode == 0
     cert = x509.load_pem_x509_certificate(leaf["certificate"].encode())
     assert cert.subject.rfc4514_string() == "CN=kubecfg,O=system:masters"
+
+
+# --------------------------------------------------------------------------
+# The same through the formula's set writer: a renew whose leader stops midway
+# --------------------------------------------------------------------------
+
+
+class _LeaderStopsAfterFirstLeaf(k8s_openbao.OpenBaoSigner):
+    """The OpenBao signer, with the active node stopped right after the first leaf is signed."""
+
+    def __init__(self, cluster, *args):
+        super().__init__(*args)
+        self.raft, self.stopped = cluster, None
+
+    def sign(self, *args):
+        cert = super().sign(*args)
+        if self.stopped is None:
+            self.stopped = self.raft.stop_leader()
+        return cert
+
+
+def test_a_renew_whose_leader_stops_midway_completes_or_writes_nothing(cluster, tmp_path):
+    from support import k8s_pki, snapshot
+
+    for node in cluster.nodes:  # a node an earlier test stopped is started again
+        if not node.running():
+            cluster.restart(node)
+    client, token = cluster_client(cluster, tmp_path)
+    leader = cluster.leader()
+    # the active node first: the client meets the stopped node before the others
+    urls = [leader.addr] + [n.addr for n in cluster.nodes if n is not leader]
+    config = k8s_openbao.parse_config(
+        bs.master_opts(urls, {"method": "token", "token_file": str(tmp_path / "token")}, timeout=5)
+    )
+    pki_root, specs = tmp_path / "pki", k8s_pki.seed_specs()
+    signer = k8s_openbao.OpenBaoSigner(config, "hafs")
+    k8s_pki.ensure_set(pki_root, "hafs", specs, key_type=KEY_TYPE, signer=signer)
+    folder = pki_root / "hafs"
+    before = snapshot(folder)
+    midway = _LeaderStopsAfterFirstLeaf(cluster, config, "hafs")
+    try:
+        plan, _ = k8s_pki.renew_set(pki_root, "hafs", specs, signer=midway)
+        assert sorted(n for n, i in plan.items.items() if i.action != "reused") == [
+            "kubecfg",
+            "server",
+        ]
+    except k8s_openbao.BackendError as err:  # a clean failure: one line, nothing written
+        assert "\n" not in str(err) and token not in str(err)
+        assert snapshot(folder) == before
+        cluster.wait_new_leader(midway.stopped)
+        k8s_pki.renew_set(pki_root, "hafs", specs, signer=k8s_openbao.OpenBaoSigner(config, "hafs"))
+    assert midway.stopped is leader
+    # one CA, the one the set holds; both leaves new and chained to it
+    mount = k8s_openbao.mount_path(config, "hafs", "ca")
+    assert len(client.list_issuers(mount)) == 1
+    assert (folder / "ca.crt").read_text() == client.read_issuer(mount, "default")["certificate"]
+    assert not (folder / "ca.key").exists()
+    for leaf in ("server.crt", "kubecfg.crt"):
+        assert (folder / leaf).read_bytes() != before[leaf][2]
+        assert openssl("verify", "-CAfile", folder / "ca.crt", folder / leaf).returncode == 0

@@ -29,9 +29,15 @@ def free_port(ip):
         return sock.getsockname()[1]
 
 
-def lay_out_host(set_dir, host, into):
-    """A master's files of the set at ``set_dir``, where kubeadm keeps them, under ``into``."""
+def lay_out_host(set_dir, host, into, ca_keys=True):
+    """A master's files of the set at ``set_dir``, where kubeadm keeps them, under ``into``.
+
+    ``ca_keys=False``: a set whose CA keys are kept elsewhere (the openbao
+    backend), so the master has none.
+    """
     for dest, rel in k8s_pki.kubeadm_host_files(host, True).items():
+        if not ca_keys and rel.removesuffix(".key") in k8s_pki.profiles.KUBEADM_CAS:
+            continue
         path = into / dest
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(set_dir / rel, path)

@@ -414,6 +414,12 @@ class RaftCluster:
         leader.stop()
         return leader
 
+    def restart(self, node):
+        """Start a stopped node again, unseal it, and wait until it is a voter again."""
+        node.start()
+        bao(node.addr, "", "operator", "unseal", self.unseal_key)
+        wait_for(lambda: self._voters() == len(self.nodes), f"{node.name} to vote again")
+
     def wait_new_leader(self, old, timeout=60):
         return wait_for(
             lambda: (lambda n: n if n is not None and n is not old else None)(self.leader()),

@@ -241,3 +241,25 @@ def test_role_settings_allow_exactly_the_spec():
     assert (role["key_type"], role["key_bits"]) == ("ec", 256)
     with pytest.raises(k8s_openbao.BackendError):
         k8s_openbao.role_settings(k8s_openbao.LeafRequest("x", usages=("code",)), 1, "ecdsa-p256")
+
+
+def test_without_hvac_a_run_fails_with_one_line_naming_it(token_file):
+    """A master whose Salt Python lacks hvac: the first request says what to install."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; sys.modules['hvac'] = None; sys.path.insert(0, sys.argv[1]);"
+        "import k8s_openbao as k;"
+        "c = k.OpenBaoPKI(k.parse_config({'k8s_helper': {'openbao': {'url': 'http://127.0.0.1:1',"
+        " 'auth': {'method': 'token', 'token_file': sys.argv[2]}}}}));"
+        "\ntry:\n    c.login()\nexcept k.BackendError as err:\n    print(err)"
+    )
+    utils = str(os.path.join(os.path.dirname(k8s_openbao.__file__)))
+    out = subprocess.run(
+        [sys.executable, "-c", script, utils, str(token_file)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out.strip().startswith("k8s_helper:backend: openbao needs the Python package hvac")
