@@ -255,8 +255,9 @@ def test_a_local_set_is_refused_by_the_openbao_backend(tmp_path, server, token_f
 # --------------------------------------------------------------------------
 
 
-def test_two_masters_at_once_end_with_one_ca(tmp_path, server, token_file):
+def test_two_masters_at_once_end_with_one_ca(tmp_path_factory, server, token_file):
     """Two salt masters (two pki_roots) run generate_certs at the same moment."""
+    tmp_path = tmp_path_factory.mktemp("two")  # short: salt-run's sockets live under it
     confs = [bao_conf(tmp_path / f"master{i}", server.addr, token_file) for i in (1, 2)]
     args = ("cluster_tag=multi", KEY)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
@@ -622,7 +623,8 @@ def test_rotate_a_kubeadm_etcd_ca_through_openbao(runners, pki, server):
 # --------------------------------------------------------------------------
 
 
-def test_the_documented_migration_of_a_local_ca(tmp_path, server, token_file):
+def test_the_documented_migration_of_a_local_ca(tmp_path_factory, server, token_file):
+    tmp_path = tmp_path_factory.mktemp("mig")  # short: salt-run's sockets live under it
     pki_root, tag, mount = tmp_path / "pki", "mig", "k8s-pki/mig/ca"
     k8s_pki.ensure_set(pki_root, tag, k8s_pki.seed_specs(), key_type="ecdsa-p256")
     folder = pki_root / tag
