@@ -191,7 +191,7 @@ def plan_set(
         if specs[name].kind.is_ca:
             raise InputError(f"renew: {name!r} is a CA; renewal never replaces a CA")
     full = force_regen or cas or not trust_record
-    found = _find_members(directory, specs, renew, renew_before_days, now, full, seen)
+    found = _find_members(directory, specs, renew, renew_before_days, now, full, seen, signer)
     plan = Plan(directory, specs=specs)
     created = created_cas(directory)
     if force_regen:
@@ -291,7 +291,7 @@ def _mark_remote_cas(plan, signer):
                 item.remote = True
 
 
-def _find_members(directory, specs, renew, renew_before_days, now, full, seen=None):
+def _find_members(directory, specs, renew, renew_before_days, now, full, seen=None, signer=LOCAL):
     """Every member of ``specs`` as found on disk.
 
     An issued member whose files the set's record shows unchanged since they
@@ -305,7 +305,8 @@ def _find_members(directory, specs, renew, renew_before_days, now, full, seen=No
         entry = record.get(name)
         if entry is not None and spec.kind.signed and name not in renew:
             ca = found[spec.issuer]
-            if ca.cert is not None and ca.key is not None:
+            # A CA that can still sign: its key is here, or the signer keeps it (OpenBao).
+            if ca.cert is not None and (ca.key is not None or signer.keeps_ca_keys):
                 if spec.issuer not in prints:
                     prints[spec.issuer] = fingerprint(ca.cert)
                 item = recall(

@@ -147,8 +147,10 @@ def _datetime(seconds):
 def recall(entry, directory, name, spec, ca, ca_print, renew_before_days, now, seen=None):
     """The member ``name`` as verified before, or None when it must be read and checked.
 
-    ``ca`` is the item of the CA that must have signed it, as found now, and
-    ``ca_print`` its certificate's fingerprint; ``seen`` as for :func:`file_identity`.
+    ``ca`` is the item of the CA that must have signed it, as found now (the
+    caller knows it can still sign: its key is here, or the signer keeps it),
+    and ``ca_print`` its certificate's fingerprint; ``seen`` as for
+    :func:`file_identity`.
     """
     try:
         entry = json.loads(entry)
@@ -158,7 +160,7 @@ def recall(entry, directory, name, spec, ca, ca_print, renew_before_days, now, s
         return None
     if not isinstance(entry.get("shows"), dict):
         return None
-    if ca.action != "reused" or ca.key is None or entry.get("ca") != ca_print:
+    if ca.action != "reused" or entry.get("ca") != ca_print:
         return None
     files = entry.get("files")
     if not isinstance(files, dict) or len(files) != len(spec.kind.files):
@@ -200,8 +202,8 @@ def remember(directory, plan, shows, hosts=None, settings=None):
             lines.append(f"{name}\t{line}")
             continue
         ca = plan.items[spec.issuer]
-        if ca.key is None or ca.cert is None:  # a CA whose key is not here: check in full
-            continue
+        if ca.cert is None or (ca.key is None and not ca.remote):
+            continue  # an external CA whose key is nowhere we sign with: checked in full
         files = {}
         for f in spec.kind.files:
             rel = name + f.suffix

@@ -208,6 +208,30 @@ def test_kubeadm_set_through_openbao(kadm, runners, pki, server):
     assert sorted(r["ca"] for r in report["openbao_issuers"]) == sorted(KUBEADM_CAS)
 
 
+def test_an_unchanged_openbao_set_is_taken_from_the_record(conf, kadm, pki, runners):
+    """The record of verified files serves a set whose CAs are in OpenBao too; files
+    swapped since are still read, caught and reissued."""
+    opts = yaml.safe_load((conf / "master").read_text())
+    signer = k8s_openbao.OpenBaoSigner(k8s_openbao.parse_config(opts), "kadm")
+    folder = pki / "kadm"
+    specs = k8s_pki.kubeadm_specs(MASTERS, NODES)
+    plan = k8s_pki.plan_set(str(folder), specs, signer=signer)
+    assert not plan.changed
+    leaves = [n for n, spec in specs.items() if spec.kind.signed]
+    assert all(plan.items[n].recorded is not None for n in leaves)
+    one, other = folder / "hosts/n1/kubelet.conf", folder / "hosts/n2/kubelet.conf"
+    data = one.read_bytes()
+    one.write_bytes(other.read_bytes())
+    other.write_bytes(data)
+    plan = k8s_pki.plan_set(str(folder), specs, signer=signer)
+    swapped = ("hosts/n1/kubelet.conf", "hosts/n2/kubelet.conf")
+    assert all(plan.items[n].recorded is None for n in swapped)
+    assert {n for n, item in plan.items.items() if item.action != "reused"} == set(swapped)
+    ret = runners["k8s-helper.generate_certs"](cluster_tag="kadm", profile="kubeadm")
+    assert ret["changed"] and "error" not in ret, ret
+    assert not k8s_pki.plan_set(str(folder), specs, signer=signer, trust_record=False).changed
+
+
 def test_kubeadm_expiry_tables_show_openbao_issuers(conf, kadm):
     """kubeadm's two tables, then OpenBao's (what salt-run prints by default)."""
     with support.event_sink(conf):
