@@ -201,10 +201,12 @@ def generate_certs(
         ``ca.crt`` with every certificate it signs) is used, never replaced.
     masters : None
         kubeadm profile: the control-plane hosts, a list of ``{name, ip}``
-        (required, unless ``pillar_minion`` provides it).
+        (required, unless ``pillar_minion`` provides it). Seed profile
+        (optional): the masters that may enroll their own keys
+        (docs/enrollment.md); recorded in ``cluster.yaml``, they add no file.
     nodes : None
-        kubeadm profile: the worker hosts, a list of ``{name, ip}``; ``ip``
-        is optional.
+        The worker hosts, a list of ``{name, ip}``; ``ip`` is optional.
+        Seed profile: as ``masters``, the nodes that may enroll.
     control_plane_endpoint : None
         kubeadm profile: ``host[:port]`` the kubeconfigs point to (a load
         balancer); defaults to ``<api_server_fqdn>:6443``.

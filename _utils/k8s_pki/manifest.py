@@ -56,7 +56,7 @@ COMMON_DEFAULTS = {
 }
 
 PROFILE_DEFAULTS = {
-    "seed": {**COMMON_DEFAULTS, "service_account_key": False},
+    "seed": {**COMMON_DEFAULTS, "service_account_key": False, "masters": [], "nodes": []},
     "kubeadm": {
         **COMMON_DEFAULTS,
         "masters": [],
@@ -65,6 +65,11 @@ PROFILE_DEFAULTS = {
         "cluster_name": "kubernetes",
     },
 }
+
+#: settings a manifest may leave out (then: the default), and leaves out when they hold
+#: the default: a seed set's hosts, recorded only for enrollment, so that the manifest
+#: of a seed set without hosts is the one earlier formulas wrote and read
+_OPTIONAL = {"seed": ("masters", "nodes"), "kubeadm": ()}
 
 # Settings that only change what new keys and certificates will be like: a
 # change is recorded, but reissues nothing by itself.
@@ -153,12 +158,12 @@ def parse_manifest(data, path):
     unknown = sorted(str(key) for key in doc if key not in ("format", "profile", *defaults))
     if unknown:
         raise _bad(path, f"unknown key {unknown[0]!r} for profile {profile}")
-    missing = [key for key in defaults if key not in doc]
+    missing = [key for key in defaults if key not in doc and key not in _OPTIONAL[profile]]
     if missing:
         raise _bad(path, f"{missing[0]!r} is missing")
     settings = {"profile": profile}
     for key in defaults:
-        value = doc[key]
+        value = doc.get(key, defaults[key])
         if key == "extra_sans" and not isinstance(value, list):
             raise _bad(path, f"extra_sans: {value!r} is not a list")
         if key in ("ca_days", "days") and (isinstance(value, bool) or not isinstance(value, int)):
@@ -188,7 +193,13 @@ def render_manifest(settings):
     """The bytes of a manifest recording ``settings`` (which hold ``profile``)."""
     profile = settings["profile"]
     doc = {"format": MANIFEST_FORMAT, "profile": profile}
-    doc.update({key: settings[key] for key in PROFILE_DEFAULTS[profile]})
+    doc.update(
+        {
+            key: settings[key]
+            for key, default in PROFILE_DEFAULTS[profile].items()
+            if key not in _OPTIONAL[profile] or settings.get(key, default) != default
+        }
+    )
     header = (
         "# Written by salt-run k8s-helper.generate_certs: the profile and settings this set\n"
         "# was made with. A re-run without an argument uses the value recorded here.\n"
@@ -386,6 +397,8 @@ def specs_for(settings):
             cluster_domain=settings["cluster_domain"],
             extra_sans=settings["extra_sans"],
             service_account_key=settings["service_account_key"],
+            masters=settings.get("masters", ()),
+            nodes=settings.get("nodes", ()),
         )
     if not settings["masters"]:
         raise InputError(
