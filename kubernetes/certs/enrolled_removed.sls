@@ -3,16 +3,22 @@
 {#- kubernetes.certs.enrolled_removed: take away what kubernetes.certs.enrolled
     may lay down, for every role (a host that was a master and became a node
     keeps nothing of its master's share): each member's certificate and key,
-    the CA certificates and the kubelet's kubeconfig.  Folders stay.  The
+    the CA certificates and the kubeconfigs pointing at enrolled pairs (in a
+    seed set also the admin pair a master received).  Folders stay.  The
     master keeps its copies of the certificates it signed
     (<set>/enrolled/<minion>/); to stop signing for this host, remove it from
     the set (docs/enrollment.md). #}
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- import_yaml tplroot ~ '/parameters/enrollment.yaml' as enrollment %}
-{%- set settings = salt['slsutil.merge'](enrollment['values'], salt['pillar.get']('kubernetes:enrollment', {}), strategy='recurse') %}
-{%- set paths = [settings.kubeconfig] %}
-{%- for member, files in enrollment.members | dictsort %}
+{%- from tplroot ~ '/certs/enrolled.jinja' import enrolled with context %}
+{%- set paths = [] %}
+{%- for _, path, _ in enrolled.kubeconfigs %}
+{%-   do paths.append(path) %}
+{%- endfor %}
+{%- for member, files in enrolled.paths | dictsort %}
 {%-   do paths.extend([files.cert, files.key, files.ca]) %}
+{%- endfor %}
+{%- for _, file, _ in enrolled.all_pillar_pairs %}
+{%-   do paths.append(file.path) %}
 {%- endfor %}
 
 {%- for path in paths | unique | sort %}
