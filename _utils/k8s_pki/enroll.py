@@ -411,15 +411,15 @@ def _check_member(settings, tag, minion_id, role, member):
         raise EnrollRefused(
             f"{minion_id}: a {role} of {tag!r} may enroll {', '.join(allowed)}, not {member!r}"
         )
-    if settings["profile"] == "seed" and member == "apiserver":
-        if not settings["service_account_key"]:
-            # each master's apiserver key would sign tokens the others cannot verify
-            raise EnrollRefused(
-                f"{minion_id}: the seed set {tag!r} signs service-account tokens with "
-                "server.key, which every master must share; give it a token key of its own "
-                f"first: salt-run k8s-helper.generate_certs cluster_tag={tag} "
-                "service_account_key=True"
-            )
+    seed_apiserver = settings["profile"] == "seed" and member == "apiserver"
+    if seed_apiserver and not settings["service_account_key"]:
+        # each master's apiserver key would sign tokens the others cannot verify
+        raise EnrollRefused(
+            f"{minion_id}: the seed set {tag!r} signs service-account tokens with "
+            "server.key, which every master must share; give it a token key of its own "
+            f"first: salt-run k8s-helper.generate_certs cluster_tag={tag} "
+            "service_account_key=True"
+        )
 
 
 def sign_request(directory, minion_id, member, csr_pem, now=None):

@@ -6,10 +6,10 @@ digest of the enrolled certificates they read, taken when the manifest is writte
 import json
 
 import pytest
-import yaml
 import salt.config
 import salt.pillar
 import support
+import yaml
 from support import kubeadm as ks
 from support.node import FAST, RUNNING, Minion, Renderer, sa_pair
 

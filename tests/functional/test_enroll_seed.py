@@ -67,8 +67,9 @@ def test_sign_csr_for_seed_hosts(master_conf, seed, pki_root):
     assert cert.subject.rfc4514_string() == "CN=system:node:n1,O=system:nodes"
     before = support.snapshot(pki_root)
     ret = _sign_as(master_conf, "n1")(csr=_csr(), member="kubecfg", cluster_tag="s1")
-    assert ret["retcode"] == 2 and "may enroll kubelet-client, kubelet-serving, kube-proxy" in (
-        ret["error"]
+    assert (
+        ret["retcode"] == 2
+        and "may enroll kubelet-client, kubelet-serving, kube-proxy" in (ret["error"])
     )
     ret = _sign_as(master_conf, "x1")(csr=_csr(), member="kubelet-client", cluster_tag="s1")
     assert ret["retcode"] == 2 and "x1: not a host of the set 's1'" in ret["error"]
@@ -100,9 +101,7 @@ def test_enrolled_seed_pillar_gives_a_node_no_key(tmp_path, runners, seed, pki_r
     assert set(pillar["kubernetes"]["certs"]) == {"ca.crt", "kubecfg.crt", "kubecfg.key"}
 
 
-def test_enrolled_seed_pillar_gives_a_master_the_admin_and_token_keys(
-    tmp_path, runners, pki_root
-):
+def test_enrolled_seed_pillar_gives_a_master_the_admin_and_token_keys(tmp_path, runners, pki_root):
     made = _generate(runners, "cluster_tag=s1", "service_account_key=True", *HOSTS)
     assert "error" not in made, made
     pillar = _pillar(tmp_path / "a", pki_root, "m1", enrolled=True)["kubernetes"]

@@ -128,7 +128,9 @@ def test_seed_apiserver_needs_a_token_key_of_its_own(tmp_path):
 
 def _bad(case):
     if case == "garbage":
-        return b"-----BEGIN CERTIFICATE REQUEST-----\nnot base64\n-----END CERTIFICATE REQUEST-----\n"
+        return (
+            b"-----BEGIN CERTIFICATE REQUEST-----\nnot base64\n-----END CERTIFICATE REQUEST-----\n"
+        )
     if case == "wrong signature":
         csr = x509.load_pem_x509_csr(_csr())
         der = bytearray(csr.public_bytes(serialization.Encoding.DER))
