@@ -245,6 +245,9 @@ from .store import (  # noqa: F401
 )
 from .verify import (  # noqa: F401
     VERIFY_OK,
+    enrolled_copies,
+    enrolled_paths,
+    enrolled_probe_problem,
     kubeadm_probe_problem,
     kubeadm_reference,
     kubeadm_share,
@@ -252,6 +255,7 @@ from .verify import (  # noqa: F401
     verify_host,
     verify_kubeadm_host,
     verify_reference,
+    verify_enrolled_host,
     verify_summary,
 )
 from .writer import (  # noqa: F401

@@ -43,6 +43,9 @@
 {%- for _, file, _ in pillar_pairs %}
 {%-   do destinations.append(file.path) %}
 {%- endfor %}
+{%- if enrolled.trust %}
+{%-   do destinations.append(enrolled.trust.file.path) %}
+{%- endif %}
 
 kubernetes-certs-enrolled-destinations-no-symlinks:
   k8s_certs.no_symlinks:
@@ -104,3 +107,34 @@ kubernetes-certs-enrolled-{{ user }}-kubeconfig-file-managed:
     - require:
       - k8s_enroll: kubernetes-certs-enrolled-{{ member }}-certificate-enrolled
 {%- endfor %}
+{%- set trust = enrolled.trust %}
+{%- if trust %}
+
+kubernetes-certs-enrolled-trust-anchor-pem-managed:
+  k8s_certs.pem_managed:
+    - name: {{ trust.file.path | json }}
+    - source: {{ (trust.pillar ~ ':' ~ trust.file.pillar) | json }}
+    - user: root
+    - group: root
+    - mode: '{{ trust.file.mode }}'
+    - makedirs: True
+    - require:
+      - k8s_certs: kubernetes-certs-enrolled-destinations-no-symlinks
+
+kubernetes-certs-enrolled-trust-store-trusted:
+  k8s_certs.trusted:
+    - name: {{ trust.anchor | json }}
+    - bundle: {{ trust.bundle | json }}
+    - refresh: {{ trust.refresh | json }}
+    - require:
+      - k8s_certs: kubernetes-certs-enrolled-trust-anchor-pem-managed
+
+kubernetes-certs-enrolled-trust-link-file-symlink:
+  file.symlink:
+    - name: {{ trust.link | json }}
+    - target: {{ trust.anchor | json }}
+    - user: root
+    - group: root
+    - require:
+      - k8s_certs: kubernetes-certs-enrolled-trust-store-trusted
+{%- endif %}

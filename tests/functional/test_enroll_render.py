@@ -115,8 +115,10 @@ def test_seed_node_enrolls_its_own_identities_at_the_seed_paths(renderer):
     assert kubelet["context"]["cert"] == "/var/lib/kubelet/pki/kubelet-client.crt"
     assert proxy["name"] == "/var/lib/kube-proxy/kubeconfig"
     assert proxy["context"]["key"] == "/var/lib/kube-proxy/pki/kube-proxy.key"
-    # a node lays down no admin pair, from pillar or otherwise
-    assert not [s for s in states.values() if s["fun"].startswith("k8s_certs.pem")]
+    # a node lays down no admin pair: from pillar only the CA, into the trust store
+    from_pillar = [s for s in states.values() if s["fun"].startswith("k8s_certs.pem")]
+    assert [s["source"] for s in from_pillar] == ["kubernetes:certs:ca.crt"]
+    assert "kubernetes-certs-enrolled-trust-store-trusted" in states
     assert "kubecfg" not in json.dumps(states)
 
 
@@ -127,14 +129,20 @@ def test_seed_master_enrolls_its_apiserver_pair_and_keeps_the_admin_pair(rendere
     assert members["apiserver"]["name"] == "/srv/kubernetes/server.cert"
     assert members["apiserver"]["key"] == "/srv/kubernetes/server.key"
     pem = {s["name"]: s for s in states.values() if s["fun"] == "k8s_certs.pem_managed"}
-    assert sorted(pem) == ["/srv/kubernetes/kubecfg.crt", "/srv/kubernetes/kubecfg.key"]
+    assert sorted(pem) == [
+        "/srv/kubernetes/kubecfg.crt",
+        "/srv/kubernetes/kubecfg.key",
+        "/usr/local/share/ca-certificates/kubernetes-ca.crt",
+    ]
     assert pem["/srv/kubernetes/kubecfg.key"]["source"] == "kubernetes:certs:kubecfg.key"
     removed = renderer(
         "kubernetes.certs.enrolled_removed", {"kubernetes": {**SEED_PILLAR, "role": "node"}}
     )
-    names = {s["name"] for s in removed.values()}
-    assert {"/srv/kubernetes/server.key", "/var/lib/kube-proxy/pki/kube-proxy.key"} <= names
+    names = [s["name"] for s in removed.values() if s["fun"] == "file.absent"]
+    assert {"/srv/kubernetes/server.key", "/var/lib/kube-proxy/pki/kube-proxy.key"} <= set(names)
+    assert "/usr/local/share/ca-certificates/kubernetes-ca.crt" in names  # via certs.removed
     assert "/etc/kubernetes/kubelet.conf" not in names
+    assert len(names) == len(set(names))  # one state per path
 
 
 def test_the_seed_lists_agree_with_the_masters_policy():

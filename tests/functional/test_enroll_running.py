@@ -49,7 +49,8 @@ def test_a_seed_node_runs_on_enrolled_pairs_and_holds_no_admin_key(renderer):
     assert "kubernetes-kubelet-kubeconfig-file-managed" not in states
     assert "kubernetes-running-kube-proxy-kubeconfig-file-managed" not in states
     assert "kubecfg" not in json.dumps(states)
-    assert not [s for s in states.values() if s["fun"].startswith("k8s_certs.pem")]
+    pem = [s["source"] for s in states.values() if s["fun"].startswith("k8s_certs.pem")]
+    assert pem == ["kubernetes:certs:ca.crt"]  # the trust store's CA, nothing secret
     config = states["kubernetes-kubelet-config-file-managed"]["context"]
     assert config["serving"] == {
         "cert": "/var/lib/kubelet/pki/kubelet.crt",
