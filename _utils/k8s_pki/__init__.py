@@ -252,10 +252,10 @@ from .verify import (  # noqa: F401
     kubeadm_reference,
     kubeadm_share,
     probe_answer_problem,
+    verify_enrolled_host,
     verify_host,
     verify_kubeadm_host,
     verify_reference,
-    verify_enrolled_host,
     verify_summary,
 )
 from .writer import (  # noqa: F401
