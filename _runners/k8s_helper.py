@@ -1092,6 +1092,8 @@ def verify(cluster_tag="default", tgt=None, tgt_type="glob", timeout=None, table
             observed[minion] = ret
     _public_keys(client, observed, reference, wait)
     for minion, seen in list(observed.items()):
+        # a host that enrolls: what pillar does not give it is not expected
+        seen["enrolled"] = bool(k8s_pki.enrolled_copies(directory, minion))
         try:
             checks = k8s_pki.verify_host(seen, reference)
         except (AttributeError, KeyError, TypeError, ValueError) as err:

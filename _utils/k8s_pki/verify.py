@@ -268,8 +268,10 @@ def verify_host(observed, reference, now=None):
             continue
         # The states lay a file down where pillar gives it, and all but the
         # masters-only ones (the apiserver's pair) on every minion; a map that
-        # does not say (masters_only None) goes by pillar alone.
-        expected = pillar_key in given or info.get("masters_only") is False
+        # does not say (masters_only None) goes by pillar alone, and so does a
+        # host that enrolls its pairs (``enrolled``: the runner saw its copies).
+        everywhere = info.get("masters_only") is False and not observed.get("enrolled")
+        expected = pillar_key in given or everywhere
         if not info.get("exists"):
             if expected:
                 add(ident, path, "missing", f"expected: this minion's pillar gives {pillar_key}")
