@@ -29,7 +29,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from .crypto import (
     cert_pem,
-    describe_cert,
+    fingerprint,
+    iso_utc,
     issue_leaf,
     key_matches,
     key_pem,
@@ -54,6 +55,7 @@ from .profiles import (
     PER_MASTER,
     kubelet_serving_spec,
 )
+from .record import file_identity
 from .specs import LeafSpec
 from .writer import hold_lock
 
@@ -152,10 +154,40 @@ def host_role(settings, minion_id):
 # edited manifest is read again.
 _POLICIES: dict = {}
 
+# What a set's files said when last read, by the files' identity (device,
+# inode, size, modification and change times: see record.file_identity, which
+# also refuses a file someone else controls).  A signature then costs one
+# lstat per file instead of reading, hashing and parsing it; a file replaced
+# (a writer swaps the whole set: new inodes) or rewritten is read again.
+_BY_IDENTITY: dict = {}
+
+
+def _read_by_identity(path, secret, load):
+    """``load()`` (which reads ``path``), or what it returned while ``path`` was the same file.
+
+    None when the file is missing.  The file's owner and mode are checked on
+    every call, whether it is read or not.
+    """
+    identity = file_identity(path, secret)
+    if identity is None:
+        return load()  # missing, or not a plain file: the reader says which
+    cached = _BY_IDENTITY.get(path)
+    if cached is not None and cached[0] == identity:
+        return cached[1]
+    value = load()
+    if len(_BY_IDENTITY) >= 64:
+        _BY_IDENTITY.clear()
+    _BY_IDENTITY[path] = (identity, value)
+    return value
+
 
 def _recorded_settings(directory):
     """The settings ``<directory>/cluster.yaml`` records (checked), or None."""
     path = manifest_path(directory)
+    return _read_by_identity(path, False, lambda: _parse_recorded(path))
+
+
+def _parse_recorded(path):
     data = read_store_file(path)  # refused unless the master's user alone controls it
     if data is None:
         return None
@@ -277,7 +309,29 @@ _CHECKED_CA_KEYS: dict = {}
 
 
 def _signing_ca(directory, issuer):
-    """``(ca certificate, ca key, ca file bytes)`` of the set's CA ``issuer``."""
+    """``(ca certificate, ca key, ca file bytes)`` of the set's CA ``issuer``.
+
+    Read again whenever its certificate or key file is not the file read last.
+    """
+    rel = CA_FILES[issuer]
+    key_rel = rel[: -len(".crt")] + ".key"
+    for part in os.path.dirname(rel).split("/") if "/" in rel else ():
+        folder = os.path.join(directory, part)  # etcd/: checked like read_set_file does
+        st = lstat_or_none(folder)
+        if st is not None:
+            check_entry(folder, st)
+    cert_path, key_path = os.path.join(directory, rel), os.path.join(directory, key_rel)
+    key_identity = file_identity(key_path, True)
+    loaded = _read_by_identity(
+        cert_path, False, lambda: (key_identity, _load_signing_ca(directory, issuer))
+    )
+    if loaded[0] != key_identity:  # the key changed, not the certificate
+        loaded = (key_identity, _load_signing_ca(directory, issuer))
+        _BY_IDENTITY[cert_path] = (file_identity(cert_path, False), loaded)
+    return loaded[1]
+
+
+def _load_signing_ca(directory, issuer):
     rel = CA_FILES[issuer]
     cert_bytes = read_set_file(directory, rel)
     key_rel = rel[: -len(".crt")] + ".key"
@@ -448,10 +502,7 @@ def sign_request(directory, minion_id, member, csr_pem, now=None):
         cert = issue_leaf(spec, public, ca_cert, ca_key, days=settings["days"], now=now)
         data = cert_pem(cert)
         copy = _keep_copy(directory, minion_id, member, data)
-    info = describe_cert(cert)
-    # Not "serial": Salt's channel takes a reply's top-level "serial" for its own
-    # message counter and drops the reply (salt.crypt.Crypticle.loads).
-    info["serial_number"] = info.pop("serial")
+    info = _describe_issued(cert, spec)
     return {
         "minion": minion_id,
         "member": member,
@@ -460,6 +511,24 @@ def sign_request(directory, minion_id, member, csr_pem, now=None):
         "ca": ca_bytes.decode("ascii"),
         "copy": copy,
         **info,
+    }
+
+
+def _describe_issued(cert, spec):
+    """What :func:`describe_cert` says of a certificate just issued from ``spec``: its SANs
+    are the spec's (not parsed back from the certificate: half of a signature's time).
+
+    Not "serial": Salt's channel takes a reply's top-level "serial" for its own
+    message counter and drops the reply (salt.crypt.Crypticle.loads).
+    """
+    return {
+        "subject": cert.subject.rfc4514_string(),
+        "issuer": cert.issuer.rfc4514_string(),
+        "serial_number": format(cert.serial_number, "x"),
+        "sha256": fingerprint(cert),
+        "sans": list(spec.dns_names) + [str(ip) for ip in spec.ip_addresses],
+        "not_before": iso_utc(cert.not_valid_before_utc),
+        "not_after": iso_utc(cert.not_valid_after_utc),
     }
 
 
