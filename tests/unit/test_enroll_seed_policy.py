@@ -158,3 +158,37 @@ def test_seed_bad_input_is_refused_and_changes_nothing(seed, minion, case, why):
     with pytest.raises(k8s_pki.PKIError, match=why):
         _sign(seed, minion, "kubelet-client", data)
     assert support.snapshot(root) == before
+
+
+def test_the_policy_cache_sees_every_change_of_the_sets_files(seed):
+    """What sign_request caches (the manifest's settings, the CA) is read again when the file
+    changes, even rewritten in place; its owner and mode are checked on every call."""
+    assert _sign(seed, "n2", "kubelet-client")["role"] == "node"
+    manifest = seed / "cluster.yaml"
+    text = manifest.read_text()
+    with open(manifest, "r+") as handle:  # same inode: an in-place edit dropping n2
+        handle.write(text.replace("- name: n2\n", ""))
+        handle.truncate()
+    with pytest.raises(k8s_pki.EnrollRefused, match="n2: not a host of the set 's1'"):
+        _sign(seed, "n2", "kubelet-client")
+    manifest.chmod(0o666)
+    with pytest.raises(k8s_pki.SetError, match="cluster.yaml"):
+        _sign(seed, "n1", "kubelet-client")
+    manifest.chmod(0o644)
+    key = seed / "ca.key"
+    key.chmod(0o644)
+    with pytest.raises(k8s_pki.SetError, match="ca.key"):
+        _sign(seed, "n1", "kubelet-client")
+    key.chmod(0o600)
+    # a new CA (force_regen swaps the folder): the next certificate is signed by it
+    make_seed(seed.parent.parent / "other")
+    for name in ("ca.crt", "ca.key"):
+        (seed / name).write_bytes((seed.parent.parent / "other/s1" / name).read_bytes())
+    ret = _sign(seed, "n1", "kubelet-client")
+    assert ret["ca"] == (seed / "ca.crt").read_text()
+    assert ks.verify(seed / "ca.crt", _write(seed.parent.parent / "leaf.pem", ret["cert"]))
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
