@@ -195,7 +195,7 @@ def end_to_end(work, runs):
             raise SystemExit("the minion did not answer")
         assert client.cmd("n1", "saltutil.sync_all", timeout=120)["n1"]
         out = work / "host"
-        ping, enroll, nop, peer = [], [], [], []
+        ping, enroll, nop, peer, refused = [], [], [], [], []
         for index in range(runs):
             start = time.perf_counter()
             assert client.cmd("n1", "test.ping", timeout=30)["n1"] is True
@@ -224,11 +224,19 @@ def end_to_end(work, runs):
             got = client.cmd("n1", "publish.runner", ["k8s-helper.sign_csr", request])["n1"]
             peer.append(time.perf_counter() - start)
             assert "cert" in got, got
+            # the same round trip to the master, for a function peer_run does not allow:
+            # what the transport costs, without a runner run
+            start = time.perf_counter()
+            assert not client.cmd("n1", "publish.runner", ["test.arg"])["n1"]
+            refused.append(time.perf_counter() - start)
         return {
             "test.ping": statistics.median(ping),
             "enrollment (state.single k8s_enroll.certificate_enrolled)": statistics.median(enroll),
             "state.single test.succeed_without_changes": statistics.median(nop),
             "publish.runner k8s-helper.sign_csr alone": statistics.median(peer),
+            "publish.runner of a function peer_run refuses (no runner run)": statistics.median(
+                refused
+            ),
         }
     finally:
         _stop(procs)
