@@ -27,6 +27,7 @@ import support
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from saltfactories.daemons.minion import SaltMinion
 from support import k8s_pki, sandbox, tlsserver
@@ -345,9 +346,9 @@ def _greedy_csr(key):
     )
 
 
-def _ask(master, minion_id, csr, member):
+def _ask(master, minion_id, csr, member, tag=TAG):
     """The minion ``minion_id`` itself calls publish.runner (as a compromised host could)."""
-    request = json.dumps([{"__kwarg__": True, "csr": csr, "member": member, "cluster_tag": TAG}])
+    request = json.dumps([{"__kwarg__": True, "csr": csr, "member": member, "cluster_tag": tag}])
     ret = master.salt_cli(timeout=120).run(
         "publish.runner", "k8s-helper.sign_csr", f"arg={request}", minion_tgt=minion_id
     )
@@ -555,3 +556,39 @@ def test_a_seed_node_enrolls_per_node_identities_and_holds_no_admin_key(run, mas
         "enrolled kubelet-client",
         "enrolled kube-proxy",
     }
+
+
+def _bad_csrs():
+    good = k8s_pki.csr_for(k8s_pki.new_key("ecdsa-p256"), OUTSIDER)
+    der = bytearray(x509.load_pem_x509_csr(good).public_bytes(serialization.Encoding.DER))
+    der[-5] ^= 0xFF  # inside the signature
+    tampered = x509.load_der_x509_csr(bytes(der)).public_bytes(serialization.Encoding.PEM)
+    rsa_1024 = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, OUTSIDER)]))
+        .sign(rsa.generate_private_key(public_exponent=65537, key_size=1024), hashes.SHA256())
+        .public_bytes(serialization.Encoding.PEM)
+    )
+    return {
+        "garbage": ("hello, master", "csr: not a PEM"),
+        "wrong signature": (tampered.decode(), "signature does not verify"),
+        "rsa-1024": (rsa_1024.decode(), "an RSA key of 1024 bits"),
+    }
+
+
+def test_bad_input_to_the_seed_set_through_peer_run(run, master):
+    """Each refused with a one-line error and retcode, logged on the master, nothing written."""
+    seed_dir = master.set_dir.parent / SEED_TAG
+    before = support.snapshot(seed_dir)
+    for case, (csr, why) in _bad_csrs().items():
+        got = _ask(master, OUTSIDER, csr, "kubelet-client", tag=SEED_TAG)
+        assert got["retcode"] == 2 and why in got["error"], (case, got)
+        assert "\n" not in got["error"]
+    outsider = _ask(
+        master, NODE_ID, _greedy_csr(k8s_pki.new_key("ecdsa-p256")), "kube-proxy", SEED_TAG
+    )
+    assert outsider["retcode"] == 2 and "n1: not a host of the set 'sd'" in outsider["error"]
+    assert support.snapshot(seed_dir) == before
+    log = (pathlib.Path(master.config["root_dir"]) / "logs" / "master.log").read_text()
+    assert "sign_csr refused for minion 'x1': csr: not a PEM" in log
+    assert "sign_csr refused for minion 'n1': n1: not a host of the set 'sd'" in log
