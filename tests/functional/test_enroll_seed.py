@@ -116,3 +116,13 @@ def test_enrolled_seed_pillar_refuses_a_master_without_a_token_key(tmp_path, see
     assert "kubernetes" not in pillar
     pillar = _pillar(tmp_path / "b", pki_root, "m1", enrolled="maybe")
     assert "k8s_certs: enrolled" in pillar["_errors"][0]
+
+
+def test_check_expiration_lists_what_seed_hosts_enrolled(master_conf, runners, seed):
+    ret = _sign_as(master_conf, "n2")(csr=_csr(), member="kube-proxy", cluster_tag="s1")
+    assert "error" not in ret, ret
+    report = runners["k8s-helper.check_expiration"](cluster_tag="s1", table=False)
+    rows = {entry["name"]: entry for entry in report["certificates"]}
+    assert rows["enrolled/n2/kube-proxy.crt"]["subject"] == "CN=system:kube-proxy"
+    assert rows["enrolled/n2/kube-proxy.crt"]["status"] == "ok"
+    assert "kubecfg.crt" in rows and report["retcode"] == 0
