@@ -28,6 +28,13 @@ def renderer(tmp_path_factory):
 def render(renderer, pillar):
     states = renderer(RUNNING, {"kubernetes": pillar})
     assert isinstance(states, dict), states
+    # show_sls does not resolve requisites (a run does): each must name a state of the tree
+    for state_id, state in states.items():
+        for kind in ("require", "watch", "require_in", "watch_in", "onchanges"):
+            for requisite in state.get(kind) or ():
+                ((module, target),) = requisite.items()
+                assert target in states, f"{state_id}: {kind} {module}: {target} is no state"
+                assert states[target]["fun"].split(".")[0] == module, (state_id, requisite)
     return states
 
 
