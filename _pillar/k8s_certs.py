@@ -13,6 +13,14 @@ cluster)::
           masters: ['k8s-master-*']     # minion-id globs: the full set
           nodes: ['k8s-node-*']         # minion-id globs: no server.cert/server.key
           # pki_root: /var/salt/k8s-helper/pki   (default: k8s_helper:pki_root)
+          # enrolled: true     (hosts enroll their own pairs: docs/enrollment.md)
+
+With ``enrolled: true`` a host gets only what it cannot enroll: a node
+``ca.crt`` and no key at all (it enrolls its kubelet and kube-proxy
+identities); a master ``ca.crt``, the admin ``kubecfg`` pair and the
+service-account key pair every master must share (it enrolls its own
+apiserver certificate; a set without ``sa.key`` is refused, since its
+``server.key`` signs the tokens).
 
 Targets are minion-id globs on purpose: a minion's id is bound to its accepted
 key, whereas a minion can set its own grains, so grain targeting would let any
@@ -74,11 +82,12 @@ def _matches(minion_id, globs):
 def ext_pillar(minion_id, pillar, cluster_tag="default", masters=None, nodes=None, **kwargs):
     """The cluster's certificates for ``minion_id``: all for masters, no server pair for nodes."""
     pki_root = kwargs.pop("pki_root", None)
+    enrolled = k8s_pki.check_bool(kwargs.pop("enrolled", False), "k8s_certs: enrolled")
     unknown = sorted(k for k in kwargs if not k.startswith("__"))
     if unknown:
         raise k8s_pki.InputError(
             f"k8s_certs: unknown option(s) {', '.join(unknown)} "
-            "(known: cluster_tag, masters, nodes, pki_root)"
+            "(known: cluster_tag, masters, nodes, pki_root, enrolled)"
         )
     tag = k8s_pki.check_cluster_tag(cluster_tag)
     master_globs = _globs(masters, "masters")
@@ -94,6 +103,8 @@ def ext_pillar(minion_id, pillar, cluster_tag="default", masters=None, nodes=Non
     files = {
         k: v for k, v in k8s_pki.PILLAR_FILES.items() if master or k not in k8s_pki.MASTERS_ONLY
     }
+    if enrolled:
+        files = k8s_pki.seed_pillar_share(files, master)
     if pki_root is None:
         pki_root = k8s_pki.pki_root(__opts__)
     directory = os.path.join(pki_root, tag)
@@ -121,5 +132,12 @@ def ext_pillar(minion_id, pillar, cluster_tag="default", masters=None, nodes=Non
         pair = {n: k8s_pki.read_set_file(directory, n) for n in k8s_pki.SERVICE_ACCOUNT_FILES}
         if all(data is not None for data in pair.values()):
             ret["service_account"] = {n: data.decode() for n, data in pair.items()}
+        elif enrolled:
+            raise k8s_pki.PKIError(
+                f"k8s_certs: enrolled: the set {tag} has no sa.key: its server.key signs "
+                "service-account tokens and every master must share it, so masters cannot "
+                f"enroll their own; run salt-run k8s-helper.generate_certs cluster_tag={tag} "
+                "service_account_key=True first"
+            )
     log.debug("k8s_certs: %s gets %s of cluster %s", minion_id, ", ".join(certs), tag)
     return {"kubernetes": ret}

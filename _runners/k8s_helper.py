@@ -229,10 +229,12 @@ def generate_certs(
         ``ca.crt`` with every certificate it signs) is used, never replaced.
     masters : None
         kubeadm profile: the control-plane hosts, a list of ``{name, ip}``
-        (required, unless ``pillar_minion`` provides it).
+        (required, unless ``pillar_minion`` provides it). Seed profile
+        (optional): the masters that may enroll their own keys
+        (docs/enrollment.md); recorded in ``cluster.yaml``, they add no file.
     nodes : None
-        kubeadm profile: the worker hosts, a list of ``{name, ip}``; ``ip``
-        is optional.
+        The worker hosts, a list of ``{name, ip}``; ``ip`` is optional.
+        Seed profile: as ``masters``, the nodes that may enroll.
     control_plane_endpoint : None
         kubeadm profile: ``host[:port]`` the kubeconfigs point to (a load
         balancer); defaults to ``<api_server_fqdn>:6443``.
@@ -1187,6 +1189,8 @@ def verify(cluster_tag="default", tgt=None, tgt_type="glob", timeout=None, table
             observed[minion] = ret
     _public_keys(client, observed, reference, wait)
     for minion, seen in list(observed.items()):
+        # a host that enrolls: what pillar does not give it is not expected
+        seen["enrolled"] = bool(k8s_pki.enrolled_copies(directory, minion))
         try:
             checks = k8s_pki.verify_host(seen, reference)
         except (AttributeError, KeyError, TypeError, ValueError) as err:
@@ -1201,8 +1205,58 @@ def verify(cluster_tag="default", tgt=None, tgt_type="glob", timeout=None, table
             "k8s_env": seen.get("k8s_env"),
             "checks": checks,
         }
+    _verify_enrolled(directory, hosts, wait)
     data = _verify_data(tag, tgt, tgt_type, directory, hosts)
     return {"outputter": _TABLE, "data": data} if tabled else data
+
+
+_PROBE_ENROLLED = f"salt://{FORMULA}/files/verify-probe-enrolled.json.jinja"
+
+
+def _verify_enrolled(directory, hosts, wait):
+    """Judge what each answering minion enrolled against the master's copies of what it issued.
+
+    One more probe, only to minions the master issued certificates to: each
+    sends its enrolled certificates and the public keys of their key files.
+    Their files' checks by the profile's probe (which compares with pillar's
+    share, or the set's own files) give way to these.
+    """
+    copies = {
+        minion: k8s_pki.enrolled_copies(directory, minion)
+        for minion, info in hosts.items()
+        if "checks" in info
+    }
+    copies = {minion: found for minion, found in copies.items() if found}
+    if not copies:
+        return
+    replies = _local_client().cmd(
+        sorted(copies),
+        "slsutil.renderer",
+        kwarg={"path": _PROBE_ENROLLED, "default_renderer": "jinja|json", "formula": FORMULA},
+        tgt_type="list",
+        timeout=wait,
+        full_return=True,
+    )
+    for minion, found in sorted(copies.items()):
+        info = hosts[minion]
+        ret, error = _answer(replies.get(minion))
+        # The minion's own error text is not repeated: it could quote a file.
+        problem = ("no answer" if error else "") or k8s_pki.enrolled_probe_problem(ret)
+        if problem:
+            info["checks"].append(
+                {
+                    "id": "enrolled",
+                    "path": os.path.join(directory, "enrolled", minion),
+                    "status": "error",
+                    "detail": f"the enrolled probe failed: {problem}",
+                }
+            )
+        else:
+            mine = k8s_pki.enrolled_paths(ret)
+            info["checks"] = [c for c in info["checks"] if c.get("path") not in mine]
+            info["checks"] += k8s_pki.verify_enrolled_host(ret, directory, found)
+        bad = any(c["status"] not in k8s_pki.VERIFY_OK for c in info["checks"])
+        info["status"] = "problems" if bad else "ok"
 
 
 def _verify_data(tag, tgt, tgt_type, directory, hosts):
@@ -1295,6 +1349,7 @@ def _verify_kubeadm(tag, directory, tgt, tgt_type, wait):
             "role": None if share is None else "master" if "pki/apiserver.crt" in share else "node",
             "checks": checks,
         }
+    _verify_enrolled(directory, hosts, wait)
     return _verify_data(tag, tgt, tgt_type, directory, hosts)
 
 

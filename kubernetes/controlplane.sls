@@ -38,6 +38,11 @@
 {%- set extra_args = {} %}
 {%- set pod_requires = {} %}
 {%- set pod_annotations = {} %}
+{#- Per component, the enrolled certificates it reads: renewed on this host
+    during the run, so their digest is taken when the manifest is written
+    (the template reads them) and a renewal recreates the pod. #}
+{%- set pod_enrolled = {} %}
+{%- set enrolled_state = 'kubernetes-certs-enrolled-%s-certificate-enrolled' %}
 {%- for component in components %}
 {%-   do extra_args.update({component: kubernetes.kubeadm.etcd.extra_args if component == 'etcd'
                                       else kubernetes[component].extra_args}) %}
@@ -45,6 +50,9 @@
 
 include:
   - {{ tplroot }}.{{ layout.certs_sls }}
+{%- for sls in layout.more_sls %}
+  - {{ tplroot }}.{{ sls }}
+{%- endfor %}
 {%- if node.master and node.profile == 'seed' %}
 {%-   set ca = files['ca.crt'].path %}
 {%-   set kubecfg_crt = files['kubecfg.crt'].path %}
@@ -52,7 +60,13 @@ include:
 {%-   set certs_pillar = salt['pillar.get'](kubernetes.pillar, {}) %}
 {%-   set sa_pillar = salt['pillar.get'](kubernetes.service_account.pillar, {}) %}
 {#-   The certificates in use (no keys: each key belongs to one of them). #}
-{%-   set used = [certs_pillar['ca.crt'], certs_pillar['server.cert'], certs_pillar['kubecfg.crt']] %}
+{%-   if layout.enrolled %}
+{#-     The apiserver's pair is enrolled here: its digest is read when the manifest is written. #}
+{%-     set used = [certs_pillar['ca.crt'], certs_pillar['kubecfg.crt']] %}
+{%-     do pod_enrolled.update({'apiserver': [('apiserver', files['server.cert'].path)]}) %}
+{%-   else %}
+{%-     set used = [certs_pillar['ca.crt'], certs_pillar['server.cert'], certs_pillar['kubecfg.crt']] %}
+{%-   endif %}
 {%-   if sa.dedicated %}
 {%-     do used.append(sa_pillar['sa.pub']) %}
 {%-   endif %}
@@ -67,7 +81,7 @@ kubernetes-controlplane-service-account-validated:
   k8s_node.key_pair_validated:
     - name: {{ kubernetes.service_account.pillar | json }}
     - require_in:
-      - k8s_certs: kubernetes-certs-pillar-validated
+      - {{ layout.validated | json }}
 {%-   endif %}
 {%-   for id, file in sa.files | dictsort %}
 {%-     if sa.dedicated %}
@@ -82,15 +96,17 @@ kubernetes-controlplane-{{ id | replace('.', '-') }}-pem-managed:
     - makedirs: True
     - dir_mode: '{{ kubernetes.certs.dir_mode }}'
     - require:
-      - k8s_certs: kubernetes-certs-pillar-validated
+      - {{ layout.validated | json }}
+{%-       if not layout.enrolled %}
       - file: kubernetes-certs-dir-file-directory
+{%-       endif %}
 {%-     else %}
 
 kubernetes-controlplane-{{ id | replace('.', '-') }}-file-absent:
   file.absent:
     - name: {{ file.path | json }}
     - require:
-      - k8s_certs: kubernetes-certs-pillar-validated
+      - {{ layout.validated | json }}
 {%-     endif %}
 {%-   endfor %}
 
@@ -107,7 +123,7 @@ kubernetes-controlplane-destinations-no-symlinks:
     - name: control-plane files
     - paths: {{ destinations | json }}
     - require:
-      - k8s_certs: kubernetes-certs-pillar-validated
+      - {{ layout.validated | json }}
 
 {#- Kubeconfigs: kubectl's through the cluster's address, the controller
     manager's and the scheduler's through their own apiserver. #}
@@ -136,7 +152,7 @@ kubernetes-controlplane-{{ id }}-kubeconfig-file-managed:
     - makedirs: True
     - dir_mode: '{{ kubernetes.certs.dir_mode }}'
     - require:
-      - k8s_certs: kubernetes-certs-pillar-validated
+      - {{ layout.validated | json }}
       - k8s_certs: kubernetes-controlplane-destinations-no-symlinks
 {%-   endfor %}
 
@@ -187,7 +203,7 @@ kubernetes-controlplane-{{ id }}-kubeconfig-file-managed:
 {%-     do flags.apiserver.update({'advertise-address': kubernetes.apiserver.advertise_address}) %}
 {%-   endif %}
 {%-   for component in components %}
-{%-     set requires = [{'k8s_certs': 'kubernetes-certs-pillar-validated'},
+{%-     set requires = [layout.validated,
                         {'k8s_certs': 'kubernetes-controlplane-destinations-no-symlinks'}] %}
 {%-     if component != 'apiserver' %}
 {%-       do requires.append({'file': 'kubernetes-controlplane-' ~ component | replace('_', '-') ~ '-kubeconfig-file-managed'}) %}
@@ -214,6 +230,7 @@ kubernetes-controlplane-{{ id }}-kubeconfig-file-managed:
 {%-   set etcd = kubernetes.kubeadm.etcd %}
 {%-   set given = salt['pillar.get'](kubernetes.kubeadm.pillar ~ ':files', {}) %}
 {%-   set given = given if given is mapping else {} %}
+{%-   set enrolled_files = salt['pillar.get'](kubernetes.kubeadm.pillar ~ ':enrolled', []) if layout.enrolled else [] %}
 {%-   set destinations = [] %}
 {%-   for name in components.values() %}
 {%-     do destinations.append(manifests.dir ~ '/' ~ name ~ '.yaml') %}
@@ -335,6 +352,10 @@ kubernetes-controlplane-destinations-no-symlinks:
 {%-   for component, rels in reads | dictsort %}
 {%-     set requires = [layout.validated, {'k8s_certs': 'kubernetes-controlplane-destinations-no-symlinks'}] %}
 {%-     set used = [] %}
+{%-     for rel in rels if rel.endswith('.crt') and rel in enrolled_files %}
+{%-       set member = rel[4:-4] %}
+{%-       do pod_enrolled.setdefault(component, []).append((member, dir ~ '/' ~ rel)) %}
+{%-     endfor %}
 {%-     for rel in rels if rel in given %}
 {%-       do requires.append({'file': 'kubernetes-kubeadm-' ~ rel | replace('/', '-') | replace('.', '-') ~ '-file-managed'}) %}
 {%-       if rel.endswith('.crt') or rel.endswith('.pub') %}
@@ -384,6 +405,7 @@ kubernetes-controlplane-{{ name }}-manifest-file-managed:
         cpu: {{ pods[component].cpu | json }}
         mounts: {{ pods[component].mounts | json }}
         annotations: {{ pod_annotations[component] | json }}
+        digest_files: {{ pod_enrolled.get(component, []) | map('last') | list | json }}
     - user: {{ kubernetes.user | json }}
     - group: {{ kubernetes.group | json }}
     - mode: '{{ manifests.mode }}'
@@ -391,6 +413,9 @@ kubernetes-controlplane-{{ name }}-manifest-file-managed:
       - file: kubernetes-controlplane-manifests-dir-file-directory
 {%-     for required in pod_requires[component] %}
       - {{ required | json }}
+{%-     endfor %}
+{%-     for member, _ in pod_enrolled.get(component, []) %}
+      - k8s_enroll: {{ enrolled_state | format(member | replace('/', '-')) }}
 {%-     endfor %}
 {%-   endfor %}
 {%- else %}

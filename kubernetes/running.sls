@@ -28,9 +28,12 @@
 
 include:
   - {{ tplroot }}.{{ node.layout.certs_sls }}
+{%- for sls in node.layout.more_sls %}
+  - {{ tplroot }}.{{ sls }}
+{%- endfor %}
   - {{ tplroot }}.kubelet.running
   - {{ tplroot }}.controlplane
-{%- if node.profile == 'seed' %}
+{%- if node.profile == 'seed' and node.layout.own_kubeconfigs %}
 
 {#- A symlink planted at a destination would send the write wherever it points. #}
 kubernetes-running-destinations-no-symlinks:

@@ -98,6 +98,8 @@ from .enroll import (  # noqa: F401
     ENROLLED_KUBEADM_FILES,
     HOST_MEMBERS,
     MASTER_MEMBERS,
+    SEED_HOST_MEMBERS,
+    SEED_MASTER_MEMBERS,
     EnrollRefused,
     check_csr,
     check_reply,
@@ -106,6 +108,7 @@ from .enroll import (  # noqa: F401
     install_enrolled,
     pillar_share,
     role_members,
+    seed_pillar_share,
     sign_request,
 )
 from .errors import (  # noqa: F401
@@ -248,10 +251,14 @@ from .store import (  # noqa: F401
 )
 from .verify import (  # noqa: F401
     VERIFY_OK,
+    enrolled_copies,
+    enrolled_paths,
+    enrolled_probe_problem,
     kubeadm_probe_problem,
     kubeadm_reference,
     kubeadm_share,
     probe_answer_problem,
+    verify_enrolled_host,
     verify_host,
     verify_kubeadm_host,
     verify_reference,

@@ -17,8 +17,10 @@ host or member (a replayed CSR) is refused.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import hashlib
+import ipaddress
 import os
 
 from cryptography import x509
@@ -27,7 +29,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from .crypto import (
     cert_pem,
-    describe_cert,
+    fingerprint,
+    iso_utc,
     issue_leaf,
     key_matches,
     key_pem,
@@ -44,7 +47,16 @@ from .guard import check_entry, check_set_folder, lstat_or_none, read_set_file, 
 from .kinds import CERTIFICATE
 from .manifest import manifest_path, parse_manifest, specs_for
 from .pem import strict_pem
-from .profiles import CLUSTER, KUBEADM, KUBEADM_HOSTS_DIR, PER_MASTER, kubelet_serving_spec
+from .profiles import (
+    CLUSTER,
+    DIST_CA,
+    KUBEADM,
+    KUBEADM_HOSTS_DIR,
+    PER_MASTER,
+    kubelet_serving_spec,
+)
+from .record import file_identity
+from .specs import LeafSpec
 from .writer import hold_lock
 
 ENROLLED_DIR = "enrolled"
@@ -66,6 +78,17 @@ MASTER_SHARED_MEMBERS = tuple(
 )
 MASTER_MEMBERS = HOST_MEMBERS + MASTER_OWN_MEMBERS + MASTER_SHARED_MEMBERS
 
+#: what every host of a seed set enrolls: its kubelet's identities and kube-proxy's
+#: (``system:kube-proxy``, the user Kubernetes' ``system:node-proxier`` role is bound to;
+#: a seed cluster runs kube-proxy on the host, kubeadm as a DaemonSet), each with a key
+#: made on the host, in place of the admin ``kubecfg`` pair the pillar way hands them
+SEED_HOST_MEMBERS = HOST_MEMBERS + ("kube-proxy",)
+
+#: and a master of a seed set, its own apiserver serving certificate (the seed's
+#: ``server``, naming the master too); ``kubecfg`` stays an admin credential that
+#: only masters receive, through pillar
+SEED_MASTER_MEMBERS = SEED_HOST_MEMBERS + ("apiserver",)
+
 #: the files of kubeadm's layout (relative to /etc/kubernetes) a host of an enrolled
 #: cluster enrolls instead of receiving them through pillar: its kubelet's identity
 #: (kubelet.conf embeds a key) and, on masters, the pairs of MASTER_*_MEMBERS
@@ -86,6 +109,14 @@ def pillar_share(files):
     return {dest: src for dest, src in files.items() if dest not in ENROLLED_KUBEADM_FILES}
 
 
+def seed_pillar_share(files, master):
+    """What the seed ext_pillar still hands a host of an enrolled cluster (``{pillar key:
+    file}``): a node the CA certificate only; a master also the admin ``kubecfg`` pair
+    (an admin credential for masters, never a node's). The apiserver's pair is enrolled."""
+    keep = (DIST_CA, "kubecfg.crt", "kubecfg.key") if master else (DIST_CA,)
+    return {key: rel for key, rel in files.items() if key in keep}
+
+
 #: which CA certificate of the set goes with each issuer name
 CA_FILES = {"ca": "ca.crt", "front-proxy-ca": "front-proxy-ca.crt", "etcd/ca": "etcd/ca.crt"}
 
@@ -101,8 +132,10 @@ class EnrollRefused(PKIError):
     """A request the policy refuses; the message names the minion and what to fix."""
 
 
-def role_members(role):
-    """The members a host of ``role`` ("master" or "node") enrolls."""
+def role_members(role, profile="kubeadm"):
+    """The members a host of ``role`` ("master" or "node") of a ``profile`` set enrolls."""
+    if profile == "seed":
+        return SEED_MASTER_MEMBERS if role == "master" else SEED_HOST_MEMBERS
     return MASTER_MEMBERS if role == "master" else HOST_MEMBERS
 
 
@@ -121,10 +154,40 @@ def host_role(settings, minion_id):
 # edited manifest is read again.
 _POLICIES: dict = {}
 
+# What a set's files said when last read, by the files' identity (device,
+# inode, size, modification and change times: see record.file_identity, which
+# also refuses a file someone else controls).  A signature then costs one
+# lstat per file instead of reading, hashing and parsing it; a file replaced
+# (a writer swaps the whole set: new inodes) or rewritten is read again.
+_BY_IDENTITY: dict = {}
+
+
+def _read_by_identity(path, secret, load):
+    """``load()`` (which reads ``path``), or what it returned while ``path`` was the same file.
+
+    None when the file is missing.  The file's owner and mode are checked on
+    every call, whether it is read or not.
+    """
+    identity = file_identity(path, secret)
+    if identity is None:
+        return load()  # missing, or not a plain file: the reader says which
+    cached = _BY_IDENTITY.get(path)
+    if cached is not None and cached[0] == identity:
+        return cached[1]
+    value = load()
+    if len(_BY_IDENTITY) >= 64:
+        _BY_IDENTITY.clear()
+    _BY_IDENTITY[path] = (identity, value)
+    return value
+
 
 def _recorded_settings(directory):
     """The settings ``<directory>/cluster.yaml`` records (checked), or None."""
     path = manifest_path(directory)
+    return _read_by_identity(path, False, lambda: _parse_recorded(path))
+
+
+def _parse_recorded(path):
     data = read_store_file(path)  # refused unless the master's user alone controls it
     if data is None:
         return None
@@ -147,8 +210,33 @@ def _set_specs(settings):
     return specs_for(settings)
 
 
+def kubelet_client_spec(host):
+    """A kubelet's client identity: what kubeadm's ``kubelet.conf`` certifies."""
+    return LeafSpec(f"system:node:{host}", ("system:nodes",), ("client",))
+
+
+def _seed_member_spec(settings, host, ip, member):
+    """A seed set's enrolled members: the kubelet's two identities; a master's apiserver
+    certificate is the set's ``server`` spec naming the master (its name and address) too."""
+    if member == "kubelet-client":
+        return kubelet_client_spec(host)
+    if member == "kubelet-serving":
+        return kubelet_serving_spec(host, ip)
+    if member == "kube-proxy":
+        return LeafSpec("system:kube-proxy", (), ("client",))
+    server = _set_specs(settings)["server"]
+    ips = (ipaddress.ip_address(ip),) if ip else ()
+    return dataclasses.replace(
+        server,
+        dns_names=tuple(dict.fromkeys((*server.dns_names, host))),
+        ip_addresses=tuple(dict.fromkeys((*server.ip_addresses, *ips))),
+    )
+
+
 def member_spec(settings, host, ip, member):
     """The LeafSpec of ``member`` for ``host``, from the set's own specs (``specs_for``)."""
+    if settings["profile"] == "seed":
+        return _seed_member_spec(settings, host, ip, member)
     specs = _set_specs(settings)
     if member == "kubelet-client":
         return specs[f"{KUBEADM_HOSTS_DIR}/{host}/kubelet.conf"].leaf
@@ -221,7 +309,29 @@ _CHECKED_CA_KEYS: dict = {}
 
 
 def _signing_ca(directory, issuer):
-    """``(ca certificate, ca key, ca file bytes)`` of the set's CA ``issuer``."""
+    """``(ca certificate, ca key, ca file bytes)`` of the set's CA ``issuer``.
+
+    Read again whenever its certificate or key file is not the file read last.
+    """
+    rel = CA_FILES[issuer]
+    key_rel = rel[: -len(".crt")] + ".key"
+    for part in os.path.dirname(rel).split("/") if "/" in rel else ():
+        folder = os.path.join(directory, part)  # etcd/: checked like read_set_file does
+        st = lstat_or_none(folder)
+        if st is not None:
+            check_entry(folder, st)
+    cert_path, key_path = os.path.join(directory, rel), os.path.join(directory, key_rel)
+    key_identity = file_identity(key_path, True)
+    loaded = _read_by_identity(
+        cert_path, False, lambda: (key_identity, _load_signing_ca(directory, issuer))
+    )
+    if loaded[0] != key_identity:  # the key changed, not the certificate
+        loaded = (key_identity, _load_signing_ca(directory, issuer))
+        _BY_IDENTITY[cert_path] = (file_identity(cert_path, False), loaded)
+    return loaded[1]
+
+
+def _load_signing_ca(directory, issuer):
     rel = CA_FILES[issuer]
     cert_bytes = read_set_file(directory, rel)
     key_rel = rel[: -len(".crt")] + ".key"
@@ -329,20 +439,41 @@ def enrollment_policy(directory, minion_id):
     if settings is None:
         raise EnrollRefused(
             f"{minion_id}: the set {tag!r} has no cluster.yaml manifest recording its hosts; "
-            f"run salt-run k8s-helper.generate_certs profile=kubeadm cluster_tag={tag} once"
+            f"run salt-run k8s-helper.generate_certs cluster_tag={tag} masters=... nodes=... once"
         )
-    if settings["profile"] != "kubeadm":
+    profile = settings["profile"]
+    if profile == "seed" and not (settings.get("masters") or settings.get("nodes")):
         raise EnrollRefused(
-            f"{minion_id}: the set {tag!r} is a {settings['profile']} set, which records no "
-            "hosts; enrollment needs a kubeadm set (see docs/enrollment.md)"
+            f"{minion_id}: the seed set {tag!r} records no hosts; record them with "
+            f"salt-run k8s-helper.generate_certs cluster_tag={tag} masters='[{{name: m1, ip: "
+            "192.0.2.11}]' nodes='[{name: n1}]' (see docs/enrollment.md)"
         )
     role, ip = host_role(settings, minion_id)
     if role is None:
         raise EnrollRefused(
             f"{minion_id}: not a host of the set {tag!r} (its masters and nodes in cluster.yaml); "
-            f"add it with salt-run k8s-helper.generate_certs profile=kubeadm cluster_tag={tag} ..."
+            f"add it with salt-run k8s-helper.generate_certs profile={profile} cluster_tag={tag} "
+            "masters=... nodes=..."
         )
     return settings, role, ip
+
+
+def _check_member(settings, tag, minion_id, role, member):
+    """Refuse a member the host's role does not have (or that the set cannot sign)."""
+    allowed = role_members(role, settings["profile"])
+    if member not in allowed:
+        raise EnrollRefused(
+            f"{minion_id}: a {role} of {tag!r} may enroll {', '.join(allowed)}, not {member!r}"
+        )
+    seed_apiserver = settings["profile"] == "seed" and member == "apiserver"
+    if seed_apiserver and not settings["service_account_key"]:
+        # each master's apiserver key would sign tokens the others cannot verify
+        raise EnrollRefused(
+            f"{minion_id}: the seed set {tag!r} signs service-account tokens with "
+            "server.key, which every master must share; give it a token key of its own "
+            f"first: salt-run k8s-helper.generate_certs cluster_tag={tag} "
+            "service_account_key=True"
+        )
 
 
 def sign_request(directory, minion_id, member, csr_pem, now=None):
@@ -356,11 +487,7 @@ def sign_request(directory, minion_id, member, csr_pem, now=None):
     """
     settings, role, ip = enrollment_policy(directory, minion_id)
     tag = os.path.basename(os.path.normpath(directory))
-    allowed = role_members(role)
-    if member not in allowed:
-        raise EnrollRefused(
-            f"{minion_id}: a {role} of {tag!r} may enroll {', '.join(allowed)}, not {member!r}"
-        )
+    _check_member(settings, tag, minion_id, role, member)
     csr = check_csr(csr_pem)
     spec = member_spec(settings, minion_id, ip, member)
     ca_cert, ca_key, ca_bytes = _signing_ca(directory, spec.issuer)
@@ -375,10 +502,7 @@ def sign_request(directory, minion_id, member, csr_pem, now=None):
         cert = issue_leaf(spec, public, ca_cert, ca_key, days=settings["days"], now=now)
         data = cert_pem(cert)
         copy = _keep_copy(directory, minion_id, member, data)
-    info = describe_cert(cert)
-    # Not "serial": Salt's channel takes a reply's top-level "serial" for its own
-    # message counter and drops the reply (salt.crypt.Crypticle.loads).
-    info["serial_number"] = info.pop("serial")
+    info = _describe_issued(cert, spec)
     return {
         "minion": minion_id,
         "member": member,
@@ -387,6 +511,24 @@ def sign_request(directory, minion_id, member, csr_pem, now=None):
         "ca": ca_bytes.decode("ascii"),
         "copy": copy,
         **info,
+    }
+
+
+def _describe_issued(cert, spec):
+    """What :func:`describe_cert` says of a certificate just issued from ``spec``: its SANs
+    are the spec's (not parsed back from the certificate: half of a signature's time).
+
+    Not "serial": Salt's channel takes a reply's top-level "serial" for its own
+    message counter and drops the reply (salt.crypt.Crypticle.loads).
+    """
+    return {
+        "subject": cert.subject.rfc4514_string(),
+        "issuer": cert.issuer.rfc4514_string(),
+        "serial_number": format(cert.serial_number, "x"),
+        "sha256": fingerprint(cert),
+        "sans": list(spec.dns_names) + [str(ip) for ip in spec.ip_addresses],
+        "not_before": iso_utc(cert.not_valid_before_utc),
+        "not_after": iso_utc(cert.not_valid_after_utc),
     }
 
 

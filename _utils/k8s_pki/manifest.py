@@ -63,7 +63,7 @@ COMMON_DEFAULTS = {
 }
 
 PROFILE_DEFAULTS = {
-    "seed": {**COMMON_DEFAULTS, "service_account_key": False},
+    "seed": {**COMMON_DEFAULTS, "service_account_key": False, "masters": [], "nodes": []},
     "kubeadm": {
         **COMMON_DEFAULTS,
         "masters": [],
@@ -72,6 +72,11 @@ PROFILE_DEFAULTS = {
         "cluster_name": "kubernetes",
     },
 }
+
+#: settings a manifest may leave out (then: the default), and leaves out when they hold
+#: the default: a seed set's hosts, recorded only for enrollment, so that the manifest
+#: of a seed set without hosts is the one earlier formulas wrote and read
+_OPTIONAL = {"seed": ("masters", "nodes"), "kubeadm": ()}
 
 # Settings that only change what new keys and certificates will be like: a
 # change is recorded, but reissues nothing by itself.
@@ -162,7 +167,7 @@ def parse_manifest(data, path):
     )
     if unknown:
         raise _bad(path, f"unknown key {unknown[0]!r} for profile {profile}")
-    missing = [key for key in defaults if key not in doc]
+    missing = [key for key in defaults if key not in doc and key not in _OPTIONAL[profile]]
     if missing:
         raise _bad(path, f"{missing[0]!r} is missing")
     settings = {"profile": profile}
@@ -171,7 +176,7 @@ def parse_manifest(data, path):
             raise _bad(path, f"backend {doc['backend']!r} is not one of {', '.join(BACKENDS)}")
         settings["backend"] = doc["backend"]
     for key in defaults:
-        value = doc[key]
+        value = doc.get(key, defaults[key])
         if key == "extra_sans" and not isinstance(value, list):
             raise _bad(path, f"extra_sans: {value!r} is not a list")
         if key in ("ca_days", "days") and (isinstance(value, bool) or not isinstance(value, int)):
@@ -203,7 +208,13 @@ def render_manifest(settings):
     doc = {"format": MANIFEST_FORMAT, "profile": profile}
     if settings.get("backend", DEFAULT_BACKEND) != DEFAULT_BACKEND:
         doc["backend"] = settings["backend"]
-    doc.update({key: settings[key] for key in PROFILE_DEFAULTS[profile]})
+    doc.update(
+        {
+            key: settings[key]
+            for key, default in PROFILE_DEFAULTS[profile].items()
+            if key not in _OPTIONAL[profile] or settings.get(key, default) != default
+        }
+    )
     header = (
         "# Written by salt-run k8s-helper.generate_certs: the profile and settings this set\n"
         "# was made with. A re-run without an argument uses the value recorded here.\n"
@@ -443,6 +454,8 @@ def specs_for(settings, only_nodes=None):
             cluster_domain=settings["cluster_domain"],
             extra_sans=settings["extra_sans"],
             service_account_key=settings["service_account_key"],
+            masters=settings.get("masters", ()),
+            nodes=settings.get("nodes", ()),
         )
     if not settings["masters"]:
         raise InputError(

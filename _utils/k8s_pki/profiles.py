@@ -345,16 +345,34 @@ def seed_specs(
     cluster_domain="cluster.local",
     extra_sans=(),
     service_account_key=False,
+    masters=(),
+    nodes=(),
 ):
     """The kube-up style set (``ca``, ``server``, ``kubecfg``), checked and ready to issue.
 
     ``service_account_key`` adds ``sa.key``/``sa.pub``: a key pair of its own for
     signing service-account tokens, so that a new serving certificate does not
     invalidate every token (the seed signs them with ``server.key``).
+    ``masters`` and ``nodes`` (lists of ``{name, ip}``, optional) are the hosts
+    that may enroll (docs/enrollment.md); they add no member to the set.
     """
+    check_disjoint_hosts(
+        check_hosts(masters, "masters"), check_hosts(nodes, "nodes", need_ip=False)
+    )
     facts = _facts(api_server_fqdn, api_service_address, cluster_domain, extra_sans)
     with_sa = check_bool(service_account_key, "service_account_key")
     return _specs(SEED, facts, options=("service_account_key",) if with_sa else ())
+
+
+def check_disjoint_hosts(master_hosts, node_hosts):
+    """Refuse a node that is also a master (by name or address): a host has one role."""
+    master_names = dict(master_hosts)
+    master_ips = {ip: host for host, ip in master_hosts}
+    for index, (host, ip) in enumerate(node_hosts):
+        if host in master_names:
+            raise InputError(f"nodes[{index}].name: {host!r} is also listed in masters")
+        if ip in master_ips:
+            raise InputError(f"nodes[{index}].ip: {ip} is also the address of {master_ips[ip]!r}")
 
 
 def kubeadm_specs(
@@ -406,13 +424,7 @@ def kubeadm_specs_of_hosts(
     fqdn = check_dns_name(api_server_fqdn, "api_server_fqdn")
     if not master_hosts:
         raise InputError("masters: the kubeadm profile needs at least one master {name, ip}")
-    master_names = dict(master_hosts)
-    master_ips = {ip: host for host, ip in master_hosts}
-    for index, (host, ip) in enumerate(node_hosts):
-        if host in master_names:
-            raise InputError(f"nodes[{index}].name: {host!r} is also listed in masters")
-        if ip in master_ips:
-            raise InputError(f"nodes[{index}].ip: {ip} is also the address of {master_ips[ip]!r}")
+    check_disjoint_hosts(master_hosts, node_hosts)
     if control_plane_endpoint in (None, ""):
         endpoint = (fqdn, KUBEADM_PORT)
     else:

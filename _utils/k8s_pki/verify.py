@@ -268,8 +268,10 @@ def verify_host(observed, reference, now=None):
             continue
         # The states lay a file down where pillar gives it, and all but the
         # masters-only ones (the apiserver's pair) on every minion; a map that
-        # does not say (masters_only None) goes by pillar alone.
-        expected = pillar_key in given or info.get("masters_only") is False
+        # does not say (masters_only None) goes by pillar alone, and so does a
+        # host that enrolls its pairs (``enrolled``: the runner saw its copies).
+        everywhere = info.get("masters_only") is False and not observed.get("enrolled")
+        expected = pillar_key in given or everywhere
         if not info.get("exists"):
             if expected:
                 add(ident, path, "missing", f"expected: this minion's pillar gives {pillar_key}")
@@ -518,4 +520,108 @@ def verify_kubeadm_host(observed, share, references, now=None):
                 "differs",
                 f"minion file sha256 {info.get('sha256')}; master file sha256 {ref['file_sha256']}",
             )
+    return checks
+
+
+# --------------------------------------------------------------------------
+# Enrolled hosts: what a host holds against the master's copy of what it issued
+# --------------------------------------------------------------------------
+
+#: where the master keeps its copies (k8s_pki.enroll.ENROLLED_DIR; not imported
+#: from there: verify must not depend on the signer)
+_ENROLLED_DIR = "enrolled"
+
+
+def enrolled_copies(directory, minion):
+    """``{member: copy's path in the set}`` of the certificates the master issued to ``minion``.
+
+    ``minion`` is the id Salt accepted, matched exactly; an id that is no
+    plain host name has no copies (it never was a host of a set).
+    """
+    try:
+        if check_dns_name(minion, "minion") != minion:
+            return {}
+    except InputError:
+        return {}
+    own = os.path.join(directory, _ENROLLED_DIR, minion)
+    if lstat_or_none(own) is None:
+        return {}
+    copies = {}
+    for folder, _, names in os.walk(own):
+        for name in names:
+            if name.endswith(".crt"):
+                rel = os.path.relpath(os.path.join(folder, name), directory)
+                member = os.path.relpath(os.path.join(folder, name), own)[: -len(".crt")]
+                copies[member] = rel
+    return copies
+
+
+def enrolled_probe_problem(answer):
+    """What is wrong with the shape of an enrolled probe's answer, or ""."""
+    if not isinstance(answer, dict) or not isinstance(answer.get("members"), dict):
+        return "no 'members' mapping"
+    if not isinstance(answer.get("kubeconfigs", []), list):
+        return "'kubeconfigs' is not a list"
+    for member, info in answer["members"].items():
+        if not isinstance(info, dict) or not all(
+            isinstance(info.get(k), str) for k in ("cert", "key")
+        ):
+            return f"members.{member}: not a mapping with 'cert' and 'key' paths"
+    return ""
+
+
+def enrolled_paths(answer):
+    """Every path an enrolled probe answer names (its members' pairs, its kubeconfigs)."""
+    paths = set(answer.get("kubeconfigs") or ())
+    for info in answer["members"].values():
+        paths.update((info["cert"], info["key"]))
+    return paths
+
+
+def verify_enrolled_host(answer, directory, copies, now=None):
+    """Compare the pairs a host enrolled with the master's copies: a check per member.
+
+    ``match`` (the certificate is the one the master issued last, and the
+    host's key is the one it certifies), ``differs`` (another certificate:
+    not the master's latest), ``key does not match cert``, ``expired``,
+    ``missing``, ``unreadable``, ``not enrolled`` (the host holds it, the
+    master issued none), ``absent`` (neither).  Only public data travels: the
+    certificate (base64) and the public key of the host's key file.
+    """
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    checks = []
+    for member, seen in sorted(answer["members"].items()):
+        ident = f"enrolled {member}"
+        path = seen["cert"]
+        info = {**seen, "path": path}
+
+        def add(status, detail, ident=ident, path=path, **extra):
+            checks.append({"id": ident, "path": path, "status": status, "detail": detail, **extra})
+
+        copy = copies.get(member)
+        if not info.get("exists"):
+            if copy:
+                add("missing", f"the master issued {copy}; enroll again (state.apply)")
+            else:
+                add("absent", "not enrolled, not there")
+            continue
+        if not copy:
+            add("not enrolled", "the master issued no certificate for it (no copy on the master)")
+            continue
+        ref_cert = load_certs(read_set_file(directory, copy) or b"", copy)
+        status, detail, extra = _check_cert(info, {"fingerprints": [fingerprint(ref_cert[0])]}, now)
+        if status == "match":
+            seen = _observed_certs(info)[0][0]
+            public = info.get("public_key")
+            try:
+                key_print = public_key_fingerprint(
+                    serialization.load_pem_public_key(public.encode())
+                )
+            except (AttributeError, ValueError):
+                key_print = None
+            if key_print != public_key_fingerprint(seen.public_key()):
+                status = "key does not match cert"
+                detail = f"{info['key']}: not the key {path} certifies (or unreadable)"
+                path = info["key"]
+        add(status, detail, path=path, **extra)
     return checks

@@ -28,7 +28,7 @@
 {%- set layout = node.layout %}
 {#- The seed layout: this state writes the kubelet's kubeconfig; kubeadm's:
     kubernetes.kubeadm.present does (kubelet.conf). #}
-{%- set own_kubeconfig = node.profile == 'seed' %}
+{%- set own_kubeconfig = layout.own_kubeconfigs %}
 {%- set destinations = [kubelet.config, kubelet.env_file, kubelet.systemd_dropin] %}
 {%- if own_kubeconfig %}
 {%-   do destinations.insert(0, kubelet.kubeconfig) %}
@@ -36,6 +36,9 @@
 
 include:
   - {{ tplroot }}.{{ layout.certs_sls }}
+{%- for sls in layout.more_sls %}
+  - {{ tplroot }}.{{ sls }}
+{%- endfor %}
 
 kubernetes-kubelet-prerequisites-met:
   k8s_node.prerequisites_met:
@@ -90,6 +93,7 @@ kubernetes-kubelet-config-file-managed:
         cluster_dns: {{ kubernetes.cluster_dns | json }}
         cluster_domain: {{ kubernetes.cluster_domain | json }}
         cgroup_driver: {{ kubelet.cgroup_driver | json }}
+        serving: {{ layout.kubelet_serving | json }}
         extra: {{ kubelet.config_extra | json }}
     - user: {{ kubernetes.user | json }}
     - group: {{ kubernetes.group | json }}

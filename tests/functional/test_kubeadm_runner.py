@@ -147,8 +147,9 @@ BAD = [
     (["profile=kubeadm", "masters=[{name: m1, ip: 10.0.0.1}]", "cluster_tag=../x"], "cluster_tag"),
     (["profile=kubeadm", "masters=[{name: m1, ip: 10.0.0.1}]", "api_server_fqdn=a..b"], "api_"),
     (["profile=kube-up"], "profile: 'kube-up' is not one of seed, kubeadm"),
-    (["masters=[{name: m1, ip: 10.0.0.1}]"], "masters: only used with profile=kubeadm"),
-    (["nodes=[{name: n1}]"], "nodes: only used with profile=kubeadm"),
+    # a seed set may record its hosts (enrollment), parsed as strictly
+    (["masters=[{name: m1}]"], "masters[0]: 'ip' is missing for m1"),
+    (["masters=[{name: m1, ip: 10.0.0.1}]", "nodes=[{name: m1}]"], "'m1' is also listed in"),
     (["control_plane_endpoint=lb:6443"], "control_plane_endpoint: only used with profile=kubeadm"),
 ]
 

@@ -27,6 +27,7 @@ import support
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from saltfactories.daemons.minion import SaltMinion
 from support import k8s_pki, sandbox, tlsserver
@@ -34,6 +35,8 @@ from support import k8s_pki, sandbox, tlsserver
 pytestmark = [pytest.mark.daemons, pytest.mark.sandbox]
 
 TAG = "kadm"
+SEED_TAG = "sd"  # a seed set whose one node is x1 (the outsider of kadm)
+SEED_WATCHED = ("/var/lib/kubelet", "/var/lib/kube-proxy", "/srv/kubernetes")
 MASTER_ID, NODE_ID, OUTSIDER = "m1", "n1", "x1"
 NODE_FILES = (
     "/var/lib/kubelet/pki/kubelet-client.crt",
@@ -84,7 +87,10 @@ def master(salt_factories, tmp_path_factory, host_untouched):
             # the documented setting: minions may call this one runner function
             "peer_run": {".*": ["k8s-helper.sign_csr"]},
             # what a host cannot enroll still comes through pillar (a node: ca.crt only)
-            "ext_pillar": [{"k8s_kubeadm": {"cluster_tag": TAG, "enrolled": True}}],
+            "ext_pillar": [
+                {"k8s_kubeadm": {"cluster_tag": TAG, "enrolled": True}},
+                {"k8s_certs": {"cluster_tag": SEED_TAG, "nodes": [OUTSIDER], "enrolled": True}},
+            ],
             "log_level_logfile": "debug",
         },
     )
@@ -159,6 +165,14 @@ def run(master, minions):
             f"nodes=[{{name: {NODE_ID}}}]",
         )
     )
+    rec["generate seed"] = _ok(
+        salt_run.run(
+            "k8s-helper.generate_certs",
+            f"cluster_tag={SEED_TAG}",
+            "key_type=ecdsa-p256",
+            f"nodes=[{{name: {OUTSIDER}}}]",
+        )
+    )
     for minion_id in minions:
         _ok(salt.run("saltutil.sync_all", minion_tgt=minion_id))
         _ok(salt.run("saltutil.refresh_pillar", "wait=True", minion_tgt=minion_id))
@@ -178,6 +192,19 @@ def run(master, minions):
     rec["renew"] = salt.run("state.apply", "kubernetes.certs.enrolled", minion_tgt=NODE_ID)
     rec["disk renewed"] = sandbox.tree_in(minions[NODE_ID].pid, *WATCHED)
     rec["pillar node"] = salt.run("pillar.items", "unmask=True", minion_tgt=NODE_ID)
+    rec["verify"] = salt_run.run(
+        "k8s-helper.verify", f"cluster_tag={TAG}", "tgt=m1,n1", "tgt_type=list", "table=False"
+    )
+    # x1 is a node of the seed set: it enrolls there (its kubeadm cluster_tag overridden)
+    override = json.dumps({"kubernetes": {"enrollment": {"cluster_tag": SEED_TAG}}})
+    rec["apply seed"] = salt.run(
+        "state.apply", "kubernetes.certs.enrolled", f"pillar={override}", minion_tgt=OUTSIDER
+    )
+    rec["disk seed"] = sandbox.tree_in(minions[OUTSIDER].pid, *SEED_WATCHED)
+    rec["pillar seed"] = salt.run("pillar.items", "unmask=True", minion_tgt=OUTSIDER)
+    rec["verify seed"] = salt_run.run(
+        "k8s-helper.verify", f"cluster_tag={SEED_TAG}", f"tgt={OUTSIDER}", "table=False"
+    )
     return rec
 
 
@@ -319,9 +346,9 @@ def _greedy_csr(key):
     )
 
 
-def _ask(master, minion_id, csr, member):
+def _ask(master, minion_id, csr, member, tag=TAG):
     """The minion ``minion_id`` itself calls publish.runner (as a compromised host could)."""
-    request = json.dumps([{"__kwarg__": True, "csr": csr, "member": member, "cluster_tag": TAG}])
+    request = json.dumps([{"__kwarg__": True, "csr": csr, "member": member, "cluster_tag": tag}])
     ret = master.salt_cli(timeout=120).run(
         "publish.runner", "k8s-helper.sign_csr", f"arg={request}", minion_tgt=minion_id
     )
@@ -476,3 +503,92 @@ def test_etcd_serves_and_peers_with_the_enrolled_certificates(run, tmp_path):
         proc.kill()
         proc.wait(timeout=10)
         log.close()
+
+
+def test_verify_compares_enrolled_hosts_with_the_masters_copies(run):
+    # m1 never applied kubernetes.kubeadm.present: its pillar share is missing (exit 1)
+    assert run["verify"].returncode == 1, run["verify"].stderr
+    data = run["verify"].data
+    node = data["hosts"][NODE_ID]
+    assert node["status"] == "ok", node
+    enrolled = {c["id"]: c["status"] for c in node["checks"] if c["id"].startswith("enrolled ")}
+    assert enrolled == {"enrolled kubelet-client": "match", "enrolled kubelet-serving": "match"}
+    # the kubeadm checks of the enrolled paths gave way to these (no "forbidden" key)
+    assert not [c for c in node["checks"] if c["status"] == "forbidden"], node["checks"]
+    master = data["hosts"][MASTER_ID]
+    statuses = {c["id"]: c["status"] for c in master["checks"] if c["id"].startswith("enrolled ")}
+    assert len(statuses) == 9 and set(statuses.values()) == {"match"}, statuses
+    assert "PRIVATE" not in json.dumps(data)
+
+
+def test_a_seed_node_enrolls_per_node_identities_and_holds_no_admin_key(run, master):
+    states = _states(run["apply seed"])
+    assert all(s["result"] is True for s in states.values()), states
+    disk = run["disk seed"]
+    client = _cert(disk, "/var/lib/kubelet/pki/kubelet-client.crt")
+    assert _subject(client) == "CN=system:node:x1,O=system:nodes"
+    proxy = _cert(disk, "/var/lib/kube-proxy/pki/kube-proxy.crt")
+    assert _subject(proxy) == "CN=system:kube-proxy"
+    keys = sorted(p for p, e in disk.items() if e["kind"] == "file" and p.endswith(".key"))
+    assert keys == [
+        "/var/lib/kube-proxy/pki/kube-proxy.key",
+        "/var/lib/kubelet/pki/kubelet-client.key",
+        "/var/lib/kubelet/pki/kubelet.key",
+    ]
+    conf = yaml.safe_load(bytes.fromhex(disk["/var/lib/kube-proxy/kubeconfig"]["data"]))
+    assert (
+        conf["users"][0]["user"]["client-certificate"] == "/var/lib/kube-proxy/pki/kube-proxy.crt"
+    )
+    # the seed pillar hands the node its CA only: no kubecfg (O=system:masters) key
+    pillar = _ok(run["pillar seed"])
+    assert set(pillar["kubernetes"]["certs"]) == {"ca.crt"}
+    assert "PRIVATE KEY" not in json.dumps(pillar)
+    copies = master.set_dir.parent / SEED_TAG / "enrolled" / OUTSIDER
+    assert sorted(p.name for p in copies.iterdir()) == [
+        "kube-proxy.crt",
+        "kubelet-client.crt",
+        "kubelet-serving.crt",
+    ]
+    data = _ok(run["verify seed"])
+    host = data["hosts"][OUTSIDER]
+    assert host["status"] == "ok", host["checks"]
+    assert {c["id"] for c in host["checks"] if c["status"] == "match"} >= {
+        "enrolled kubelet-client",
+        "enrolled kube-proxy",
+    }
+
+
+def _bad_csrs():
+    good = k8s_pki.csr_for(k8s_pki.new_key("ecdsa-p256"), OUTSIDER)
+    der = bytearray(x509.load_pem_x509_csr(good).public_bytes(serialization.Encoding.DER))
+    der[-5] ^= 0xFF  # inside the signature
+    tampered = x509.load_der_x509_csr(bytes(der)).public_bytes(serialization.Encoding.PEM)
+    rsa_1024 = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, OUTSIDER)]))
+        .sign(rsa.generate_private_key(public_exponent=65537, key_size=1024), hashes.SHA256())
+        .public_bytes(serialization.Encoding.PEM)
+    )
+    return {
+        "garbage": ("hello, master", "csr: not a PEM"),
+        "wrong signature": (tampered.decode(), "signature does not verify"),
+        "rsa-1024": (rsa_1024.decode(), "an RSA key of 1024 bits"),
+    }
+
+
+def test_bad_input_to_the_seed_set_through_peer_run(run, master):
+    """Each refused with a one-line error and retcode, logged on the master, nothing written."""
+    seed_dir = master.set_dir.parent / SEED_TAG
+    before = support.snapshot(seed_dir)
+    for case, (csr, why) in _bad_csrs().items():
+        got = _ask(master, OUTSIDER, csr, "kubelet-client", tag=SEED_TAG)
+        assert got["retcode"] == 2 and why in got["error"], (case, got)
+        assert "\n" not in got["error"]
+    outsider = _ask(
+        master, NODE_ID, _greedy_csr(k8s_pki.new_key("ecdsa-p256")), "kube-proxy", SEED_TAG
+    )
+    assert outsider["retcode"] == 2 and "n1: not a host of the set 'sd'" in outsider["error"]
+    assert support.snapshot(seed_dir) == before
+    log = (pathlib.Path(master.config["root_dir"]) / "logs" / "master.log").read_text()
+    assert "sign_csr refused for minion 'x1': csr: not a PEM" in log
+    assert "sign_csr refused for minion 'n1': n1: not a host of the set 'sd'" in log

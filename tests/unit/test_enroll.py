@@ -247,7 +247,7 @@ def test_sets_that_cannot_enroll_are_refused(tmp_path):
     settings = {"profile": "seed", **k8s_pki.PROFILE_DEFAULTS["seed"]}
     (root / "seed" / "cluster.yaml").write_bytes(k8s_pki.render_manifest(settings))
     os.chmod(root / "seed" / "cluster.yaml", 0o644)
-    with pytest.raises(k8s_pki.EnrollRefused, match="a seed set, which records no hosts"):
+    with pytest.raises(k8s_pki.EnrollRefused, match="the seed set 'seed' records no hosts"):
         _sign(root / "seed", "n1", "kubelet-client", _greedy_csr(_key()))
 
 

@@ -84,8 +84,13 @@ def test_resolve_settings_uses_the_record_and_reports_changes(tmp_path):
     assert changed == {"api_service_address": {"from": "10.96.0.1", "to": "10.96.0.2"}}
     with pytest.raises(k8s_pki.InputError, match="^profile: this set is seed; run salt-run"):
         k8s_pki.resolve_settings(str(directory), {}, "kubeadm")
-    with pytest.raises(k8s_pki.InputError, match="^masters: only used with profile=kubeadm"):
-        k8s_pki.resolve_settings(str(directory), {"masters": []})
+    with pytest.raises(
+        k8s_pki.InputError, match="^control_plane_endpoint: only used with profile=kubeadm"
+    ):
+        k8s_pki.resolve_settings(str(directory), {"control_plane_endpoint": None})
+    # a seed set records its hosts (for enrollment): no longer kubeadm's alone
+    _, got, _, _ = k8s_pki.resolve_settings(str(directory), {"nodes": [{"name": "n1"}]})
+    assert got["nodes"] == [{"name": "n1"}] and got["masters"] == []
 
 
 def test_new_set_defaults_to_seed(tmp_path):
