@@ -1486,8 +1486,9 @@ def sign_csr(csr=None, member=None, cluster_tag="default", **kwargs):
         tag = k8s_pki.check_cluster_tag(cluster_tag)
         if not isinstance(member, str) or not member:
             raise k8s_pki.InputError("member: which certificate to enroll, e.g. kubelet-client")
-        ret = k8s_pki.sign_request(os.path.join(_pki_root(), tag), minion, member, csr)
-    except k8s_pki.PKIError as err:
+        directory = os.path.join(_pki_root(), tag)
+        ret = k8s_pki.sign_request(directory, minion, member, csr, signer=_signer(tag))
+    except (k8s_pki.PKIError, k8s_openbao.BackendError) as err:
         # The refusal is logged on the master (by _failed) with who asked.
         raise type(err)(f"sign_csr refused for minion {minion!r}: {err}") from None
     log.info(

@@ -335,7 +335,9 @@ def role_settings(spec, ttl_seconds, key_type):
     unknown = usages - {"server", "client"}
     if unknown:
         raise BackendError(f"usages: {sorted(unknown)[0]!r} is not one of server, client")
-    kind, bits = _key_type(key_type)
+    # None: a key made on a host (enrollment), whose type the enrollment policy
+    # has checked already; the role then accepts any (its own check is coarser).
+    kind, bits = ("any", 0) if key_type is None else _key_type(key_type)
     ips = [str(ipaddress.ip_address(ip)) for ip in spec.ip_addresses]
     key_usage = ["DigitalSignature"] + (["KeyEncipherment"] if kind == "rsa" else [])
     return {
@@ -925,6 +927,19 @@ def ca_label(ca_name):
     return ca_name.replace("/", "-")
 
 
+def enrolled_role(minion_id, member):
+    """The role of one host's enrolled ``member``: ``enrolled-<minion>-<member>-<digest>``.
+
+    The digest of the pair keeps two hosts apart whose names would otherwise
+    read the same once "/" is replaced (minion ``a-apiserver`` + ``kubelet-client``
+    and minion ``a`` + ``apiserver-kubelet-client``).
+    """
+    import hashlib
+
+    digest = hashlib.sha256(f"{minion_id}\0{member}".encode()).hexdigest()[:10]
+    return role_name(f"enrolled/{minion_id}/{member}")[:52] + "-" + digest
+
+
 def role_name(member):
     """The role of one member of a set: ``hosts/m1/etcd/peer`` -> ``hosts-m1-etcd-peer``.
 
@@ -1084,7 +1099,30 @@ class OpenBaoSigner:
 
     def sign(self, name, leaf, key, ca, leaf_days, now):
         """``key``'s certificate for ``leaf``, signed through the member's role in OpenBao."""
-        from k8s_pki.crypto import capped_end, key_matches, key_type_of, satisfies, signed_by
+        from k8s_pki.crypto import key_type_of
+
+        csr = make_csr(leaf, key)
+        cert = self._sign(
+            name, role_name(name), leaf, csr, key.public_key(), key_type_of(key), ca, leaf_days, now
+        )
+        return cert
+
+    def sign_request(self, minion_id, member, leaf, csr_pem, ca, leaf_days, now):
+        """Enrollment: a host's own CSR signed through a role of its own for ``member``.
+
+        The CSR goes to OpenBao as the host sent it (its key never leaves the
+        host); the role allows exactly ``leaf`` (the set's identity for that
+        host and member, never the CSR's subject), and the answer is checked
+        like any other: for the CSR's key, signed by the set's CA, saying
+        exactly ``leaf``.
+        """
+        public = x509.load_pem_x509_csr(csr_pem).public_key()
+        role = enrolled_role(minion_id, member)
+        name = f"{member} of {minion_id}"
+        return self._sign(name, role, leaf, csr_pem, public, None, ca, leaf_days, now)
+
+    def _sign(self, name, role, leaf, csr_pem, public, key_type, ca, leaf_days, now):
+        from k8s_pki.crypto import capped_end, public_key_fingerprint, satisfies, signed_by
 
         mount = self.mount(ca.name)
         not_after, requested = capped_end(ca.cert, leaf_days, now)
@@ -1096,13 +1134,13 @@ class OpenBaoSigner:
             raise BackendError(
                 f"{ca.name} in OpenBao ({mount}/) has expired: no leaf can be signed"
             )
-        role = role_name(name)
         pki = self.pki()
-        pki.ensure_role(mount, role, leaf, ttl, key_type_of(key))
-        answer = pki.sign_leaf(mount, role, leaf, make_csr(leaf, key), ttl)
+        pki.ensure_role(mount, role, leaf, ttl, key_type)
+        answer = pki.sign_leaf(mount, role, leaf, csr_pem, ttl)
         cert = _load_cert(answer["certificate"])
         # What OpenBao sends back is checked like anything read from disk.
-        if not key_matches(cert, key) or not signed_by(cert, ca.cert):
+        ours = public_key_fingerprint(cert.public_key()) == public_key_fingerprint(public)
+        if not ours or not signed_by(cert, ca.cert):
             raise BackendError(
                 f"OpenBao ({mount}/) returned a certificate for {name} that is not for our key "
                 "or not signed by the set's CA; nothing was written"

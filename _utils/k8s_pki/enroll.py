@@ -56,7 +56,9 @@ from .profiles import (
     kubelet_serving_spec,
 )
 from .record import file_identity
+from .signer import LOCAL, check_backend
 from .specs import LeafSpec
+from .store import Item
 from .writer import hold_lock
 
 ENROLLED_DIR = "enrolled"
@@ -357,6 +359,15 @@ def _load_signing_ca(directory, issuer):
     return own[0], key, cert_bytes
 
 
+def _remote_ca(directory, issuer):
+    """``(certificate, file bytes)`` of the set's CA ``issuer`` whose key a signer keeps."""
+    rel = CA_FILES[issuer]
+    data = read_set_file(directory, rel)
+    if data is None:
+        raise SetError(f"{directory}: {rel} is missing; run salt-run k8s-helper.generate_certs")
+    return x509.load_pem_x509_certificates(data)[0], data
+
+
 def _same_key(a, b):
     return public_key_id(a) == public_key_id(b)
 
@@ -476,7 +487,7 @@ def _check_member(settings, tag, minion_id, role, member):
         )
 
 
-def sign_request(directory, minion_id, member, csr_pem, now=None):
+def sign_request(directory, minion_id, member, csr_pem, now=None, signer=None):
     """Sign ``csr_pem`` as ``member`` of ``minion_id`` under the set's policy.
 
     ``minion_id`` must be the id Salt authenticated (never one the minion
@@ -484,13 +495,23 @@ def sign_request(directory, minion_id, member, csr_pem, now=None):
     PEM (public), where the master keeps its copy, and what the certificate
     says.  Refusals raise :class:`EnrollRefused` (or SetError for a set that
     cannot be used); nothing is written then.
+
+    ``signer``: one that keeps the CA keys elsewhere (OpenBao, signer.py) is
+    handed the CSR itself, with the same identity; otherwise the set's own CA
+    key signs.
     """
     settings, role, ip = enrollment_policy(directory, minion_id)
     tag = os.path.basename(os.path.normpath(directory))
     _check_member(settings, tag, minion_id, role, member)
     csr = check_csr(csr_pem)
     spec = member_spec(settings, minion_id, ip, member)
-    ca_cert, ca_key, ca_bytes = _signing_ca(directory, spec.issuer)
+    signer = signer or LOCAL
+    check_backend(directory, settings, signer.backend)  # the CA is where the set says
+    remote = signer.keeps_ca_keys
+    if remote:
+        ca_cert, ca_bytes = _remote_ca(directory, spec.issuer)
+    else:
+        ca_cert, ca_key, ca_bytes = _signing_ca(directory, spec.issuer)
     public = csr.public_key()
     key_id = public_key_id(public)
     with _set_lock(directory):
@@ -499,7 +520,12 @@ def sign_request(directory, minion_id, member, csr_pem, now=None):
             raise EnrollRefused(f"{minion_id}: the set {tag!r} is gone from the master")
         check_entry(directory, st)
         _claim_key(directory, key_id, minion_id, member)
-        cert = issue_leaf(spec, public, ca_cert, ca_key, days=settings["days"], now=now)
+        if remote:
+            ca = Item(spec.issuer, cert=ca_cert)
+            checked = csr.public_bytes(serialization.Encoding.PEM)  # the CSR checked above
+            cert = signer.sign_request(minion_id, member, spec, checked, ca, settings["days"], now)
+        else:
+            cert = issue_leaf(spec, public, ca_cert, ca_key, days=settings["days"], now=now)
         data = cert_pem(cert)
         copy = _keep_copy(directory, minion_id, member, data)
     info = _describe_issued(cert, spec)
