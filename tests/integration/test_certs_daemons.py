@@ -15,6 +15,7 @@ have it anywhere.  So each minion daemon is started inside its own sandbox
 entering its namespace (nsenter), and ask the minion itself (file.stat).
 """
 
+import contextlib
 import pathlib
 import subprocess
 
@@ -77,7 +78,8 @@ def minions(master, tmp_path_factory):
         factory = master.salt_minion_daemon(minion_id, factory_class=SandboxedMinion, sandbox=box)
         factory.box = box
         started[minion_id] = factory
-    with started[MASTER_ID].started(), started[NODE_ID].started():
+    with contextlib.ExitStack() as stack:
+        support.start_together(stack, started.values())
         yield started
 
 

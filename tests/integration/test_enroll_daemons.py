@@ -129,8 +129,7 @@ def minions(master, events, tmp_path_factory):
         factory = master.salt_minion_daemon(minion_id, factory_class=SandboxedMinion, sandbox=box)
         started[minion_id] = factory
     with contextlib.ExitStack() as stack:
-        for factory in started.values():
-            stack.enter_context(factory.started())
+        support.start_together(stack, started.values())
         yield started
 
 

@@ -14,7 +14,7 @@ import contextlib
 import json
 
 import pytest
-from support import REPO, formula_root
+from support import REPO, formula_root, start_together
 
 pytestmark = pytest.mark.daemons
 
@@ -67,8 +67,7 @@ def cluster(salt_factories, tmp_path_factory):
         minions[BAD] = master.salt_minion_daemon(
             BAD, overrides={"module_dirs": [str(REPO / "tests/integration/bad_probe")]}
         )
-        for factory in minions.values():
-            stack.enter_context(factory.started())
+        start_together(stack, minions.values())
         yield {"master": master, "run": run, "cli": master.salt_cli(timeout=120)}
 
 

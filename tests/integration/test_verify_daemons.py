@@ -20,7 +20,7 @@ import shutil
 import time
 
 import pytest
-from support import REPO, formula_root, k8s_pki
+from support import REPO, formula_root, k8s_pki, start_together
 
 pytestmark = pytest.mark.daemons
 
@@ -134,11 +134,8 @@ def cluster(salt_factories, tmp_path_factory):
         run = master.salt_run_cli(timeout=120)
         ret = run.run("k8s-helper.generate_certs", "extra_sans=[k8s-master-1, k8s-master-2]")
         assert ret.returncode == 0, ret.stderr
-        minions = {}
-        for minion_id in MINIONS:
-            factory = master.salt_minion_daemon(minion_id)
-            stack.enter_context(factory.started())
-            minions[minion_id] = factory
+        minions = {minion_id: master.salt_minion_daemon(minion_id) for minion_id in MINIONS}
+        start_together(stack, minions.values())
         cli = master.salt_cli(timeout=180)
         ret = cli.run("saltutil.sync_all", minion_tgt="k8s-*")
         assert ret.returncode == 0, ret.stderr

@@ -17,7 +17,7 @@ import json
 import shutil
 
 import pytest
-from support import REPO, formula_root, k8s_pki
+from support import REPO, formula_root, k8s_pki, start_together
 
 pytestmark = pytest.mark.daemons
 
@@ -66,8 +66,7 @@ def cluster(salt_factories, tmp_path_factory):
             "nodes=[{name: n1}]",
         )
         assert ret.returncode == 0, ret.stdout + ret.stderr
-        for minion_id in MINIONS:
-            stack.enter_context(master.salt_minion_daemon(minion_id).started())
+        start_together(stack, (master.salt_minion_daemon(m) for m in MINIONS))
         cli = master.salt_cli(timeout=180)
         ret = cli.run("saltutil.sync_all", minion_tgt="*")
         assert ret.returncode == 0, ret.stderr

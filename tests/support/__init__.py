@@ -1,5 +1,6 @@
 """Helpers shared by the tests (and the benchmarks): real Salt, real files."""
 
+import concurrent.futures
 import contextlib
 import os
 import pathlib
@@ -18,6 +19,20 @@ sys.path.insert(0, str(REPO / "_utils"))
 import k8s_pki  # noqa: E402, F401  (the library under test, from _utils/; tests use support.k8s_pki)
 
 SEED_FILES = ("ca.crt", "ca.key", "server.crt", "server.key", "kubecfg.crt", "kubecfg.key")
+
+
+def start_together(stack, factories):
+    """Start pytest-salt-factories daemons at once; their stops go on ``stack`` (an ExitStack).
+
+    Each start waits for its own daemon to be up (a minion: connected to its
+    master), a few seconds each; started together they cost about one.
+    """
+    factories = list(factories)
+    for factory in factories:
+        stack.callback(factory.terminate)  # a daemon not started has nothing to stop
+    with concurrent.futures.ThreadPoolExecutor(len(factories)) as pool:
+        for started in [pool.submit(factory.start) for factory in factories]:
+            started.result()
 
 
 def write_master_config(base, **extra):
