@@ -29,7 +29,6 @@ installed on this machine):
   clean-up step must say "no cluster reachable" and fail.
 """
 
-import concurrent.futures
 import contextlib
 import json
 import os
@@ -308,11 +307,6 @@ def highstate_lines(master, data):
     return len(salt.output.out_format(data["data"], data["outputter"], opts).splitlines())
 
 
-def _stop_all(factories):
-    with concurrent.futures.ThreadPoolExecutor(len(factories)) as pool:
-        list(pool.map(lambda factory: factory.terminate(), factories))
-
-
 @pytest.fixture(scope="module")
 def cluster(salt_factories, tmp_path_factory, host_untouched, event_listener):
     reason = sandbox.available()
@@ -354,10 +348,7 @@ def cluster(salt_factories, tmp_path_factory, host_untouched, event_listener):
         hosts = {}
         for minion in MASTERS + NODES:
             hosts[minion] = new_host(master, base, minion)
-        # The four daemons start (and stop) side by side.
-        with concurrent.futures.ThreadPoolExecutor(len(hosts)) as pool:
-            list(pool.map(lambda factory: factory.start(), hosts.values()))
-        stack.callback(_stop_all, list(hosts.values()))
+        support.start_together(stack, hosts.values())
         c = Cluster(master, hosts, pki, ports, api_port, event_listener)
         stack.callback(c.stop_api)
         stack.callback(lambda: [c.stop_apiserver(m) for m in list(c.apiservers)])

@@ -18,14 +18,13 @@ tests/integration/test_replace_daemons.py's business.  The final
 ``k8s-helper.verify`` runs: every host holds exactly its share of the new set.
 """
 
-import concurrent.futures
 import contextlib
 import json
 
 import pytest
 import support
 from support import k8s_pki, sandbox, tlsserver
-from test_replace_daemons import _stop_all, free_port, new_host, steps
+from test_replace_daemons import free_port, new_host, steps
 
 pytestmark = [pytest.mark.daemons, pytest.mark.sandbox]
 
@@ -130,9 +129,7 @@ def cluster(salt_factories, tmp_path_factory, host_untouched):
         hosts = {}
         for minion in MASTERS + NODES:
             hosts[minion] = new_host(master, base, minion)
-        with concurrent.futures.ThreadPoolExecutor(len(hosts)) as pool:
-            list(pool.map(lambda factory: factory.start(), hosts.values()))
-        stack.callback(_stop_all, list(hosts.values()))
+        support.start_together(stack, hosts.values())
         c = Cluster(master, hosts, pki, ports)
         stack.callback(c.stop_apiservers)
         ret = c.cli.run("state.apply", "kubernetes.running", minion_tgt="k8s-*")

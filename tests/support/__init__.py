@@ -22,17 +22,20 @@ SEED_FILES = ("ca.crt", "ca.key", "server.crt", "server.key", "kubecfg.crt", "ku
 
 
 def start_together(stack, factories):
-    """Start pytest-salt-factories daemons at once; their stops go on ``stack`` (an ExitStack).
+    """Start pytest-salt-factories daemons at once; ``stack`` (an ExitStack) stops them at once.
 
     Each start waits for its own daemon to be up (a minion: connected to its
     master), a few seconds each; started together they cost about one.
     """
     factories = list(factories)
-    for factory in factories:
-        stack.callback(factory.terminate)  # a daemon not started has nothing to stop
+    stack.callback(_each_at_once, "terminate", factories)  # one not started: nothing to stop
+    _each_at_once("start", factories)
+
+
+def _each_at_once(method, factories):
     with concurrent.futures.ThreadPoolExecutor(len(factories)) as pool:
-        for started in [pool.submit(factory.start) for factory in factories]:
-            started.result()
+        for done in [pool.submit(getattr(factory, method)) for factory in factories]:
+            done.result()
 
 
 def write_master_config(base, **extra):
