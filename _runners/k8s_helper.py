@@ -164,6 +164,7 @@ def generate_certs(
     pillar_minion=None,
     *,
     test=False,
+    enrolled=None,
     **kwargs,
 ):
     """
@@ -245,6 +246,14 @@ def generate_certs(
     test : False
         Dry run: return the plan (each file: create, keep, reissue or remove,
         with the reason) and write nothing, not even pki_root or the lock.
+    enrolled : False
+        kubeadm profile: the hosts enroll their own pairs (docs/enrollment.md):
+        the set leaves out every ``hosts/<name>/kubelet.conf``, the masters'
+        ``apiserver``, ``etcd/server``, ``etcd/peer`` and the shared client
+        certificates, so no key of theirs is made or kept on the master.
+        Recorded in ``cluster.yaml``; a re-run without it keeps the record.
+        Switching an existing set to ``True`` removes those files (kept in
+        the backup); back to ``False`` issues them again.
 
     CLI Example:
 
@@ -279,6 +288,7 @@ def generate_certs(
         "masters": masters,
         "nodes": nodes,
         "control_plane_endpoint": control_plane_endpoint,
+        "enrolled": enrolled,
     }
     if pillar_minion not in (None, ""):
         if profile != "kubeadm":
@@ -313,6 +323,7 @@ def generate_certs(
         "backup_keep": _backup_keep(),
         "manifest": k8s_pki.render_manifest(settings),
         "settings": settings,
+        "leave_out": k8s_pki.enrolled_leftovers(directory, settings),
     }
     plan, backup = k8s_pki.ensure_set(
         _pki_root(), tag, specs, force_regen=force, dry_run=dry, signer=signer, **options

@@ -51,8 +51,10 @@ from .profiles import (
     CLUSTER,
     DIST_CA,
     KUBEADM,
+    KUBEADM_ENROLLED_FILES,
     KUBEADM_HOSTS_DIR,
     PER_MASTER,
+    host_enrolls,
     kubelet_serving_spec,
 )
 from .record import file_identity
@@ -71,10 +73,10 @@ HOST_MEMBERS = ("kubelet-client", "kubelet-serving")
 #: client certificates kubeadm shares between masters (each master gets its own key)
 #: (read off the kubeadm table: its certificates that masters hold, per master or shared)
 MASTER_OWN_MEMBERS = tuple(
-    m.path for m in KUBEADM if m.kind is CERTIFICATE and m.scope == PER_MASTER
+    m.path for m in KUBEADM if host_enrolls(m) and m.kind is CERTIFICATE and m.scope == PER_MASTER
 )
 MASTER_SHARED_MEMBERS = tuple(
-    m.path for m in KUBEADM if m.kind is CERTIFICATE and m.scope == CLUSTER
+    m.path for m in KUBEADM if host_enrolls(m) and m.kind is CERTIFICATE and m.scope == CLUSTER
 )
 MASTER_MEMBERS = HOST_MEMBERS + MASTER_OWN_MEMBERS + MASTER_SHARED_MEMBERS
 
@@ -92,14 +94,7 @@ SEED_MASTER_MEMBERS = SEED_HOST_MEMBERS + ("apiserver",)
 #: the files of kubeadm's layout (relative to /etc/kubernetes) a host of an enrolled
 #: cluster enrolls instead of receiving them through pillar: its kubelet's identity
 #: (kubelet.conf embeds a key) and, on masters, the pairs of MASTER_*_MEMBERS
-ENROLLED_KUBEADM_FILES = frozenset(
-    ["kubelet.conf"]
-    + [
-        f"pki/{m}.{ext}"
-        for m in MASTER_OWN_MEMBERS + MASTER_SHARED_MEMBERS
-        for ext in ("crt", "key")
-    ]
-)
+ENROLLED_KUBEADM_FILES = KUBEADM_ENROLLED_FILES  # profiles.host_enrolls: one source
 
 
 def pillar_share(files):
@@ -201,13 +196,16 @@ def _parse_recorded(path):
 
 
 def _set_specs(settings):
-    """``specs_for(settings)``, built once per manifest."""
+    """``specs_for(settings)`` with the members hosts enroll, built once per manifest.
+
+    (An enrolled set's own specs leave those out: they are what the signer needs.)
+    """
     for cached, specs in _POLICIES.values():
         if cached is settings:
             if not specs:
-                specs.update(specs_for(settings))
+                specs.update(specs_for(settings, include_enrolled=True))
             return specs
-    return specs_for(settings)
+    return specs_for(settings, include_enrolled=True)
 
 
 def kubelet_client_spec(host):
