@@ -158,7 +158,7 @@ from .manifest import (  # noqa: F401
     enrolled_leftovers,
     explain_changes,
     files_profile,
-    host_roles,
+    host_role,
     infer_settings,
     manifest_path,
     parse_manifest,

@@ -45,7 +45,7 @@ from .errors import PKIError, SetError
 from .files import make_parents
 from .guard import check_entry, check_set_folder, lstat_or_none, read_set_file, read_store_file
 from .kinds import CERTIFICATE
-from .manifest import manifest_path, parse_manifest, specs_for
+from .manifest import host_role, manifest_path, parse_manifest, specs_for
 from .pem import strict_pem
 from .profiles import (
     CLUSTER,
@@ -132,15 +132,6 @@ def role_members(role, profile="kubeadm"):
     if profile == "seed":
         return SEED_MASTER_MEMBERS if role == "master" else SEED_HOST_MEMBERS
     return MASTER_MEMBERS if role == "master" else HOST_MEMBERS
-
-
-def host_role(settings, minion_id):
-    """``(role, ip)`` of the host named exactly ``minion_id`` in the set, or ``(None, None)``."""
-    for role, key in (("master", "masters"), ("node", "nodes")):
-        for host in settings.get(key) or ():
-            if host["name"] == minion_id:  # exactly: 'M1' and 'm1.' are other minions
-                return role, host.get("ip")
-    return None, None
 
 
 # What a manifest's bytes say, parsed once per process: a master signing hundreds

@@ -504,11 +504,13 @@ def enrolled_leftovers(directory, settings):
     return tuple(found)
 
 
-def host_roles(settings):
-    """``{host name: "master" or "node"}`` of a set's recorded hosts (exact names)."""
-    roles = {entry["name"]: "node" for entry in settings.get("nodes") or ()}
-    roles.update({entry["name"]: "master" for entry in settings.get("masters") or ()})
-    return roles
+def host_role(settings, minion_id):
+    """``(role, ip)`` of the host named exactly ``minion_id`` in the set, or ``(None, None)``."""
+    for role, key in (("master", "masters"), ("node", "nodes")):
+        for host in settings.get(key) or ():
+            if host["name"] == minion_id:  # exactly: 'M1' and 'm1.' are other minions
+                return role, host.get("ip")
+    return None, None
 
 
 def describe_change(key, change):
