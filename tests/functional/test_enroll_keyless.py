@@ -80,10 +80,10 @@ def test_an_enrolled_set_holds_no_key_its_hosts_enroll(tmp_path, master_conf, ru
     live = _live_files(folder)
     assert not set(live) & set(ENROLLED_FILES)
     members = (*_SHARED, "etcd/healthcheck-client", *_OWN)
-    assert k8s_pki.ENROLLED_KUBEADM_FILES == {
+    assert {
         "kubelet.conf",
         *(f"pki/{m}.{ext}" for m in members for ext in ("crt", "key")),
-    }
+    } == k8s_pki.ENROLLED_KUBEADM_FILES
     # what stays: the CAs, sa, the admins' and the control plane's kubeconfigs
     assert {"ca.key", "etcd/ca.key", "front-proxy-ca.key", "sa.key", "admin.conf"} <= set(live)
     assert {"hosts/m1/controller-manager.conf", "hosts/m1/scheduler.conf"} <= set(live)

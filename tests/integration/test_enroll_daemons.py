@@ -195,6 +195,13 @@ def run(master, minions):
     rec["verify"] = salt_run.run(
         "k8s-helper.verify", f"cluster_tag={TAG}", "tgt=m1,n1", "tgt_type=list", "table=False"
     )
+    # the set switched to enrolled (no per-host pair left on the master), verified, and back
+    generate = ("k8s-helper.generate_certs", f"cluster_tag={TAG}", "profile=kubeadm")
+    rec["generate enrolled"] = _ok(salt_run.run(*generate, "enrolled=True"))
+    rec["verify enrolled"] = salt_run.run(
+        "k8s-helper.verify", f"cluster_tag={TAG}", "tgt=m1,n1", "tgt_type=list", "table=False"
+    )
+    rec["generate back"] = _ok(salt_run.run(*generate, "enrolled=False"))
     # x1 is a node of the seed set: it enrolls there (its kubeadm cluster_tag overridden)
     override = json.dumps({"kubernetes": {"enrollment": {"cluster_tag": SEED_TAG}}})
     rec["apply seed"] = salt.run(
@@ -519,6 +526,22 @@ def test_verify_compares_enrolled_hosts_with_the_masters_copies(run):
     statuses = {c["id"]: c["status"] for c in master["checks"] if c["id"].startswith("enrolled ")}
     assert len(statuses) == 9 and set(statuses.values()) == {"match"}, statuses
     assert "PRIVATE" not in json.dumps(data)
+
+
+def test_verify_of_the_set_switched_to_enrolled_finds_the_hosts_in_its_manifest(run):
+    assert "hosts/n1/kubelet.conf" in run["generate enrolled"]["removed"]
+    data = run["verify enrolled"].data
+    node, master = data["hosts"][NODE_ID], data["hosts"][MASTER_ID]
+    # no hosts/n1/ on the master any more: n1 is still a node of the set, its share the CA
+    assert (node["host"], node["role"], node["status"]) == (NODE_ID, "node", "ok"), node
+    kubeadm = {c["id"]: c["status"] for c in node["checks"] if not c["id"].startswith("enr")}
+    assert kubeadm["pki/ca.crt"] == "match" and "forbidden" not in kubeadm.values(), kubeadm
+    enrolled = {c["id"]: c["status"] for c in node["checks"] if c["id"].startswith("enrolled ")}
+    assert set(enrolled.values()) == {"match"}, enrolled
+    assert master["role"] == "master", master
+    assert "hosts/n1/kubelet.conf" in {
+        n for n, i in run["generate back"]["files"].items() if i["action"] == "generated"
+    }
 
 
 def test_a_seed_node_enrolls_per_node_identities_and_holds_no_admin_key(run, master):
