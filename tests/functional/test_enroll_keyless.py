@@ -88,6 +88,7 @@ def test_an_enrolled_set_holds_no_key_its_hosts_enroll(tmp_path, master_conf, ru
     assert {"ca.key", "etcd/ca.key", "front-proxy-ca.key", "sa.key", "admin.conf"} <= set(live)
     assert {"hosts/m1/controller-manager.conf", "hosts/m1/scheduler.conf"} <= set(live)
     assert not (folder / "hosts/n1").exists()
+    assert k8s_pki.set_profile(str(folder))[0] == "kubeadm"
     assert "enrolled: true\n" in (folder / "cluster.yaml").read_text()
 
     # the hosts still enroll every member of their role, signed by the set's CAs
@@ -133,6 +134,11 @@ def test_switching_an_existing_set_to_enrolled_and_back(runners, pki_root):
     folder = pki_root / "c1"
     manifest = (folder / "cluster.yaml").read_bytes()
     before = {rel: (folder / rel).read_bytes() for rel in ENROLLED_FILES}
+
+    snapshot = support.snapshot(pki_root)
+    ret = _generate(runners, enrolled=True, test=True)  # a dry run says so, writes nothing
+    assert ret["removed"] == ENROLLED_FILES and ret["would_back_up"] is True
+    assert support.snapshot(pki_root) == snapshot
 
     ret = _generate(runners, enrolled=True)  # the hosts are the recorded ones
     assert ret["removed"] == ENROLLED_FILES
