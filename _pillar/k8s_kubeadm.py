@@ -31,8 +31,9 @@ recorded in its ``cluster.yaml`` (its ``masters`` and ``nodes``; a set made
 before manifests: ``hosts/<name>/apiserver.crt`` on disk makes a master),
 never from grains a minion could set itself. A set made with
 ``generate_certs ... enrolled=True`` is handed out as with ``enrolled: true``
-whatever this option says (it holds no pair its hosts enroll). A file of the host's share that
-is missing or unreadable fails the minion's pillar with a message naming it.
+whatever this option says (it holds no pair its hosts enroll). A file of the
+host's share that is missing or unreadable fails the minion's pillar with a
+message naming it.
 """
 
 import logging
