@@ -373,7 +373,23 @@ def _infer_kubeadm(directory):
         ]
     if masters:
         found["masters"], found["nodes"] = masters, nodes
+    if _looks_enrolled(directory, names):
+        found["enrolled"] = True
     return found
+
+
+def _looks_enrolled(directory, hosts):
+    """Whether a kubeadm folder without its manifest is an enrolled set's: copies of enrolled
+    certificates, and no host's ``kubelet.conf`` (which every set without enrollment holds).
+
+    So that a lost manifest never brings the hosts' keys back onto the master.
+    """
+    if lstat_or_none(os.path.join(directory, "enrolled")) is None:
+        return False
+    return not any(
+        lstat_or_none(os.path.join(directory, KUBEADM_HOSTS_DIR, host, "kubelet.conf"))
+        for host in hosts
+    )
 
 
 def infer_settings(directory, profile):

@@ -203,3 +203,13 @@ def test_bad_input_refused_through_salt_run(master_conf, pki_root, args, why):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert why in proc.stdout
     assert support.snapshot(pki_root) == before
+
+
+def test_an_enrolled_set_that_lost_its_manifest_stays_enrolled(master_conf, runners, pki_root):
+    _generate(runners, masters=MASTERS, nodes=NODES, enrolled=True)
+    assert "error" not in _sign(master_conf, "n1", "kubelet-client")
+    folder = pki_root / "c1"
+    (folder / "cluster.yaml").unlink()  # moved away, as docs/lifecycle.md allows
+    ret = _generate(runners, masters=MASTERS, nodes=NODES)
+    assert not set(_live_files(folder)) & set(ENROLLED_FILES), ret["files"]
+    assert "enrolled: true\n" in (folder / "cluster.yaml").read_text()
