@@ -27,9 +27,13 @@ the files the host enrolls itself (the states leave them alone).
 Which files a minion gets follows from its minion id (bound to its accepted
 key), matched exactly (no case folding, no trailing dot dropped: ``M1`` and
 ``m1.`` are not host ``m1``; map such ids with ``names``), and from the set
-on disk (``hosts/<name>/apiserver.crt`` makes a master), never from grains a
-minion could set itself. A file of the host's share that
-is missing or unreadable fails the minion's pillar with a message naming it.
+recorded in its ``cluster.yaml`` (its ``masters`` and ``nodes``; a set made
+before manifests: ``hosts/<name>/apiserver.crt`` on disk makes a master),
+never from grains a minion could set itself. A set made with
+``generate_certs ... enrolled=True`` is handed out as with ``enrolled: true``
+whatever this option says (it holds no pair its hosts enroll). A file of the
+host's share that is missing or unreadable fails the minion's pillar with a
+message naming it.
 """
 
 import logging
@@ -84,11 +88,21 @@ def ext_pillar(minion_id, pillar, cluster_tag="default", **kwargs):
     # file or folder someone else could have swapped in).
     if not k8s_pki.check_set_folder(directory):
         return {}
-    own = f"{k8s_pki.KUBEADM_HOSTS_DIR}/{host}"
-    host_conf = k8s_pki.read_set_file(directory, f"{own}/kubelet.conf")
-    if host_conf is None:
-        return {}
-    master = os.path.isfile(os.path.join(directory, own, "apiserver.crt"))
+    recorded = k8s_pki.read_manifest(directory)
+    if recorded is not None:
+        role = _recorded_role(recorded, host)
+        if role is None:
+            return {}
+        master = role == "master"
+        # A set recorded enrolled holds no pair its hosts enroll: hand it out as enrolled,
+        # whatever this option says (the option alone serves a set still being moved).
+        enrolled = enrolled or recorded.get("enrolled", False)
+    else:  # a set made before manifests: its files say who is a host
+        own = f"{k8s_pki.KUBEADM_HOSTS_DIR}/{host}"
+        host_conf = k8s_pki.read_set_file(directory, f"{own}/kubelet.conf")
+        if host_conf is None:
+            return {}
+        master = os.path.isfile(os.path.join(directory, own, "apiserver.crt"))
     files = {}
     share = k8s_pki.kubeadm_host_files(host, master)
     if enrolled:
@@ -119,6 +133,14 @@ def ext_pillar(minion_id, pillar, cluster_tag="default", **kwargs):
     if master:
         share["masters"] = _masters(directory)
     return {"kubernetes": {PILLAR_KEY: share}}
+
+
+def _recorded_role(recorded, host):
+    """The role of ``host`` in the set's manifest (exact name), or None (no host of a kubeadm
+    set)."""
+    if recorded["profile"] != "kubeadm":
+        return None
+    return k8s_pki.host_role(recorded, host)[0]
 
 
 def _masters(directory):

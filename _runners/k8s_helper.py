@@ -164,6 +164,7 @@ def generate_certs(
     pillar_minion=None,
     *,
     test=False,
+    enrolled=None,
     **kwargs,
 ):
     """
@@ -245,6 +246,14 @@ def generate_certs(
     test : False
         Dry run: return the plan (each file: create, keep, reissue or remove,
         with the reason) and write nothing, not even pki_root or the lock.
+    enrolled : False
+        kubeadm profile: the hosts enroll their own pairs (docs/enrollment.md):
+        the set leaves out every ``hosts/<name>/kubelet.conf``, the masters'
+        ``apiserver``, ``etcd/server``, ``etcd/peer`` and the shared client
+        certificates, so no key of theirs is made or kept on the master.
+        Recorded in ``cluster.yaml``; a re-run without it keeps the record.
+        Switching an existing set to ``True`` removes those files (kept in
+        the backup); back to ``False`` issues them again.
 
     CLI Example:
 
@@ -279,6 +288,7 @@ def generate_certs(
         "masters": masters,
         "nodes": nodes,
         "control_plane_endpoint": control_plane_endpoint,
+        "enrolled": enrolled,
     }
     if pillar_minion not in (None, ""):
         if profile != "kubeadm":
@@ -313,6 +323,7 @@ def generate_certs(
         "backup_keep": _backup_keep(),
         "manifest": k8s_pki.render_manifest(settings),
         "settings": settings,
+        "leave_out": k8s_pki.enrolled_leftovers(directory, settings),
     }
     plan, backup = k8s_pki.ensure_set(
         _pki_root(), tag, specs, force_regen=force, dry_run=dry, signer=signer, **options
@@ -681,6 +692,8 @@ def _renew_kubeadm(tag, directory, certs, hosts, options):
     """renew on a kubeadm set: kubeadm's names, what restarts where."""
     _, settings, _, _ = k8s_pki.resolve_settings(directory, {}, "kubeadm")
     specs = k8s_pki.specs_for(settings)
+    if settings.get("enrolled"):
+        options["enrolling"] = [h["name"] for h in settings["masters"] + settings["nodes"]]
     plan, backup, skipped = k8s_pki.renew_kubeadm_set(
         _pki_root(), tag, specs, certs, hosts, **options
     )
@@ -1213,6 +1226,17 @@ def verify(cluster_tag="default", tgt=None, tgt_type="glob", timeout=None, table
 _PROBE_ENROLLED = f"salt://{FORMULA}/files/verify-probe-enrolled.json.jinja"
 
 
+def _not_enrolled_yet(directory, minion):
+    """The check of a host of an enrolled kubeadm set the master issued nothing to yet."""
+    return {
+        "id": "enrolled",
+        "path": os.path.join(directory, "enrolled", minion),
+        "status": "not enrolled",
+        "detail": "this set is enrolled (cluster.yaml): the host makes its own pairs, and "
+        "has enrolled none yet; apply kubernetes.certs.enrolled on it",
+    }
+
+
 def _verify_enrolled(directory, hosts, wait):
     """Judge what each answering minion enrolled against the master's copies of what it issued.
 
@@ -1292,6 +1316,14 @@ def _kubeadm_names(tag):
     return {}
 
 
+def _kubeadm_role(share):
+    """A host's role by its share: ``front-proxy-ca.crt`` is a master's in every set
+    (``apiserver.crt`` is not in an enrolled set's); None for no host of the set."""
+    if share is None:
+        return None
+    return "master" if "pki/front-proxy-ca.crt" in share else "node"
+
+
 def _verify_kubeadm(tag, directory, tgt, tgt_type, wait):
     """verify on a kubeadm set: each minion's files under kubeadm's folder against its share."""
     k8s_pki.check_store(directory)
@@ -1313,6 +1345,7 @@ def _verify_kubeadm(tag, directory, tgt, tgt_type, wait):
         functools.partial(k8s_pki.kubeadm_reference, directory)
     )
     elsewhere = k8s_pki.ca_keys_elsewhere(directory)  # CA keys in OpenBao: on no host
+    recorded = k8s_pki.read_manifest(directory) or {}
     hosts = {}
     for minion in sorted(set(expected) | set(replies)):
         ret, error = _answer(replies.get(minion))
@@ -1342,11 +1375,13 @@ def _verify_kubeadm(tag, directory, tgt, tgt_type, wait):
                     "k8s_kubeadm ext_pillar's names if it is one)",
                 },
             )
+        elif recorded.get("enrolled") and not k8s_pki.enrolled_copies(directory, minion):
+            checks.append(_not_enrolled_yet(directory, minion))
         bad = any(check["status"] not in k8s_pki.VERIFY_OK for check in checks)
         hosts[minion] = {
             "status": "problems" if bad else "ok",
             "host": host if share is not None else None,
-            "role": None if share is None else "master" if "pki/apiserver.crt" in share else "node",
+            "role": _kubeadm_role(share),
             "checks": checks,
         }
     _verify_enrolled(directory, hosts, wait)

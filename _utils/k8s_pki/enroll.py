@@ -45,14 +45,16 @@ from .errors import PKIError, SetError
 from .files import make_parents
 from .guard import check_entry, check_set_folder, lstat_or_none, read_set_file, read_store_file
 from .kinds import CERTIFICATE
-from .manifest import manifest_path, parse_manifest, specs_for
+from .manifest import host_role, manifest_path, parse_manifest, specs_for
 from .pem import strict_pem
 from .profiles import (
     CLUSTER,
     DIST_CA,
     KUBEADM,
+    KUBEADM_ENROLLED_FILES,
     KUBEADM_HOSTS_DIR,
     PER_MASTER,
+    host_enrolls,
     kubelet_serving_spec,
 )
 from .record import file_identity
@@ -73,10 +75,10 @@ HOST_MEMBERS = ("kubelet-client", "kubelet-serving")
 #: client certificates kubeadm shares between masters (each master gets its own key)
 #: (read off the kubeadm table: its certificates that masters hold, per master or shared)
 MASTER_OWN_MEMBERS = tuple(
-    m.path for m in KUBEADM if m.kind is CERTIFICATE and m.scope == PER_MASTER
+    m.path for m in KUBEADM if host_enrolls(m) and m.kind is CERTIFICATE and m.scope == PER_MASTER
 )
 MASTER_SHARED_MEMBERS = tuple(
-    m.path for m in KUBEADM if m.kind is CERTIFICATE and m.scope == CLUSTER
+    m.path for m in KUBEADM if host_enrolls(m) and m.kind is CERTIFICATE and m.scope == CLUSTER
 )
 MASTER_MEMBERS = HOST_MEMBERS + MASTER_OWN_MEMBERS + MASTER_SHARED_MEMBERS
 
@@ -94,14 +96,7 @@ SEED_MASTER_MEMBERS = SEED_HOST_MEMBERS + ("apiserver",)
 #: the files of kubeadm's layout (relative to /etc/kubernetes) a host of an enrolled
 #: cluster enrolls instead of receiving them through pillar: its kubelet's identity
 #: (kubelet.conf embeds a key) and, on masters, the pairs of MASTER_*_MEMBERS
-ENROLLED_KUBEADM_FILES = frozenset(
-    ["kubelet.conf"]
-    + [
-        f"pki/{m}.{ext}"
-        for m in MASTER_OWN_MEMBERS + MASTER_SHARED_MEMBERS
-        for ext in ("crt", "key")
-    ]
-)
+ENROLLED_KUBEADM_FILES = KUBEADM_ENROLLED_FILES  # profiles.host_enrolls: one source
 
 
 def pillar_share(files):
@@ -139,15 +134,6 @@ def role_members(role, profile="kubeadm"):
     if profile == "seed":
         return SEED_MASTER_MEMBERS if role == "master" else SEED_HOST_MEMBERS
     return MASTER_MEMBERS if role == "master" else HOST_MEMBERS
-
-
-def host_role(settings, minion_id):
-    """``(role, ip)`` of the host named exactly ``minion_id`` in the set, or ``(None, None)``."""
-    for role, key in (("master", "masters"), ("node", "nodes")):
-        for host in settings.get(key) or ():
-            if host["name"] == minion_id:  # exactly: 'M1' and 'm1.' are other minions
-                return role, host.get("ip")
-    return None, None
 
 
 # What a manifest's bytes say, parsed once per process: a master signing hundreds
@@ -203,13 +189,16 @@ def _parse_recorded(path):
 
 
 def _set_specs(settings):
-    """``specs_for(settings)``, built once per manifest."""
+    """``specs_for(settings)`` with the members hosts enroll, built once per manifest.
+
+    (An enrolled set's own specs leave those out: they are what the signer needs.)
+    """
     for cached, specs in _POLICIES.values():
         if cached is settings:
             if not specs:
-                specs.update(specs_for(settings))
+                specs.update(specs_for(settings, include_enrolled=True))
             return specs
-    return specs_for(settings)
+    return specs_for(settings, include_enrolled=True)
 
 
 def kubelet_client_spec(host):

@@ -15,7 +15,14 @@ from .defaults import DEFAULT_RENEW_BEFORE_DAYS
 from .errors import InputError
 from .guard import lstat_or_none
 from .lifecycle import renew_set
-from .profiles import CLUSTER, KUBEADM, KUBEADM_CERT_NAMES, KUBEADM_HOSTS_DIR
+from .profiles import (
+    CLUSTER,
+    KUBEADM,
+    KUBEADM_CERT_NAMES,
+    KUBEADM_HOSTS_DIR,
+    PER_MASTER,
+    host_enrolls,
+)
 
 #: what a seed set calls its leaves: refused by name on a kubeadm set
 SEED_NAMES = ("server", "server.crt", "kubecfg", "kubecfg.crt")
@@ -59,6 +66,11 @@ def kubeadm_ca_name(member):
     return name or member
 
 
+#: kubeadm's names of the members each master has one of (an enrolled set keeps only
+#: its kubeconfigs: a master is known by any of them, not only by its apiserver)
+_PER_MASTER_NAMES = frozenset(m.name for m in KUBEADM if m.scope == PER_MASTER)
+
+
 def set_hosts(specs):
     """``(masters, hosts)`` of a kubeadm set's specs: the masters, then every host, in order."""
     prefix = f"{KUBEADM_HOSTS_DIR}/"
@@ -67,7 +79,7 @@ def set_hosts(specs):
         name, host = kubeadm_name(member)
         if host is None or not member.startswith(prefix):
             continue
-        if name == "apiserver":
+        if name in _PER_MASTER_NAMES and host not in masters:
             masters.append(host)
         if host not in hosts:
             hosts.append(host)
@@ -104,13 +116,22 @@ def _names(value, what):
     return names
 
 
-def check_kubeadm_hosts(value, specs):
-    """The hosts ``value`` names (list or comma-separated), all of the set; None when not given."""
+def check_kubeadm_hosts(value, specs, enrolling=()):
+    """The hosts ``value`` names (list or comma-separated), all of the set; None when not given.
+
+    ``enrolling``: hosts of an enrolled set, which may hold nothing on the master.
+    """
     if value is None or value == "":
         return None
     _, known = set_hosts(specs)
     hosts = _names(value, "hosts")
     for host in hosts:
+        if host not in known and host in enrolling:
+            raise InputError(
+                f"hosts: {host!r} enrolls its own certificates (cluster.yaml: enrolled: true) "
+                "and renews them itself (kubernetes.certs.enrolled); the master holds none of "
+                "its certificates to renew"
+            )
         if host not in known:
             raise InputError(
                 f"hosts: {host!r} is not a host of this set (its hosts: {', '.join(known)})"
@@ -165,6 +186,12 @@ def select_kubeadm_certs(certs, hosts, specs):
         if member is None:
             raise InputError(
                 f"certs: {name!r} is not a certificate of this set; choose from {choices}, or all"
+            )
+        if host_enrolls(_MEMBERS[name]) and not any(kubeadm_name(m)[0] == name for m in specs):
+            raise InputError(
+                f"certs: {name!r}: the hosts of this set enroll it (cluster.yaml: enrolled: "
+                "true) and renew it themselves (kubernetes.certs.enrolled, in its renewal "
+                "window); the master holds none to renew"
             )
         if _HOST in member:
             found = on_hosts([m for m in renewable if kubeadm_name(m)[0] == name])
@@ -239,7 +266,7 @@ def renew_kubeadm_set(pki_root, cluster_tag, specs, certs=None, hosts=None, **op
     left to renew.
     """
     directory = os.path.join(pki_root, cluster_tag)
-    chosen_hosts = check_kubeadm_hosts(hosts, specs)
+    chosen_hosts = check_kubeadm_hosts(hosts, specs, options.pop("enrolling", ()))
     members, explicit = select_kubeadm_certs(certs, chosen_hosts, specs)
     signer = options.get("signer")
     # A CA whose key a signer keeps elsewhere (OpenBao) is not externally managed.

@@ -55,6 +55,7 @@ def ensure_set(
     manifest=None,
     settings=None,
     signer=None,
+    leave_out=(),
 ):
     """Make sure ``<pki_root>/<cluster_tag>`` holds a complete, valid set.
 
@@ -78,6 +79,9 @@ def ensure_set(
 
     ``signer`` (signer.py) makes the CAs and signs the leaves: the local one
     (keys in the folder) by default.
+
+    ``leave_out``: files the set no longer holds, removed (and backed up) in
+    the same swap (``plan_set``).
     """
     now = now or datetime.datetime.now(datetime.timezone.utc)
     directory = os.path.join(pki_root, cluster_tag)
@@ -88,6 +92,7 @@ def ensure_set(
         keep_keys=keep_keys,
         rotate_token_key=rotate_token_key,
         signer=signer,
+        leave_out=leave_out,
         **decide,
     )
     if dry_run:
@@ -108,7 +113,9 @@ def ensure_set(
     if unlocked:
         # Fast path, no lock: a valid set is left alone without writing anything.
         try:
-            plan = plan_set(directory, specs, seen=seen, signer=signer, **decide)
+            plan = plan_set(
+                directory, specs, seen=seen, signer=signer, leave_out=leave_out, **decide
+            )
             _stage_manifest(plan, manifest)
             if not plan.changed:
                 return plan, None

@@ -70,13 +70,15 @@ PROFILE_DEFAULTS = {
         "nodes": [],
         "control_plane_endpoint": None,
         "cluster_name": "kubernetes",
+        # the hosts enroll their own pairs (docs/enrollment.md): the set leaves them out
+        "enrolled": False,
     },
 }
 
 #: settings a manifest may leave out (then: the default), and leaves out when they hold
 #: the default: a seed set's hosts, recorded only for enrollment, so that the manifest
 #: of a seed set without hosts is the one earlier formulas wrote and read
-_OPTIONAL = {"seed": ("masters", "nodes"), "kubeadm": ()}
+_OPTIONAL = {"seed": ("masters", "nodes"), "kubeadm": ("enrolled",)}
 
 # Settings that only change what new keys and certificates will be like: a
 # change is recorded, but reissues nothing by itself.
@@ -114,7 +116,7 @@ def canonical(name, value, where=None):
         return check_key_type(value)
     if name in ("ca_days", "days"):
         return check_days(value, where)
-    if name == "service_account_key":
+    if name in ("service_account_key", "enrolled"):
         return check_bool(value, where)
     if name == "masters":
         return _hosts(value, where, need_ip=True)
@@ -181,7 +183,7 @@ def parse_manifest(data, path):
             raise _bad(path, f"extra_sans: {value!r} is not a list")
         if key in ("ca_days", "days") and (isinstance(value, bool) or not isinstance(value, int)):
             raise _bad(path, f"{key}: {value!r} is not a whole number")
-        if key == "service_account_key" and not isinstance(value, bool):
+        if key in ("service_account_key", "enrolled") and not isinstance(value, bool):
             raise _bad(path, f"{key}: {value!r} is not true or false")
         try:
             settings[key] = canonical(key, value)
@@ -371,7 +373,23 @@ def _infer_kubeadm(directory):
         ]
     if masters:
         found["masters"], found["nodes"] = masters, nodes
+    if _looks_enrolled(directory, names):
+        found["enrolled"] = True
     return found
+
+
+def _looks_enrolled(directory, hosts):
+    """Whether a kubeadm folder without its manifest is an enrolled set's: copies of enrolled
+    certificates, and no host's ``kubelet.conf`` (which every set without enrollment holds).
+
+    So that a lost manifest never brings the hosts' keys back onto the master.
+    """
+    if lstat_or_none(os.path.join(directory, "enrolled")) is None:
+        return False
+    return not any(
+        lstat_or_none(os.path.join(directory, KUBEADM_HOSTS_DIR, host, "kubelet.conf"))
+        for host in hosts
+    )
 
 
 def infer_settings(directory, profile):
@@ -438,8 +456,12 @@ def _checked_hosts(entries):
     return tuple((e["name"], ipaddress.ip_address(e["ip"]) if "ip" in e else None) for e in entries)
 
 
-def specs_for(settings, only_nodes=None):
+def specs_for(settings, only_nodes=None, include_enrolled=False):
     """The members of a set with these canonical settings (its profile's specs).
+
+    An enrolled kubeadm set (``enrolled: true``) leaves out the members its hosts
+    enroll (``profiles.host_enrolls``), unless ``include_enrolled`` (the signer,
+    which issues them to the hosts).
 
     ``only_nodes`` (names) leaves out every other node's members: what the
     others are does not change the members of these nodes or of the masters
@@ -474,7 +496,37 @@ def specs_for(settings, only_nodes=None):
         extra_sans=settings["extra_sans"],
         control_plane_endpoint=settings["control_plane_endpoint"],
         cluster_name=settings["cluster_name"],
+        enrolled=settings.get("enrolled", False) and not include_enrolled,
     )
+
+
+def enrolled_leftovers(directory, settings):
+    """The files of an enrolled kubeadm set's folder its hosts enroll instead (relative paths).
+
+    What a set made before it was enrolled still holds for its hosts: each is
+    left out of the set by the next write (kept in its backup).  Empty for any
+    other set.
+    """
+    if settings.get("profile") != "kubeadm" or not settings.get("enrolled"):
+        return ()
+    kept = specs_for(settings)
+    found = []
+    for name, spec in specs_for(settings, include_enrolled=True).items():
+        if name in kept:
+            continue
+        for f in spec.kind.files:
+            if lstat_or_none(os.path.join(directory, name + f.suffix)) is not None:
+                found.append(name + f.suffix)
+    return tuple(found)
+
+
+def host_role(settings, minion_id):
+    """``(role, ip)`` of the host named exactly ``minion_id`` in the set, or ``(None, None)``."""
+    for role, key in (("master", "masters"), ("node", "nodes")):
+        for host in settings.get(key) or ():
+            if host["name"] == minion_id:  # exactly: 'M1' and 'm1.' are other minions
+                return role, host.get("ip")
+    return None, None
 
 
 def describe_change(key, change):

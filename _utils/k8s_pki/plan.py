@@ -153,6 +153,7 @@ def plan_set(
     trust_record=True,
     seen=None,
     signer=None,
+    leave_out=(),
 ):
     """Decide, without writing anything, which pairs to keep and which to issue.
 
@@ -182,6 +183,10 @@ def plan_set(
 
     ``signer`` (signer.py; the local one by default) says whether a CA found
     without its key is one it signs with (a CA in OpenBao) or an external one.
+
+    ``leave_out``: files of the folder the set no longer holds (an enrolled
+    set's per-host pairs, ``manifest.enrolled_leftovers``): removed from it,
+    kept in the backup, in the same swap.
     """
     signer = signer or LOCAL
     now = now or datetime.datetime.now(datetime.timezone.utc)
@@ -213,6 +218,7 @@ def plan_set(
             nexts = {NEXT_CA} | {f"{name}.next" for name in cas}  # each CA's (kubeadm: three)
             rotation = [f"{n}.{ext}" for n in sorted(nexts) for ext in ("crt", "key")]
             plan.drop |= {f for f in rotation if os.path.exists(os.path.join(directory, f))}
+        _leave_out(plan, leave_out)
         return plan
 
     token_leaf = token_signing_leaf(directory, specs)
@@ -280,7 +286,15 @@ def plan_set(
             item.reason = reason
         plan.items[name] = item
     _mark_remote_cas(plan, signer)
+    _leave_out(plan, leave_out)
     return plan
+
+
+def _leave_out(plan, files):
+    """Drop ``files`` from the new folder, backing them up first (they may hold keys)."""
+    if files:
+        plan.drop |= set(files)
+        plan.backup = True
 
 
 def _mark_remote_cas(plan, signer):

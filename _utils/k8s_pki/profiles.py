@@ -207,6 +207,27 @@ KUBEADM = (
 PROFILES = {"seed": SEED, "kubeadm": KUBEADM}
 
 
+def host_enrolls(member):
+    """Whether a host of an enrolled kubeadm set makes the key of ``member`` itself.
+
+    Every certificate a master holds (its own apiserver and etcd server/peer,
+    and the client certificates kubeadm shares between masters: each master
+    enrolls its own key for them) and each host's ``kubelet.conf`` (its
+    kubelet's client identity).  What stays on the master: the CAs, ``sa``
+    and the kubeconfigs of the control plane and of admins.  The one source of
+    what enrollment covers (enroll.py's members, the files pillar no longer
+    hands out, the members an enrolled set leaves out).
+    """
+    return member.kind is CERTIFICATE or (member.kind is KUBECONFIG and member.scope == PER_HOST)
+
+
+#: the files of kubeadm's layout (relative to /etc/kubernetes) a host of an enrolled
+#: cluster enrolls instead of receiving them through pillar
+KUBEADM_ENROLLED_FILES = frozenset(
+    dest for member in KUBEADM if host_enrolls(member) for _, dest in member.handed_out()
+)
+
+
 def cert_tree(table):
     """``{CA path: [paths of the members it signs]}``: kubeadm's ``CertTree()``."""
     tree = {member.path: [] for member in table if member.kind.is_ca}
@@ -312,11 +333,16 @@ def _spec(member, facts, host=None, ip=None):
     )
 
 
-def _specs(table, facts, masters=(), nodes=(), options=()):
-    """Every instance of every member of ``table``: ``{path in the set: spec}``, CAs first."""
+def _specs(table, facts, masters=(), nodes=(), options=(), leave_out=None):
+    """Every instance of every member of ``table``: ``{path in the set: spec}``, CAs first.
+
+    ``leave_out``: a predicate on members the set does not hold (those hosts enroll).
+    """
     specs = {}
     for member in table:
         if member.option and member.option not in options:
+            continue
+        if leave_out is not None and leave_out(member):
             continue
         if member.scope == CLUSTER:
             specs[member.path] = _spec(member, facts)
@@ -414,12 +440,15 @@ def kubeadm_specs_of_hosts(
     extra_sans,
     control_plane_endpoint,
     cluster_name,
+    enrolled=False,
 ):
     """:func:`kubeadm_specs` of hosts already checked (``check_hosts``' ``((name, ip), ...)``).
 
     A set's recorded settings were checked when they were recorded; checking
     thousands of host names again on every run is most of what it costs to
-    decide that nothing changes.
+    decide that nothing changes.  ``enrolled``: the hosts enroll what
+    :func:`host_enrolls` names, so the set leaves those members out (no key of
+    theirs is made or kept on the master).
     """
     fqdn = check_dns_name(api_server_fqdn, "api_server_fqdn")
     if not master_hosts:
@@ -438,7 +467,8 @@ def kubeadm_specs_of_hosts(
         endpoint_sans=split_sans([endpoint[0]], "control_plane_endpoint"),
         cluster_name=cluster_name,
     )
-    return _specs(KUBEADM, facts, master_hosts, node_hosts)
+    leave_out = host_enrolls if enrolled else None
+    return _specs(KUBEADM, facts, master_hosts, node_hosts, leave_out=leave_out)
 
 
 # --- From the table to what each host receives ------------------------------------------

@@ -26,13 +26,15 @@ from .defaults import (
     DEFAULT_LEAF_DAYS,
 )
 from .errors import InputError, PKIError, RotationRefused, SetError
-from .guard import check_store, read_store_file
+from .guard import check_store, read_set_file, read_store_file
 from .kubeconfig import render_kubeconfig
 from .lifecycle import write_plan
+from .manifest import read_manifest
 from .plan import plan_set
 from .signer import LOCAL
 from .specs import CASpec, spec_from_ca, spec_from_cert
 from .store import Item, created_cas, read_item, read_pair
+from .verify import enrolled_copies
 from .writer import locked
 
 ROTATION_STAGES = ("prepare", "trust", "reissue", "finish", "abort")
@@ -423,6 +425,15 @@ def plan_stage(rot, specs, stage, keep_keys, now, signer=None):
                 f"stage=finish: {', '.join(stale)} not signed by the new CA yet; run "
                 "stage=reissue (and roll the result out) before dropping the old CA"
             )
+        enrolled = enrolled_by_old_ca(rot)
+        if enrolled:
+            more = f" and {len(enrolled) - 3} more" if len(enrolled) > 3 else ""
+            raise RotationRefused(
+                f"stage=finish: {', '.join(enrolled[:3])}{more} (issued to hosts that enroll) "
+                "still signed by the old CA; have those hosts enroll again first (state.apply "
+                "kubernetes.certs.enrolled with kubernetes:enrollment:renew_before_days above "
+                "the days those certificates have left: docs/ca-rotation.md)"
+            )
         plan = _plan_finish(rot, specs, now, signer)
     else:  # abort
         if before == "idle":
@@ -434,6 +445,22 @@ def plan_stage(rot, specs, stage, keep_keys, now, signer=None):
             )
         plan = _plan_abort(rot, specs, now, signer)
     return before, plan
+
+
+def enrolled_by_old_ca(rot):
+    """The master's copies (``enrolled/<host>/<member>.crt``) of certificates issued to hosts
+    the set still records that the rotation's old CA signed: dropping it would cut them off.
+
+    (Copies of hosts removed from the set stay on disk, and hold nothing back.)
+    """
+    recorded = read_manifest(rot.directory) or {}
+    stale = []
+    for entry in (recorded.get("masters") or []) + (recorded.get("nodes") or []):
+        for _, rel in sorted(enrolled_copies(rot.directory, entry["name"]).items()):
+            data = read_set_file(rot.directory, rel)
+            if data is not None and rot.signer(load_certs(data, rel)[0]) == "old":
+                stale.append(rel)
+    return stale
 
 
 def _rotation_ca_item(name, cert, key_item, bundle, action, reason):

@@ -14,8 +14,10 @@ from .crypto import days_left, fingerprint, iso_utc, load_certs, load_key, publi
 from .distribution import bundle_pattern
 from .errors import InputError, PKIError, SetError
 from .guard import check_store, lstat_or_none, read_set_file
+from .manifest import host_role, read_manifest
 from .profiles import (
     KEY_PAIRS,
+    KUBEADM_ENROLLED_FILES,
     KUBEADM_HOSTS_DIR,
     PILLAR_FILES,
     ROLE_FORBIDDEN,
@@ -399,9 +401,11 @@ _KUBEADM_SECRET_SUFFIXES = (".key", ".conf")
 def kubeadm_share(directory, host):
     """What ``host`` should hold (``{path under /etc/kubernetes: file of the set}``), or None.
 
-    The same rule as the k8s_kubeadm ext_pillar: a host of the set has its
-    ``hosts/<host>/kubelet.conf``; an ``apiserver.crt`` beside it makes it a
-    master.  ``host`` is matched exactly (no case folding).
+    The same rule as the k8s_kubeadm ext_pillar: the set's manifest names its
+    masters and nodes (a set made before manifests: a host has its
+    ``hosts/<host>/kubelet.conf``, an ``apiserver.crt`` beside it makes it a
+    master).  In an enrolled set the share leaves out what the host enrolls.
+    ``host`` is matched exactly (no case folding).
     """
     try:
         checked = check_dns_name(host, "host")
@@ -409,6 +413,15 @@ def kubeadm_share(directory, host):
         return None
     if checked != host:
         return None
+    recorded = read_manifest(directory)
+    if recorded is not None:
+        role, _ = host_role(recorded, host) if recorded["profile"] == "kubeadm" else (None, None)
+        if role is None:
+            return None
+        share = kubeadm_host_files(host, role == "master")
+        if recorded.get("enrolled"):
+            share = {d: src for d, src in share.items() if d not in KUBEADM_ENROLLED_FILES}
+        return share
     own = os.path.join(directory, KUBEADM_HOSTS_DIR, host)
     if lstat_or_none(os.path.join(own, "kubelet.conf")) is None:
         return None

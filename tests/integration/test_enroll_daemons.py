@@ -194,6 +194,16 @@ def run(master, minions):
     rec["verify"] = salt_run.run(
         "k8s-helper.verify", f"cluster_tag={TAG}", "tgt=m1,n1", "tgt_type=list", "table=False"
     )
+    # the set switched to enrolled (no per-host pair left on the master), with x1 a node
+    # that has not enrolled yet, verified, and back (without x1)
+    generate = ("k8s-helper.generate_certs", f"cluster_tag={TAG}", "profile=kubeadm")
+    nodes = f"nodes=[{{name: {NODE_ID}}}, {{name: {OUTSIDER}}}]"
+    rec["generate enrolled"] = _ok(salt_run.run(*generate, "enrolled=True", nodes))
+    rec["verify enrolled"] = salt_run.run(
+        "k8s-helper.verify", f"cluster_tag={TAG}", "tgt=m1,n1,x1", "tgt_type=list", "table=False"
+    )
+    back = ("enrolled=False", f"nodes=[{{name: {NODE_ID}}}]")
+    rec["generate back"] = _ok(salt_run.run(*generate, *back))
     # x1 is a node of the seed set: it enrolls there (its kubeadm cluster_tag overridden)
     override = json.dumps({"kubernetes": {"enrollment": {"cluster_tag": SEED_TAG}}})
     rec["apply seed"] = salt.run(
@@ -518,6 +528,27 @@ def test_verify_compares_enrolled_hosts_with_the_masters_copies(run):
     statuses = {c["id"]: c["status"] for c in master["checks"] if c["id"].startswith("enrolled ")}
     assert len(statuses) == 9 and set(statuses.values()) == {"match"}, statuses
     assert "PRIVATE" not in json.dumps(data)
+
+
+def test_verify_of_the_set_switched_to_enrolled_finds_the_hosts_in_its_manifest(run):
+    assert "hosts/n1/kubelet.conf" in run["generate enrolled"]["removed"]
+    data = run["verify enrolled"].data
+    node, master = data["hosts"][NODE_ID], data["hosts"][MASTER_ID]
+    # no hosts/n1/ on the master any more: n1 is still a node of the set, its share the CA
+    assert (node["host"], node["role"], node["status"]) == (NODE_ID, "node", "ok"), node
+    kubeadm = {c["id"]: c["status"] for c in node["checks"] if not c["id"].startswith("enr")}
+    assert kubeadm["pki/ca.crt"] == "match" and "forbidden" not in kubeadm.values(), kubeadm
+    enrolled = {c["id"]: c["status"] for c in node["checks"] if c["id"].startswith("enrolled ")}
+    assert set(enrolled.values()) == {"match"}, enrolled
+    assert master["role"] == "master", master
+    # a host of the enrolled set the master issued nothing to yet is a problem, said so
+    outsider = data["hosts"][OUTSIDER]
+    assert outsider["status"] == "problems" and outsider["role"] == "node", outsider
+    assert {"id": "enrolled", "status": "not enrolled"}.items() <= outsider["checks"][-1].items()
+    assert run["verify enrolled"].returncode == 1
+    assert "hosts/n1/kubelet.conf" in {
+        n for n, i in run["generate back"]["files"].items() if i["action"] == "generated"
+    }
 
 
 def test_a_seed_node_enrolls_per_node_identities_and_holds_no_admin_key(run, master):

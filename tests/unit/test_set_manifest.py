@@ -151,3 +151,18 @@ def test_manifest_is_staged_with_the_set(tmp_path):
     # a later write without a manifest (renew, rotation) carries it along
     k8s_pki.renew_set(str(root), "c", specs, "kubecfg")
     assert (root / "c/cluster.yaml").read_bytes() == data
+
+
+def test_a_manifest_records_enrolled_strictly():
+    settings = {"profile": "kubeadm", **k8s_pki.PROFILE_DEFAULTS["kubeadm"]}
+    settings["masters"] = k8s_pki.canonical("masters", [{"name": "m1", "ip": "192.0.2.11"}])
+    plain = k8s_pki.render_manifest(settings)
+    assert b"enrolled" not in plain  # a set without it: the manifest earlier formulas wrote
+    assert k8s_pki.parse_manifest(plain, "cluster.yaml")["enrolled"] is False
+
+    def with_line(line):
+        return plain.replace(b"cluster_name: kubernetes\n", b"cluster_name: kubernetes\n" + line)
+
+    assert k8s_pki.parse_manifest(with_line(b"enrolled: true\n"), "x")["enrolled"] is True
+    with pytest.raises(k8s_pki.SetError, match="enrolled: 'yes' is not true or false"):
+        k8s_pki.parse_manifest(with_line(b"enrolled: 'yes'\n"), "x")
