@@ -1344,7 +1344,6 @@ def _verify_kubeadm(tag, directory, tgt, tgt_type, wait):
     references = functools.lru_cache(maxsize=None)(
         functools.partial(k8s_pki.kubeadm_reference, directory)
     )
-    elsewhere = k8s_pki.ca_keys_elsewhere(directory)  # CA keys in OpenBao: on no host
     recorded = k8s_pki.read_manifest(directory) or {}
     hosts = {}
     for minion in sorted(set(expected) | set(replies)):
@@ -1361,8 +1360,6 @@ def _verify_kubeadm(tag, directory, tgt, tgt_type, wait):
             continue
         host = names.get(minion, minion)
         share = k8s_pki.kubeadm_share(directory, host)
-        if share is not None and elsewhere:
-            share = {dest: src for dest, src in share.items() if src not in elsewhere}
         checks = k8s_pki.verify_kubeadm_host(ret, share, references)
         if share is None:
             checks.insert(

@@ -96,6 +96,11 @@ def ca_keys_elsewhere(directory):
     pillar, states and verify leave those keys out.  () for any other set.
     """
     _, recorded = set_profile(directory)
+    return ca_key_files_elsewhere(recorded)
+
+
+def ca_key_files_elsewhere(recorded):
+    """:func:`ca_keys_elsewhere` of a set whose manifest's settings are ``recorded``."""
     if (recorded or {}).get("backend", DEFAULT_BACKEND) == DEFAULT_BACKEND:
         return ()
     return tuple(f"{ca}.key" for ca in KUBEADM_CAS)

@@ -24,6 +24,7 @@ from .profiles import (
     kubeadm_host_files,
     role_forbidden,
 )
+from .signer import ca_key_files_elsewhere
 from .store import read_file
 
 #: statuses of verify_host that are not a problem
@@ -404,8 +405,10 @@ def kubeadm_share(directory, host):
     The same rule as the k8s_kubeadm ext_pillar: the set's manifest names its
     masters and nodes (a set made before manifests: a host has its
     ``hosts/<host>/kubelet.conf``, an ``apiserver.crt`` beside it makes it a
-    master).  In an enrolled set the share leaves out what the host enrolls.
-    ``host`` is matched exactly (no case folding).
+    master).  In an enrolled set the share leaves out what the host enrolls;
+    in a set whose CAs live in OpenBao, the CA keys (kubeadm's external CA
+    mode, as the ext_pillar hands it out).  ``host`` is matched exactly (no
+    case folding).
     """
     try:
         checked = check_dns_name(host, "host")
@@ -421,7 +424,8 @@ def kubeadm_share(directory, host):
         share = kubeadm_host_files(host, role == "master")
         if recorded.get("enrolled"):
             share = {d: src for d, src in share.items() if d not in KUBEADM_ENROLLED_FILES}
-        return share
+        elsewhere = ca_key_files_elsewhere(recorded)
+        return {dest: src for dest, src in share.items() if src not in elsewhere}
     own = os.path.join(directory, KUBEADM_HOSTS_DIR, host)
     if lstat_or_none(os.path.join(own, "kubelet.conf")) is None:
         return None

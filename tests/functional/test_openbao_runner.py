@@ -9,6 +9,7 @@ Independent checks: openssl and cryptography.
 """
 
 import concurrent.futures
+import functools
 import json
 import pathlib
 import shutil
@@ -614,6 +615,22 @@ def test_a_master_of_an_openbao_set_gets_its_share_without_ca_keys(peers_set, tm
     assert set(files_of(box)) == {f"{ETC}/{dest}" for dest in share if dest not in ca_keys}
     assert ks.verify(box.upper(f"{ETC}/pki/ca.crt"), box.upper(f"{ETC}/pki/apiserver.crt"))
     assert ks.verify(box.upper(f"{ETC}/pki/etcd/ca.crt"), box.upper(f"{ETC}/pki/etcd/peer.crt"))
+    # verify's probe, rendered on the host as the runner has it rendered, judged the way the
+    # runner judges it: the master holds its whole share, and no CA key is expected of it.
+    proc, answer = minion.call(
+        "slsutil.renderer",
+        "path=salt://kubernetes/files/verify-probe-kubeadm.json.jinja",
+        "default_renderer=jinja|json",
+        "formula=kubernetes",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert k8s_pki.kubeadm_probe_problem(answer, k8s_pki.KUBEADM_HOST_FILES) is None
+    expected = k8s_pki.kubeadm_share(str(peers_set), "m1")
+    assert not ca_keys & set(expected)
+    refs = functools.partial(k8s_pki.kubeadm_reference, str(peers_set))
+    checks = k8s_pki.verify_kubeadm_host(answer, expected, refs)
+    assert all(c["status"] in k8s_pki.VERIFY_OK for c in checks), checks
+    assert {c["status"] for c in checks if c["path"].endswith(("/ca.key", "-ca.key"))} == {"absent"}
 
 
 # --------------------------------------------------------------------------
