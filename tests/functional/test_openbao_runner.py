@@ -275,6 +275,28 @@ def test_enrollment_is_signed_through_openbao(conf, kadm, pki, server, tmp_path)
     assert support.snapshot(folder) == before
 
 
+def test_an_enrolled_set_through_openbao_holds_no_host_key(runners, conf, pki):
+    """enrolled=True with the CAs in OpenBao: neither the CA keys nor the hosts' keys are on
+    the master; a node enrolls through OpenBao."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    ret = runners["k8s-helper.generate_certs"](
+        cluster_tag="enr", profile="kubeadm", masters=MASTERS, nodes=NODES, enrolled=True,
+        key_type="ecdsa-p256",
+    )  # fmt: skip
+    assert "error" not in ret, ret
+    folder = pki / "enr"
+    keys = sorted(str(p.relative_to(folder)) for p in folder.rglob("*.key"))
+    assert keys == ["sa.key"], keys  # no CA key (OpenBao), no host's key (enrolled)
+    assert not (folder / "hosts/n1/kubelet.conf").exists()
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = k8s_pki.csr_for(key, "n1").decode()
+    ret = _sign_csr_as(conf, "n1")(csr=csr, member="kubelet-client", cluster_tag="enr")
+    assert "error" not in ret, ret
+    cert = x509.load_pem_x509_certificate(ret["cert"].encode())
+    assert k8s_pki.key_matches(cert, key) and k8s_pki.signed_by(cert, load(folder / "ca.crt"))
+
+
 def test_enrollment_in_a_local_set_is_refused_by_the_openbao_backend(conf, tmp_path_factory):
     """The master config says openbao, the set was made locally: refused, nothing signed."""
     from cryptography.hazmat.primitives.asymmetric import ec
