@@ -21,21 +21,26 @@ import k8s_pki  # noqa: E402, F401  (the library under test, from _utils/; tests
 SEED_FILES = ("ca.crt", "ca.key", "server.crt", "server.key", "kubecfg.crt", "kubecfg.key")
 
 
+def at_once(func, items):
+    """``[func(item) for item in items]``, each call in a thread of its own.
+
+    For steps that wait on daemons or subprocesses (a salt CLI call to each
+    minion, a daemon's start): side by side they cost about one.
+    """
+    items = list(items)
+    with concurrent.futures.ThreadPoolExecutor(max(len(items), 1)) as pool:
+        return list(pool.map(func, items))
+
+
 def start_together(stack, factories):
     """Start pytest-salt-factories daemons at once; ``stack`` (an ExitStack) stops them at once.
 
     Each start waits for its own daemon to be up (a minion: connected to its
-    master), a few seconds each; started together they cost about one.
+    master), a few seconds each.
     """
     factories = list(factories)
-    stack.callback(_each_at_once, "terminate", factories)  # one not started: nothing to stop
-    _each_at_once("start", factories)
-
-
-def _each_at_once(method, factories):
-    with concurrent.futures.ThreadPoolExecutor(len(factories)) as pool:
-        for done in [pool.submit(getattr(factory, method)) for factory in factories]:
-            done.result()
+    stack.callback(at_once, lambda f: f.terminate(), factories)  # not started: nothing to stop
+    at_once(lambda f: f.start(), factories)
 
 
 def write_master_config(base, **extra):
