@@ -323,7 +323,10 @@ def generate_certs(
         "backup_keep": _backup_keep(),
         "manifest": k8s_pki.render_manifest(settings),
         "settings": settings,
-        "leave_out": k8s_pki.enrolled_leftovers(directory, settings),
+        "leave_out": (
+            *k8s_pki.enrolled_leftovers(directory, settings),
+            *k8s_pki.copies_of_removed_hosts(directory, settings),
+        ),
     }
     plan, backup = k8s_pki.ensure_set(
         _pki_root(), tag, specs, force_regen=force, dry_run=dry, signer=signer, **options

@@ -103,6 +103,7 @@ from .enroll import (  # noqa: F401
     EnrollRefused,
     check_csr,
     check_reply,
+    copies_of_removed_hosts,
     csr_for,
     enrolled_problem,
     install_enrolled,

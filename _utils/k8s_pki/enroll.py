@@ -428,6 +428,29 @@ def _keep_copy(directory, minion_id, member, data):
     return path
 
 
+def copies_of_removed_hosts(directory, settings):
+    """The master's copies (``enrolled/<host>/...``, relative paths) of hosts ``settings`` no
+    longer names: the next write of the set leaves them out (kept in its backup), so that
+    ``check_expiration`` and ``verify`` stop reporting a host that left the cluster.
+
+    Hosts are matched exactly, as everywhere (``M1`` is not ``m1``); the claims
+    of certified keys (``enrolled/keys/``) stay, so a removed host's key is
+    never certified for another host.
+    """
+    folder = os.path.join(directory, ENROLLED_DIR)
+    if lstat_or_none(folder) is None:
+        return ()
+    hosts = {h["name"] for key in ("masters", "nodes") for h in settings.get(key) or ()}
+    keys = os.path.basename(ENROLLED_KEYS_DIR)
+    stale = []
+    for entry in sorted(os.listdir(folder)):
+        if entry == keys or entry in hosts:
+            continue
+        for parent, _, names in os.walk(os.path.join(folder, entry)):
+            stale += [os.path.relpath(os.path.join(parent, n), directory) for n in names]
+    return tuple(stale)
+
+
 def enrollment_policy(directory, minion_id):
     """``(settings, role, ip)`` of ``minion_id`` in the set at ``directory``; refused if no host."""
     tag = os.path.basename(os.path.normpath(directory))

@@ -213,3 +213,30 @@ def test_an_enrolled_set_that_lost_its_manifest_stays_enrolled(master_conf, runn
     ret = _generate(runners, masters=MASTERS, nodes=NODES)
     assert not set(_live_files(folder)) & set(ENROLLED_FILES), ret["files"]
     assert "enrolled: true\n" in (folder / "cluster.yaml").read_text()
+
+
+@pytest.mark.parametrize("enrolled", [True, False], ids=["enrolled-set", "plain-set"])
+def test_a_host_removed_from_the_set_loses_its_copies(master_conf, runners, pki_root, enrolled):
+    """The master's copies of a removed host leave the set (kept in the backup): expiry and
+    verify stop reporting it, and it can no longer enroll; the claims of its keys stay."""
+    _generate(runners, masters=MASTERS, nodes=[*NODES, {"name": "n2"}], enrolled=enrolled)
+    for host in ("n1", "n2"):
+        assert "error" not in _sign(master_conf, host, "kubelet-client")
+    folder = pki_root / "c1"
+    claims = sorted((folder / "enrolled/keys").iterdir())
+    assert (folder / "enrolled/n1/kubelet-client.crt").is_file()
+    ret = _generate(runners, nodes=[{"name": "n2"}])
+    assert ret["changed"] and "enrolled/n1/kubelet-client.crt" in ret["removed"], ret
+    assert not (folder / "enrolled/n1").exists()
+    assert (folder / "enrolled/n2/kubelet-client.crt").is_file()
+    assert sorted((folder / "enrolled/keys").iterdir()) == claims
+    backup = pathlib.Path(ret["backup"])
+    assert (backup / "enrolled/n1/kubelet-client.crt").is_file()
+    report = runners["k8s-helper.check_expiration"](cluster_tag="c1", table=False)
+    names = [c["name"] for c in report["certificates"]]
+    assert not [n for n in names if "enrolled/n1/" in n], names
+    assert [n for n in names if "enrolled/n2/" in n], names
+    refused = _sign(master_conf, "n1", "kubelet-client")
+    assert refused["retcode"] == 2 and "not a host of the set" in refused["error"], refused
+    again = _generate(runners)
+    assert not again["changed"], again
