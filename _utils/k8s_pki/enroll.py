@@ -438,8 +438,10 @@ def copies_of_removed_hosts(directory, settings):
     never certified for another host.
     """
     folder = os.path.join(directory, ENROLLED_DIR)
-    if lstat_or_none(folder) is None:
+    st = lstat_or_none(folder)
+    if st is None:
         return ()
+    check_entry(folder, st)  # ours and no link, before its listing is believed
     hosts = {h["name"] for key in ("masters", "nodes") for h in settings.get(key) or ()}
     keys = os.path.basename(ENROLLED_KEYS_DIR)
     stale = []

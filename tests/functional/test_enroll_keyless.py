@@ -240,3 +240,17 @@ def test_a_host_removed_from_the_set_loses_its_copies(master_conf, runners, pki_
     assert refused["retcode"] == 2 and "not a host of the set" in refused["error"], refused
     again = _generate(runners)
     assert not again["changed"], again
+
+
+def test_an_enrolled_folder_that_is_a_link_is_refused(runners, pki_root, tmp_path):
+    """The copies' folder is read only when it is the master's own: a link is refused, and
+    neither the set nor what the link points to changes."""
+    _generate(runners, masters=MASTERS, nodes=NODES)
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "gone").mkdir(parents=True)
+    (elsewhere / "gone/kubelet-client.crt").write_text("not ours\n")
+    (pki_root / "c1/enrolled").symlink_to(elsewhere)
+    before, outside = support.snapshot(pki_root), support.snapshot(elsewhere)
+    ret = runners["k8s-helper.generate_certs"](cluster_tag="c1", profile="kubeadm")
+    assert ret["retcode"] == 2 and "enrolled: is a symbolic link" in ret["error"], ret
+    assert support.snapshot(pki_root) == before and support.snapshot(elsewhere) == outside
