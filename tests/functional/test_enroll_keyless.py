@@ -10,9 +10,6 @@ import json
 import pathlib
 
 import pytest
-import salt.config
-import salt.loader
-import salt.pillar
 import support
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -52,26 +49,15 @@ def _live_files(folder):
 
 
 def _sign(master_conf, minion_id, member):
-    """sign_csr as peer_run calls it for ``minion_id`` (see test_enroll_runner.py)."""
-    opts = salt.config.master_config(str(master_conf / "master"))
-    opts["id"] = minion_id
-    sign = salt.loader.runner(opts, utils=salt.loader.utils(opts))["k8s-helper.sign_csr"]
+    """sign_csr as peer_run calls it for ``minion_id``."""
+    sign = support.sign_csr_as(master_conf, minion_id)
     csr = k8s_pki.csr_for(ec.generate_private_key(ec.SECP256R1()), "anything").decode()
     return sign(csr=csr, member=member, cluster_tag="c1")
 
 
 def _pillar(tmp_path, pki_root, minion_id, **options):
-    pillar_root = support.write_pillar(tmp_path / "pillar-roots", None, text="{}\n")
-    conf = support.write_master_config(
-        tmp_path / "pm",
-        pillar_roots={"base": [str(pillar_root)]},
-        pillar_dirs=[str(support.REPO / "_pillar")],
-        ext_pillar=[{"k8s_kubeadm": {"cluster_tag": "c1", **options}}],
-        file_client="local",
-        k8s_helper={"pki_root": str(pki_root)},
-    )
-    opts = salt.config.master_config(str(conf / "master"))
-    return salt.pillar.get_pillar(opts, {"id": minion_id}, minion_id).compile_pillar()
+    ext = [{"k8s_kubeadm": {"cluster_tag": "c1", **options}}]
+    return support.compiled_pillar(tmp_path / "p", pki_root, minion_id, ext)
 
 
 def test_an_enrolled_set_holds_no_key_its_hosts_enroll(tmp_path, master_conf, runners, pki_root):

@@ -5,8 +5,6 @@ the kubeadm states accept that share and leave the enrolled files alone."""
 import json
 
 import pytest
-import salt.config
-import salt.pillar
 import support
 from support import kubeadm as ks
 from support.node import FAST, Minion, Renderer
@@ -22,17 +20,8 @@ def pki(tmp_path_factory):
 
 
 def _pillar(tmp_path, pki, minion_id, **options):
-    pillar_root = support.write_pillar(tmp_path / "pillar-roots", None, text="{}\n")
-    conf = support.write_master_config(
-        tmp_path / "m",
-        pillar_roots={"base": [str(pillar_root)]},
-        pillar_dirs=[str(support.REPO / "_pillar")],
-        ext_pillar=[{"k8s_kubeadm": {"cluster_tag": "c1", **options}}],
-        file_client="local",
-        k8s_helper={"pki_root": str(pki)},
-    )
-    opts = salt.config.master_config(str(conf / "master"))
-    return salt.pillar.get_pillar(opts, {"id": minion_id}, minion_id).compile_pillar()
+    ext = [{"k8s_kubeadm": {"cluster_tag": "c1", **options}}]
+    return support.compiled_pillar(tmp_path, pki, minion_id, ext)
 
 
 def test_a_node_gets_the_ca_certificate_and_no_key(tmp_path, pki):

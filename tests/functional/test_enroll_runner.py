@@ -7,20 +7,12 @@ minion through peer_run) is tests/integration/test_enroll_daemons.py.
 """
 
 import pytest
-import salt.config
-import salt.loader
 import support
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from support import kubeadm as ks
 
 k8s_pki = support.k8s_pki
-
-
-def _runner_as(master_conf, minion_id, **extra):
-    opts = salt.config.master_config(str(master_conf / "master"))
-    opts.update({"id": minion_id, **extra})  # what minion_runner does with the request's id
-    return salt.loader.runner(opts, utils=salt.loader.utils(opts))["k8s-helper.sign_csr"]
 
 
 @pytest.fixture
@@ -33,7 +25,7 @@ def _csr(cn="system:node:m1"):
 
 
 def test_the_caller_is_the_authenticated_id_not_an_argument(master_conf, made):
-    sign = _runner_as(master_conf, "n1")
+    sign = support.sign_csr_as(master_conf, "n1")
     # what a minion could pass: Salt's publish keys, never read
     ret = sign(csr=_csr(), member="kubelet-client", cluster_tag="c1", __pub_id="m1")
     assert "error" not in ret, ret
@@ -59,7 +51,7 @@ def test_the_caller_is_the_authenticated_id_not_an_argument(master_conf, made):
 def test_refusals_are_one_line_with_retcode_and_change_nothing(
     master_conf, made, pki_root, caller, kwargs, why
 ):
-    sign = _runner_as(master_conf, caller)
+    sign = support.sign_csr_as(master_conf, caller)
     before = support.snapshot(pki_root)
     ret = sign(**{"csr": _csr(), "cluster_tag": "c1", **kwargs})
     assert ret["result"] is False and ret["retcode"] == 2, ret
@@ -68,7 +60,7 @@ def test_refusals_are_one_line_with_retcode_and_change_nothing(
 
 
 def test_refused_when_the_master_accepts_unbound_minion_ids(master_conf, made, pki_root):
-    sign = _runner_as(master_conf, "n1", minimum_auth_version=2)
+    sign = support.sign_csr_as(master_conf, "n1", minimum_auth_version=2)
     before = support.snapshot(pki_root)
     ret = sign(csr=_csr(), member="kubelet-client", cluster_tag="c1")
     assert ret["retcode"] == 2 and "minimum_auth_version: 3" in ret["error"], ret

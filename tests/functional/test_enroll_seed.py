@@ -77,19 +77,8 @@ def test_sign_csr_for_seed_hosts(master_conf, seed, pki_root):
 
 
 def _pillar(tmp_path, pki, minion_id, **options):
-    pillar_root = support.write_pillar(tmp_path / "pillar-roots", None, text="{}\n")
-    conf = support.write_master_config(
-        tmp_path / "m",
-        pillar_roots={"base": [str(pillar_root)]},
-        pillar_dirs=[str(support.REPO / "_pillar")],
-        ext_pillar=[
-            {"k8s_certs": {"cluster_tag": "s1", "masters": ["m*"], "nodes": ["n*"], **options}}
-        ],
-        file_client="local",
-        k8s_helper={"pki_root": str(pki)},
-    )
-    opts = salt.config.master_config(str(conf / "master"))
-    return salt.pillar.get_pillar(opts, {"id": minion_id}, minion_id).compile_pillar()
+    ext = [{"k8s_certs": {"cluster_tag": "s1", "masters": ["m*"], "nodes": ["n*"], **options}}]
+    return support.compiled_pillar(tmp_path, pki, minion_id, ext)
 
 
 def test_enrolled_seed_pillar_gives_a_node_no_key(tmp_path, runners, seed, pki_root):

@@ -233,16 +233,6 @@ def test_an_unchanged_openbao_set_is_taken_from_the_record(conf, kadm, pki, runn
     assert not k8s_pki.plan_set(str(folder), specs, signer=signer, trust_record=False).changed
 
 
-def _sign_csr_as(conf, minion_id):
-    """k8s-helper.sign_csr loaded as peer_run runs it: the master's opts, id = the minion."""
-    import salt.config
-    import salt.loader
-
-    opts = salt.config.master_config(str(conf / "master"))
-    opts["id"] = minion_id
-    return salt.loader.runner(opts, utils=salt.loader.utils(opts))["k8s-helper.sign_csr"]
-
-
 def test_enrollment_is_signed_through_openbao(conf, kadm, pki, server, tmp_path):
     """A host's CSR goes to OpenBao as it is (the key stays on the host); the identity is
     the set's for the authenticated id, whatever the CSR asks; the copy is kept."""
@@ -251,7 +241,7 @@ def test_enrollment_is_signed_through_openbao(conf, kadm, pki, server, tmp_path)
     folder = pki / "kadm"
     key = ec.generate_private_key(ec.SECP256R1())
     greedy = k8s_pki.csr_for(key, "system:masters").decode()  # asks for another identity
-    ret = _sign_csr_as(conf, "n1")(csr=greedy, member="kubelet-client", cluster_tag="kadm")
+    ret = support.sign_csr_as(conf, "n1")(csr=greedy, member="kubelet-client", cluster_tag="kadm")
     assert "error" not in ret, ret
     cert = x509.load_pem_x509_certificate(ret["cert"].encode())
     assert cert.subject.rfc4514_string() == "CN=system:node:n1,O=system:nodes"
@@ -264,13 +254,13 @@ def test_enrollment_is_signed_through_openbao(conf, kadm, pki, server, tmp_path)
     assert (folder / "enrolled/n1/kubelet-client.crt").read_text() == ret["cert"]
     # a master's apiserver: the set's SANs for m1, signed by OpenBao's CA
     csr = k8s_pki.csr_for(ec.generate_private_key(ec.SECP256R1()), "x").decode()
-    ret = _sign_csr_as(conf, "m1")(csr=csr, member="apiserver", cluster_tag="kadm")
+    ret = support.sign_csr_as(conf, "m1")(csr=csr, member="apiserver", cluster_tag="kadm")
     assert "error" not in ret, ret
     cert = x509.load_pem_x509_certificate(ret["cert"].encode())
     assert "10.0.0.11" in {str(ip) for ip in k8s_pki.cert_sans(cert)[1]}
     # refusals stay the policy's, before OpenBao is asked
     before = support.snapshot(folder)
-    ret = _sign_csr_as(conf, "n1")(csr=csr, member="apiserver", cluster_tag="kadm")
+    ret = support.sign_csr_as(conf, "n1")(csr=csr, member="apiserver", cluster_tag="kadm")
     assert ret["retcode"] == 2 and "a node of 'kadm' may enroll" in ret["error"], ret
     assert support.snapshot(folder) == before
 
@@ -291,7 +281,7 @@ def test_an_enrolled_set_through_openbao_holds_no_host_key(runners, conf, pki):
     assert not (folder / "hosts/n1/kubelet.conf").exists()
     key = ec.generate_private_key(ec.SECP256R1())
     csr = k8s_pki.csr_for(key, "n1").decode()
-    ret = _sign_csr_as(conf, "n1")(csr=csr, member="kubelet-client", cluster_tag="enr")
+    ret = support.sign_csr_as(conf, "n1")(csr=csr, member="kubelet-client", cluster_tag="enr")
     assert "error" not in ret, ret
     cert = x509.load_pem_x509_certificate(ret["cert"].encode())
     assert k8s_pki.key_matches(cert, key) and k8s_pki.signed_by(cert, load(folder / "ca.crt"))
@@ -307,7 +297,7 @@ def test_enrollment_in_a_local_set_is_refused_by_the_openbao_backend(conf, tmp_p
     before = support.snapshot(folder)
     csr = k8s_pki.csr_for(ec.generate_private_key(ec.SECP256R1()), "x").decode()
     node = ks.NODES[0]["name"]
-    ret = _sign_csr_as(conf, node)(csr=csr, member="kubelet-client", cluster_tag="loc")
+    ret = support.sign_csr_as(conf, node)(csr=csr, member="kubelet-client", cluster_tag="loc")
     assert ret["retcode"] == 2 and "made with the local backend" in ret["error"], ret
     assert support.snapshot(folder) == before
 

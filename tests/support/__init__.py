@@ -75,6 +75,40 @@ def load_runners(conf_dir):
     return salt.loader.runner(opts, utils=salt.loader.utils(opts))
 
 
+def sign_csr_as(conf_dir, minion_id, **extra):
+    """``k8s-helper.sign_csr`` loaded as peer_run runs a minion's call.
+
+    ``salt.daemons.masterapi.RemoteFuncs.minion_runner`` loads the runner with
+    the master's options and ``id`` set to the minion id Salt authenticated.
+    """
+    import salt.config
+    import salt.loader
+
+    opts = salt.config.master_config(str(pathlib.Path(conf_dir) / "master"))
+    opts.update({"id": minion_id, **extra})
+    return salt.loader.runner(opts, utils=salt.loader.utils(opts))["k8s-helper.sign_csr"]
+
+
+def compiled_pillar(base, pki_root, minion_id, ext_pillar):
+    """``minion_id``'s pillar as the master's own compiler makes it, with ``ext_pillar``
+    (the formula's ext_pillars loaded from this checkout) over sets in ``pki_root``."""
+    import salt.config
+    import salt.pillar
+
+    base = pathlib.Path(base)
+    pillar_root = write_pillar(base / "pillar-roots", None, text="{}\n")
+    conf = write_master_config(
+        base / "m",
+        pillar_roots={"base": [str(pillar_root)]},
+        pillar_dirs=[str(REPO / "_pillar")],
+        ext_pillar=ext_pillar,
+        file_client="local",
+        k8s_helper={"pki_root": str(pki_root)},
+    )
+    opts = salt.config.master_config(str(conf / "master"))
+    return salt.pillar.get_pillar(opts, {"id": minion_id}, minion_id).compile_pillar()
+
+
 @contextlib.contextmanager
 def event_sink(conf_dir):
     """Accept and drop the events salt-run publishes when no master daemon runs.
