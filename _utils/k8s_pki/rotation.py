@@ -531,10 +531,16 @@ def _plan_trust(rot, specs, now, signer=None):
         "rebundled",
         "trust bundle: the current CA, then the new one",
     )
-    members = _rotation_specs(rot, specs, with_next=True)
+    return _plan_rebundled(rot, specs, ca, True, now, signer)
+
+
+def _plan_rebundled(rot, specs, ca, with_next, now, signer):
+    """The set with the CA item ``ca`` (its ``.crt`` rewritten as a new trust bundle) in the
+    CA's place: the leaves are kept (a rotation reads every file it plans for), the
+    kubeconfigs carry the new bundle."""
     plan = plan_set(
         rot.directory,
-        members,
+        _rotation_specs(rot, specs, with_next=with_next),
         renew_before_days=0,
         now=now,
         cas={rot.name: ca},
@@ -586,17 +592,7 @@ def _plan_finish(rot, specs, now, signer=None):
         "rebundled",
         f"old CA dropped from {rot.name}.crt: sha256 {dropped}",
     )
-    members = _rotation_specs(rot, specs, with_next=False)
-    plan = plan_set(
-        rot.directory,
-        members,
-        renew_before_days=0,
-        now=now,
-        cas={rot.name: ca},
-        trust_record=False,
-        signer=signer,
-    )
-    return _rebundle_kubeconfigs(plan, rot)
+    return _plan_rebundled(rot, specs, ca, False, now, signer)
 
 
 def _plan_abort(rot, specs, now, signer=None):
