@@ -75,6 +75,21 @@ def load_runners(conf_dir):
     return salt.loader.runner(opts, utils=salt.loader.utils(opts))
 
 
+def make_recorded_set(root, tag, profile, key_type="ecdsa-p256", **settings):
+    """A set of ``profile`` under ``root`` with its cluster.yaml, as generate_certs writes it
+    (``settings``: those that differ from the profile's defaults, e.g. masters, nodes)."""
+    recorded = {"profile": profile, **k8s_pki.PROFILE_DEFAULTS[profile], "key_type": key_type}
+    recorded.update({name: k8s_pki.canonical(name, value) for name, value in settings.items()})
+    k8s_pki.ensure_set(
+        root,
+        tag,
+        k8s_pki.specs_for(recorded),
+        key_type=key_type,
+        manifest=k8s_pki.render_manifest(recorded),
+    )
+    return pathlib.Path(root) / tag
+
+
 def sign_csr_as(conf_dir, minion_id, **extra):
     """``k8s-helper.sign_csr`` loaded as peer_run runs a minion's call.
 

@@ -116,14 +116,6 @@ class ApiServerStandIn(tlsserver.TLSServer):
 
 def make_set(root, tag="c1", masters=MASTERS, nodes=NODES, key_type="ecdsa-p256"):
     """A kubeadm set under ``root`` with its cluster.yaml (the record enrollment reads)."""
-    settings = {"profile": "kubeadm", **k8s_pki.PROFILE_DEFAULTS["kubeadm"], "key_type": key_type}
-    settings["masters"] = k8s_pki.canonical("masters", masters)
-    settings["nodes"] = k8s_pki.canonical("nodes", nodes)
-    k8s_pki.ensure_set(
-        root,
-        tag,
-        k8s_pki.specs_for(settings),
-        key_type=key_type,
-        manifest=k8s_pki.render_manifest(settings),
+    return support.make_recorded_set(
+        root, tag, "kubeadm", key_type=key_type, masters=masters, nodes=nodes
     )
-    return pathlib.Path(root) / tag

@@ -17,18 +17,14 @@ NODES = [{"name": "n1", "ip": "192.0.2.21"}, {"name": "n2"}]
 
 def make_seed(root, tag="s1", masters=MASTERS, nodes=NODES, service_account_key=True):
     """A seed set with its cluster.yaml, as generate_certs writes it."""
-    settings = {"profile": "seed", **k8s_pki.PROFILE_DEFAULTS["seed"], "key_type": "ecdsa-p256"}
-    settings["service_account_key"] = service_account_key
-    settings["masters"] = k8s_pki.canonical("masters", masters)
-    settings["nodes"] = k8s_pki.canonical("nodes", nodes)
-    k8s_pki.ensure_set(
+    return support.make_recorded_set(
         root,
         tag,
-        k8s_pki.specs_for(settings),
-        key_type="ecdsa-p256",
-        manifest=k8s_pki.render_manifest(settings),
+        "seed",
+        masters=masters,
+        nodes=nodes,
+        service_account_key=service_account_key,
     )
-    return root / tag
 
 
 @pytest.fixture
