@@ -324,7 +324,7 @@ def generate_certs(
         "manifest": k8s_pki.render_manifest(settings),
         "settings": settings,
         "leave_out": (
-            *k8s_pki.enrolled_leftovers(directory, settings),
+            *k8s_pki.enrolled_leftovers(directory, settings, specs),
             *k8s_pki.copies_of_removed_hosts(directory, settings),
         ),
     }

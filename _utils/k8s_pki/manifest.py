@@ -500,16 +500,16 @@ def specs_for(settings, only_nodes=None, include_enrolled=False):
     )
 
 
-def enrolled_leftovers(directory, settings):
+def enrolled_leftovers(directory, settings, kept):
     """The files of an enrolled kubeadm set's folder its hosts enroll instead (relative paths).
 
     What a set made before it was enrolled still holds for its hosts: each is
     left out of the set by the next write (kept in its backup).  Empty for any
-    other set.
+    other set.  ``kept``: the set's specs (``specs_for(settings)``, which the
+    caller has already built).
     """
     if settings.get("profile") != "kubeadm" or not settings.get("enrolled"):
         return ()
-    kept = specs_for(settings)
     found = []
     for name, spec in specs_for(settings, include_enrolled=True).items():
         if name in kept:
