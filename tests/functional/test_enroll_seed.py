@@ -5,9 +5,6 @@ k8s_certs ext_pillar with ``enrolled: true`` hands a node no key at all."""
 import json
 
 import pytest
-import salt.config
-import salt.loader
-import salt.pillar
 import support
 import yaml
 from cryptography import x509
@@ -33,12 +30,6 @@ def seed(runners, pki_root):
     return pki_root / "s1"
 
 
-def _sign_as(master_conf, minion_id):
-    opts = salt.config.master_config(str(master_conf / "master"))
-    opts["id"] = minion_id  # what minion_runner does with the request's authenticated id
-    return salt.loader.runner(opts, utils=salt.loader.utils(opts))["k8s-helper.sign_csr"]
-
-
 def _csr():
     return k8s_pki.csr_for(ec.generate_private_key(ec.SECP256R1()), "x").decode()
 
@@ -62,16 +53,18 @@ def test_bad_hosts_are_refused_with_a_retcode_and_nothing_written(runners, pki_r
 
 
 def test_sign_csr_for_seed_hosts(master_conf, seed, pki_root):
-    ret = _sign_as(master_conf, "n1")(csr=_csr(), member="kubelet-client", cluster_tag="s1")
+    sign = support.sign_csr_as(master_conf, "n1")
+    ret = sign(csr=_csr(), member="kubelet-client", cluster_tag="s1")
     cert = x509.load_pem_x509_certificate(ret["cert"].encode())
     assert cert.subject.rfc4514_string() == "CN=system:node:n1,O=system:nodes"
     before = support.snapshot(pki_root)
-    ret = _sign_as(master_conf, "n1")(csr=_csr(), member="kubecfg", cluster_tag="s1")
+    ret = support.sign_csr_as(master_conf, "n1")(csr=_csr(), member="kubecfg", cluster_tag="s1")
     assert (
         ret["retcode"] == 2
         and "may enroll kubelet-client, kubelet-serving, kube-proxy" in (ret["error"])
     )
-    ret = _sign_as(master_conf, "x1")(csr=_csr(), member="kubelet-client", cluster_tag="s1")
+    sign = support.sign_csr_as(master_conf, "x1")
+    ret = sign(csr=_csr(), member="kubelet-client", cluster_tag="s1")
     assert ret["retcode"] == 2 and "x1: not a host of the set 's1'" in ret["error"]
     assert support.snapshot(pki_root) == before
 
@@ -108,10 +101,21 @@ def test_enrolled_seed_pillar_refuses_a_master_without_a_token_key(tmp_path, see
 
 
 def test_check_expiration_lists_what_seed_hosts_enrolled(master_conf, runners, seed):
-    ret = _sign_as(master_conf, "n2")(csr=_csr(), member="kube-proxy", cluster_tag="s1")
+    ret = support.sign_csr_as(master_conf, "n2")(csr=_csr(), member="kube-proxy", cluster_tag="s1")
     assert "error" not in ret, ret
     report = runners["k8s-helper.check_expiration"](cluster_tag="s1", table=False)
     rows = {entry["name"]: entry for entry in report["certificates"]}
     assert rows["enrolled/n2/kube-proxy.crt"]["subject"] == "CN=system:kube-proxy"
     assert rows["enrolled/n2/kube-proxy.crt"]["status"] == "ok"
     assert "kubecfg.crt" in rows and report["retcode"] == 0
+
+
+def test_a_seed_host_taken_out_of_the_set_loses_its_copies(master_conf, runners, seed):
+    for host in ("n1", "n2"):
+        sign = support.sign_csr_as(master_conf, host)
+        assert "error" not in sign(csr=_csr(), member="kubelet-client", cluster_tag="s1")
+    ret = _generate(runners, "cluster_tag=s1", "nodes=[{name: n2}]")
+    assert ret["removed"] == ["enrolled/n1/kubelet-client.crt"], ret
+    assert not (seed / "enrolled/n1").exists()
+    assert (seed / "enrolled/n2/kubelet-client.crt").is_file()
+    assert (seed / "server.crt").is_file() and (seed / "kubecfg.key").is_file()
